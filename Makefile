@@ -1,0 +1,53 @@
+# controlplane: the two commands are `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+NODE_DIR := tests/interop/node
+STAMP := $(VENV)/.installed
+
+.PHONY: run test venv proto proto-check lint typecheck pytest node-deps clean
+
+## run: create the environment, install both distributions, start one agent on 127.0.0.1:7946
+run: venv
+	$(BIN)/controlplane agent --bind 127.0.0.1 --port 7946
+
+## test: everything CI checks
+test: venv node-deps lint typecheck proto-check pytest
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml clients/python/pyproject.toml requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet -e clients/python -e .
+	@touch $@
+
+# Node packages for the interop tests, from the committed lockfile.
+node-deps: $(if $(wildcard $(NODE_DIR)/package-lock.json),$(NODE_DIR)/node_modules/.package-lock.json)
+
+$(NODE_DIR)/node_modules/.package-lock.json: $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is required for the interop tests (Node.js 20)"; exit 1; }
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+
+proto: venv
+	$(PY) tools/protogen.py generate
+
+proto-check: venv
+	$(PY) tools/protogen.py check
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/buf lint
+
+typecheck: venv
+	$(BIN)/mypy controlplane clients/python/controlplane tools
+	$(BIN)/mypy --strict clients/python/controlplane
+
+pytest: venv
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) $(NODE_DIR)/node_modules .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""The gRPC edge of the agent: servicers, error mapping, health and reflection."""

@@ -1,0 +1,131 @@
+"""Maps the domain error taxonomy to gRPC statuses, once, at the edge.
+
+Servicers raise `controlplane.errors.ControlPlaneError` subclasses; the
+interceptor here turns each into its status code with a `google.rpc.Status` in
+the trailers (with `BadRequest` field violations for invalid arguments), so any
+gRPC client can read the details. Any other exception is a bug: it is logged with
+its traceback and answered INTERNAL, never UNKNOWN.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from controlplane.errors import ControlPlaneError, Internal, InvalidArgument
+
+log = logging.getLogger("controlplane.api")
+
+ERROR_DOMAIN = "controlplane"
+
+
+def status_of(error: ControlPlaneError) -> grpc.Status:
+    """The gRPC status (code, message, rich details) that represents `error`."""
+    detail = status_pb2.Status(code=error.code.value[0], message=error.message)
+    if isinstance(error, InvalidArgument) and error.violations:
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in error.violations
+            ]
+        )
+        detail.details.add().Pack(bad_request)
+    info = error_details_pb2.ErrorInfo(reason=type(error).__name__.upper(), domain=ERROR_DOMAIN)
+    detail.details.add().Pack(info)
+    assert detail.code != code_pb2.OK
+    status: grpc.Status = rpc_status.to_status(detail)
+    return status
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: ControlPlaneError) -> None:
+    status = status_of(error)
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+def _internal(method: str, error: Exception) -> ControlPlaneError:
+    log.exception("unexpected error in %s", method, exc_info=error)
+    return Internal(
+        f"internal error in {method}: {type(error).__name__}; the agent log has details"
+    )
+
+
+Behavior = Callable[..., Any]
+
+
+def _wrap_unary(method: str, behavior: Behavior) -> Behavior:
+    async def guarded(request_or_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await behavior(request_or_iterator, context)
+        except ControlPlaneError as error:
+            await _abort(context, error)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:
+            await _abort(context, _internal(method, error))
+        return None
+
+    return guarded
+
+
+def _wrap_stream(method: str, behavior: Behavior) -> Behavior:
+    if not inspect.isasyncgenfunction(behavior):
+        # A streaming handler written with context.write() is a plain coroutine.
+        return _wrap_unary(method, behavior)
+
+    async def guarded(
+        request_or_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        try:
+            async for response in behavior(request_or_iterator, context):
+                yield response
+        except ControlPlaneError as error:
+            await _abort(context, error)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:
+            await _abort(context, _internal(method, error))
+
+    return guarded
+
+
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps every async handler so domain errors leave as proper statuses."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        kinds = (
+            ("unary_unary", grpc.unary_unary_rpc_method_handler, _wrap_unary),
+            ("stream_unary", grpc.stream_unary_rpc_method_handler, _wrap_unary),
+            ("unary_stream", grpc.unary_stream_rpc_method_handler, _wrap_stream),
+            ("stream_stream", grpc.stream_stream_rpc_method_handler, _wrap_stream),
+        )
+        for attribute, make_handler, wrap in kinds:
+            behavior = getattr(handler, attribute)
+            if behavior is None:
+                continue
+            if not (inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)):
+                return handler
+            return make_handler(
+                wrap(method, behavior),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler

@@ -1,0 +1,273 @@
+"""The agent's one frozen configuration and where its values come from.
+
+Precedence, lowest first: built-in defaults < a TOML file (`--config`) <
+`CONTROLPLANE_*` environment variables < command-line flags. Every setting is
+described once, in `SETTINGS`, with its parser and validator, so the file, the
+environment and the flags cannot disagree about what a value means. Any problem
+raises `ConfigError` with one line naming the setting, its source and the rule.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+PROFILES = ("lan", "wan", "local")
+ROLES = ("server", "client")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+NODE_NAME_MAX = 128
+NODE_NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
+DEFAULT_PORT = 7946  # memberlist's and Serf's default bind port
+ENV_PREFIX = "CONTROLPLANE_"
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, malformed or out of range."""
+
+
+def default_node_name() -> str:
+    """The host name, trimmed to a valid node name (as Serf defaults to it)."""
+    name = socket.gethostname().split(".")[0] or "controlplane"
+    cleaned = "".join(c if NODE_NAME_RE.fullmatch(c) else "-" for c in name)
+    return cleaned[:NODE_NAME_MAX]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """Everything an agent needs to start; immutable once built."""
+
+    node: str = field(default_factory=default_node_name)
+    bind: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    advertise: str = ""
+    profile: str = "lan"
+    role: str = "server"
+    join: tuple[str, ...] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+    data_dir: str = ""
+    log_level: str = "info"
+    shutdown_grace: float = 5.0
+
+    @property
+    def advertise_address(self) -> str:
+        """The address other members and clients use to reach this agent."""
+        if self.advertise:
+            return self.advertise
+        if ipaddress.ip_address(self.bind).is_unspecified:
+            return "127.0.0.1" if ipaddress.ip_address(self.bind).version == 4 else "::1"
+        return self.bind
+
+    @property
+    def listen_target(self) -> str:
+        """The "host:port" a gRPC server binds, with IPv6 hosts bracketed."""
+        return format_host_port(self.bind, self.port)
+
+
+def format_host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# ---- parsers: each takes the raw value (a TOML value or a string) -------------
+
+
+def _parse_str(raw: object) -> str:
+    if not isinstance(raw, str):
+        raise ValueError(f"must be a string, got {type(raw).__name__}")
+    return raw
+
+
+def _parse_int(raw: object) -> int:
+    if isinstance(raw, bool):
+        raise ValueError("must be an integer, got a boolean")
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, str):
+        try:
+            return int(raw.strip(), 10)
+        except ValueError:
+            raise ValueError(f"must be an integer, got {raw!r}") from None
+    raise ValueError(f"must be an integer, got {type(raw).__name__}")
+
+
+def _parse_float(raw: object) -> float:
+    if isinstance(raw, bool):
+        raise ValueError("must be a number of seconds, got a boolean")
+    if isinstance(raw, int | float):
+        return float(raw)
+    if isinstance(raw, str):
+        text = raw.strip().removesuffix("s")
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"must be a number of seconds, got {raw!r}") from None
+    raise ValueError(f"must be a number of seconds, got {type(raw).__name__}")
+
+
+def _parse_list(raw: object) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    if isinstance(raw, list | tuple) and all(isinstance(item, str) for item in raw):
+        return tuple(raw)
+    raise ValueError("must be a list of strings (or a comma-separated string)")
+
+
+def _parse_tags(raw: object) -> dict[str, str]:
+    if isinstance(raw, Mapping):
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+            raise ValueError("must map strings to strings")
+        return dict(raw)
+    pairs = _parse_list(raw)
+    tags: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"must be key=value pairs, got {pair!r}")
+        tags[key] = value
+    return tags
+
+
+# ---- validators: raise ValueError with the rule that was broken -----------------
+
+
+def _check_node(value: str) -> None:
+    if not 1 <= len(value) <= NODE_NAME_MAX or not NODE_NAME_RE.fullmatch(value):
+        raise ValueError(
+            f"must be 1 to {NODE_NAME_MAX} characters of letters, digits, '-', '_' and '.',"
+            f" got {value!r}"
+        )
+
+
+def _check_ip(value: str) -> None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"must be an IPv4 or IPv6 address, got {value!r}") from None
+
+
+def _check_optional_ip(value: str) -> None:
+    if value:
+        _check_ip(value)
+
+
+def _check_port(value: int) -> None:
+    if not 1 <= value <= 65535:
+        raise ValueError(f"must be an integer from 1 to 65535, got {value}")
+
+
+def _one_of(choices: Sequence[str]) -> Callable[[str], None]:
+    def check(value: str) -> None:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}; got {value!r}")
+
+    return check
+
+
+def _check_grace(value: float) -> None:
+    if not 0 <= value <= 300:
+        raise ValueError(f"must be from 0 to 300 seconds, got {value}")
+
+
+def _check_join(value: tuple[str, ...]) -> None:
+    for address in value:
+        if not address or any(c.isspace() for c in address):
+            raise ValueError(f"must be host or host:port addresses, got {address!r}")
+
+
+def _check_tags(value: Mapping[str, str]) -> None:
+    encoded = sum(len(k.encode()) + len(v.encode()) for k, v in value.items())
+    if encoded > 512:
+        raise ValueError(f"must encode to at most 512 bytes, got {encoded}")
+
+
+def _no_check(value: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """How one configuration key is parsed and validated, whatever its source."""
+
+    name: str
+    parse: Callable[[object], Any]
+    check: Callable[[Any], None]
+    help: str
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+SETTINGS: dict[str, Setting] = {
+    s.name: s
+    for s in (
+        Setting("node", _parse_str, _check_node, "unique node name (default: the host name)"),
+        Setting("bind", _parse_str, _check_ip, "IP address to bind gossip and gRPC to"),
+        Setting("port", _parse_int, _check_port, "UDP gossip and TCP gRPC port (default 7946)"),
+        Setting("advertise", _parse_str, _check_optional_ip, "address announced to others"),
+        Setting("profile", _parse_str, _one_of(PROFILES), "timing profile: lan, wan or local"),
+        Setting("role", _parse_str, _one_of(ROLES), "server (serves clients) or client"),
+        Setting("join", _parse_list, _check_join, "address of a member to join (repeatable)"),
+        Setting("tags", _parse_tags, _check_tags, "tag key=value (repeatable)"),
+        Setting("data_dir", _parse_str, _no_check, "directory for the snapshot and state"),
+        Setting("log_level", _parse_str, _one_of(LOG_LEVELS), "debug, info, warning or error"),
+        Setting("shutdown_grace", _parse_float, _check_grace, "seconds to finish RPCs on stop"),
+    )
+}
+assert set(SETTINGS) == {f.name for f in fields(AgentConfig)}
+
+
+def _apply(values: dict[str, Any], name: str, raw: object, source: str) -> None:
+    setting = SETTINGS.get(name)
+    if setting is None:
+        known = ", ".join(sorted(SETTINGS))
+        raise ConfigError(f"{source}: unknown key {name!r} (known keys: {known})")
+    try:
+        value = setting.parse(raw)
+        setting.check(value)
+    except ValueError as error:
+        raise ConfigError(f"{source}: {name} {error}") from None
+    values[name] = value
+
+
+def load_file(path: str | Path) -> dict[str, object]:
+    """Reads a TOML file into raw values; a missing or malformed file is a ConfigError."""
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except OSError as error:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {error}") from None
+
+
+def build_config(
+    *,
+    file_values: Mapping[str, object] | None = None,
+    file_name: str = "config file",
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, object] | None = None,
+) -> AgentConfig:
+    """Merges the sources in precedence order and validates every value."""
+    values: dict[str, Any] = {}
+    for name, raw in (file_values or {}).items():
+        _apply(values, name, raw, file_name)
+    # Other CONTROLPLANE_* variables exist (the CLI's ADDR and TOKEN), so only the
+    # agent's own names are read here rather than rejecting unknown ones.
+    for setting in SETTINGS.values():
+        if environ is not None and setting.env in environ:
+            _apply(values, setting.name, environ[setting.env], f"environment {setting.env}")
+    for name, raw in (flags or {}).items():
+        _apply(values, name, raw, f"flag {SETTINGS[name].flag}")
+    return replace(AgentConfig(), **values)

@@ -1,0 +1,146 @@
+"""Real agent processes for integration tests and benchmarks.
+
+Starts `controlplane agent` as a child process on a loopback address, waits until
+its health check says SERVING, and stops it with SIGTERM (or SIGKILL). Every wait
+is bounded by a deadline, so a broken agent fails a test instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from controlplane.client.health import HealthStatus, check_health
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that is free for both TCP and UDP on `host` right now."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((host, 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((host, port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError(f"no free TCP+UDP port on {host}")
+
+
+@dataclass
+class AgentProcess:
+    """A running agent child process and how to reach it."""
+
+    name: str
+    host: str
+    port: int
+    process: subprocess.Popen[str]
+    log_path: Path
+    extra_args: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def target(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def health(self, service: str = "", timeout: float = 1.0) -> HealthStatus:
+        with grpc.insecure_channel(self.target) as channel:
+            return check_health(channel, service, timeout=timeout)
+
+    def wait_serving(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"agent {self.name} exited with {self.process.returncode}:\n{self.log()}"
+                )
+            with contextlib.suppress(grpc.RpcError):
+                if self.health(timeout=0.5) == HealthStatus.SERVING:
+                    return
+            time.sleep(0.05)
+        raise TimeoutError(f"agent {self.name} not serving after {timeout}s:\n{self.log()}")
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        """SIGTERM and wait; returns the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+            raise
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def start_agent(
+    name: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    args: Sequence[str] = (),
+    log_dir: Path,
+    env: dict[str, str] | None = None,
+    wait: bool = True,
+) -> AgentProcess:
+    """Starts an agent process; with `wait`, returns once it is SERVING."""
+    port = port or free_port(host)
+    log_path = log_dir / f"{name}.log"
+    command = [
+        sys.executable,
+        "-m",
+        "controlplane.cli",
+        "agent",
+        "--node",
+        name,
+        "--bind",
+        host,
+        "--port",
+        str(port),
+        "--shutdown-grace",
+        "1",
+        *args,
+    ]
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("CONTROLPLANE_")}
+    child_env.update(env or {})
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, text=True, env=child_env
+        )
+    agent = AgentProcess(name, host, port, process, log_path, tuple(args))
+    if wait:
+        try:
+            agent.wait_serving()
+        except BaseException:
+            agent.kill()
+            raise
+    return agent
+
+
+@contextlib.contextmanager
+def running_agent(
+    name: str, *, log_dir: Path, host: str = "127.0.0.1", args: Sequence[str] = ()
+) -> Iterator[AgentProcess]:
+    """An agent for the duration of a `with` block; killed at the end whatever happens."""
+    agent = start_agent(name, log_dir=log_dir, host=host, args=args)
+    try:
+        yield agent
+    finally:
+        agent.kill()

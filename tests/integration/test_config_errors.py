@@ -1,0 +1,81 @@
+"""Bad configuration: exit status 2 and one line that names the key or the port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from controlplane.testing.agents import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def run_agent(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("CONTROLPLANE_")}
+    child_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "controlplane.cli", "agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=child_env,
+        check=False,
+    )
+
+
+def assert_one_line_exit_2(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_unknown_key_in_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text('node = "a"\nprot = 7946\n')
+    result = run_agent("--config", str(config))
+    assert_one_line_exit_2(result, "unknown key 'prot'", str(config))
+
+
+def test_config_file_that_is_not_toml(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text("port = = 1\n")
+    assert_one_line_exit_2(run_agent("--config", str(config)), "not valid TOML")
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    assert_one_line_exit_2(run_agent("--config", str(tmp_path / "nope.toml")), "does not exist")
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "70000", "-1", "http"])
+def test_port_out_of_range_flag(port: str) -> None:
+    assert_one_line_exit_2(run_agent(f"--port={port}"), "--port", "port")
+
+
+def test_port_out_of_range_in_environment() -> None:
+    result = run_agent(env={"CONTROLPLANE_PORT": "99999"})
+    assert_one_line_exit_2(result, "CONTROLPLANE_PORT", "65535")
+
+
+def test_bad_profile_names_the_choices() -> None:
+    assert_one_line_exit_2(run_agent("--profile", "fast"), "profile", "lan, wan, local")
+
+
+def test_unknown_flag() -> None:
+    assert_one_line_exit_2(run_agent("--bogus"), "--bogus")
+
+
+def test_port_in_use() -> None:
+    port = free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        result = run_agent("--port", str(port), "--bind", "127.0.0.1")
+    assert_one_line_exit_2(result, f"port {port}", "already in use")

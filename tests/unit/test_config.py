@@ -1,0 +1,88 @@
+"""Configuration precedence and validation, without starting anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from controlplane.config import AgentConfig, ConfigError, build_config, load_file
+
+
+def test_defaults() -> None:
+    config = build_config()
+    assert config.bind == "127.0.0.1"
+    assert config.port == 7946
+    assert config.profile == "lan"
+    assert config.role == "server"
+    assert config.listen_target == "127.0.0.1:7946"
+
+
+def test_precedence_file_then_environment_then_flags() -> None:
+    file_values = {"port": 1000, "profile": "wan", "role": "client", "node": "from-file"}
+    environ = {"CONTROLPLANE_PORT": "2000", "CONTROLPLANE_PROFILE": "local"}
+    flags = {"port": "3000"}
+    config = build_config(file_values=file_values, environ=environ, flags=flags)
+    assert config.port == 3000  # flag beats environment and file
+    assert config.profile == "local"  # environment beats file
+    assert config.role == "client"  # file beats default
+    assert config.node == "from-file"
+
+
+def test_unrelated_environment_variables_are_ignored() -> None:
+    config = build_config(environ={"CONTROLPLANE_ADDR": "x:1", "CONTROLPLANE_TOKEN": "t"})
+    assert config == AgentConfig(node=config.node)
+
+
+def test_lists_and_tags_from_each_source() -> None:
+    config = build_config(
+        file_values={"join": ["a:1", "b:2"], "tags": {"rack": "r1"}},
+        environ={"CONTROLPLANE_TAGS": "zone=z1,rack=r2"},
+    )
+    assert config.join == ("a:1", "b:2")
+    assert config.tags == {"zone": "z1", "rack": "r2"}
+    assert build_config(flags={"join": ["c:3"]}).join == ("c:3",)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ({"file_values": {"colour": "red"}}, "unknown key 'colour'"),
+        ({"file_values": {"port": "x"}}, "port must be an integer"),
+        ({"file_values": {"port": True}}, "port must be an integer, got a boolean"),
+        ({"flags": {"port": "65536"}}, "flag --port: port must be an integer from 1 to 65535"),
+        ({"environ": {"CONTROLPLANE_BIND": "nowhere"}}, "CONTROLPLANE_BIND: bind must be an IPv4"),
+        ({"flags": {"node": "bad name"}}, "node must be 1 to 128 characters"),
+        ({"flags": {"node": "n" * 129}}, "node must be 1 to 128 characters"),
+        ({"flags": {"shutdown_grace": "-1"}}, "shutdown_grace must be from 0 to 300"),
+        ({"flags": {"tags": ["novalue"]}}, "tags must be key=value pairs"),
+        ({"flags": {"tags": [f"k=v{'x' * 600}"]}}, "tags must encode to at most 512 bytes"),
+        ({"flags": {"log_level": "loud"}}, "log_level must be one of"),
+    ],
+)
+def test_bad_values_name_the_key_and_the_rule(source: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        build_config(**source)  # type: ignore[arg-type]
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_node_name_at_the_limit_is_accepted() -> None:
+    assert build_config(flags={"node": "n" * 128}).node == "n" * 128
+
+
+def test_ipv6_listen_target_is_bracketed() -> None:
+    assert build_config(flags={"bind": "::1", "port": "7000"}).listen_target == "[::1]:7000"
+
+
+def test_unspecified_bind_advertises_loopback_unless_told() -> None:
+    assert build_config(flags={"bind": "0.0.0.0"}).advertise_address == "127.0.0.1"
+    config = build_config(flags={"bind": "0.0.0.0", "advertise": "127.0.0.9"})
+    assert config.advertise_address == "127.0.0.9"
+
+
+def test_load_file_parses_toml(tmp_path: Path) -> None:
+    path = tmp_path / "a.toml"
+    path.write_text('port = 8000\nprofile = "local"\n[tags]\nrole2 = "x"\n')
+    config = build_config(file_values=load_file(path))
+    assert (config.port, config.profile, dict(config.tags)) == (8000, "local", {"role2": "x"})
