@@ -43,7 +43,8 @@ lint: venv
 	$(BIN)/buf lint
 
 typecheck: venv
-	$(BIN)/mypy controlplane clients/python/controlplane tools
+	$(BIN)/mypy controlplane clients/python/controlplane tools tests $(wildcard bench)
+	@# strict is the project-wide setting; repeated here so the client can never lose it
 	$(BIN)/mypy --strict clients/python/controlplane
 
 pytest: venv
