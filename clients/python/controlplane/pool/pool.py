@@ -1,0 +1,667 @@
+"""The client-side server pool: which server to talk to next, and when to move on.
+
+This module owns :class:`ServerPool`, the bookkeeping behind the client's
+failover, built on Consul's client ``Manager`` (``agent/router/manager.go``) and
+Nomad's client ``RPCProxy`` (``client/rpcproxy/rpcproxy.go``):
+
+* ``find_server`` returns the head of the list; ``notify_failed_server`` moves
+  the failed server to the end, but only if it is still the head, so a burst of
+  failures from concurrent calls rotates once rather than once per call
+  (Consul's manager compares the failed server with the current head).
+* ``rebalance`` shuffles, pings in order until one server answers and commits
+  the new order only then; if nobody answers the pool is marked offline and the
+  old order kept (Consul ``RebalanceServers``).
+* primaries come from heartbeat responses (``refresh_server_lists``), backups
+  from configuration (``set_backup_servers``); servers with an incompatible API
+  version are filtered out (Nomad ``RefreshServerLists``).
+
+Beyond Consul and Nomad: outlier ejection after consecutive failures (Envoy's
+defaults, see :mod:`controlplane.pool.outlier`), servers that announce
+``draining`` sink behind every other server, and re-discovery from seed
+addresses through an injected resolver when no known server is left.
+
+The pool is pure: it reads no clock (``now`` is passed in, seconds on a
+monotonic clock), draws randomness only from the injected ``random.Random``,
+and reaches the network only through the callables handed to ``rebalance``
+(a pinger) and ``rediscover`` (a resolver). It is not thread-safe; callers
+that share one pool between threads hold a lock around it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from controlplane.pool.errors import (
+    InvalidConfigError,
+    InvalidCountError,
+    InvalidServerError,
+    PoolInputError,
+)
+from controlplane.pool.interval import rebalance_interval
+from controlplane.pool.outlier import EjectionPolicy, ServerHealth, check_now
+from controlplane.pool.server import ApiVersion, Server, is_api_compatible, parse_address
+
+__all__ = [
+    "FailureVerdict",
+    "Pinger",
+    "PoolConfig",
+    "RebalanceResult",
+    "RediscoveryResult",
+    "RefreshResult",
+    "Resolver",
+    "SeedFailure",
+    "ServerPool",
+]
+
+Pinger = Callable[[Server], bool]
+"""Checks one server; returns True if it answered. Exceptions propagate."""
+
+Resolver = Callable[[str], Sequence[str]]
+"""Resolves one seed (e.g. a DNS ``host:port``) to ``host:port`` addresses.
+
+Raising ``OSError`` (``socket.gaierror`` included) or ``ValueError`` marks that
+seed as failed for this round; other seeds are still tried.
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class PoolConfig:
+    """Settings of one pool. Immutable.
+
+    Attributes:
+        client_api_version: the API version this client speaks; servers are kept
+            only if :func:`~controlplane.pool.server.is_api_compatible`.
+        ejection: the outlier-ejection policy (Envoy defaults).
+        seed_addresses: ``host:port`` names re-resolved on every re-discovery,
+            typically a DNS name that lists the servers.
+    """
+
+    client_api_version: ApiVersion = field(default_factory=lambda: ApiVersion(1, 0))
+    ejection: EjectionPolicy = field(default_factory=EjectionPolicy)
+    seed_addresses: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.client_api_version, ApiVersion):
+            raise InvalidConfigError(
+                "client_api_version",
+                f"must be an ApiVersion, got {self.client_api_version!r}",
+            )
+        if not isinstance(self.ejection, EjectionPolicy):
+            raise InvalidConfigError(
+                "ejection", f"must be an EjectionPolicy, got {self.ejection!r}"
+            )
+        if isinstance(self.seed_addresses, str):
+            raise InvalidConfigError(
+                "seed_addresses", "must be a sequence of 'host:port' strings, got one string"
+            )
+        seeds = tuple(self.seed_addresses)
+        for index, seed in enumerate(seeds):
+            parse_address(seed, field=f"seed_addresses[{index}]")
+        # Keep the first occurrence of each seed, in order.
+        object.__setattr__(self, "seed_addresses", tuple(dict.fromkeys(seeds)))
+
+
+class FailureVerdict(enum.Enum):
+    """What ``notify_failed_server`` did with a reported failure."""
+
+    IGNORED = "ignored"
+    """The server is unknown to the pool, or already ejected."""
+    COUNTED = "counted"
+    """The failure was counted; the server was not the head, so the order stands."""
+    ROTATED = "rotated"
+    """The server was the head and moved to the end of its list."""
+    EJECTED = "ejected"
+    """The failure reached the ejection threshold and the server was ejected."""
+
+
+@dataclass(frozen=True, slots=True)
+class RebalanceResult:
+    """The outcome of one ``rebalance``.
+
+    Attributes:
+        head: the server that answered and now heads the pool, or ``None``.
+        pinged: the servers pinged, in order (the last one answered on success).
+        failed: the servers that did not answer, in ping order.
+        offline: True when no server answered (the old order was kept).
+    """
+
+    head: Server | None
+    pinged: tuple[Server, ...]
+    failed: tuple[Server, ...]
+    offline: bool
+
+    @property
+    def succeeded(self) -> bool:
+        return self.head is not None
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshResult:
+    """The outcome of one ``refresh_server_lists``.
+
+    Attributes:
+        added: primaries that were not known before (in their new order).
+        removed: primaries that the new list no longer contains.
+        incompatible: servers dropped by the API-version filter.
+    """
+
+    added: tuple[Server, ...]
+    removed: tuple[Server, ...]
+    incompatible: tuple[Server, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SeedFailure:
+    """A seed that could not be resolved, or produced an unusable address."""
+
+    seed: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RediscoveryResult:
+    """The outcome of one ``rediscover``.
+
+    Attributes:
+        resolved: every address the seeds resolved to, in resolution order.
+        added: servers new to the pool, added as primaries.
+        failures: seeds that failed to resolve or returned a malformed address.
+    """
+
+    resolved: tuple[str, ...]
+    added: tuple[Server, ...]
+    failures: tuple[SeedFailure, ...]
+
+
+class _Tier(enum.IntEnum):
+    """Selection preference; lower is preferred. The order is the design's rules:
+    backups only when no primary is usable, draining servers only when nothing
+    else is left."""
+
+    PRIMARY = 0
+    BACKUP = 1
+    DRAINING_PRIMARY = 2
+    DRAINING_BACKUP = 3
+
+
+def _tier_of(server: Server, is_primary: bool) -> _Tier:
+    if server.draining:
+        return _Tier.DRAINING_PRIMARY if is_primary else _Tier.DRAINING_BACKUP
+    return _Tier.PRIMARY if is_primary else _Tier.BACKUP
+
+
+def _check_server(value: object, field_name: str) -> Server:
+    if not isinstance(value, Server):
+        raise InvalidServerError(field_name, f"must be a Server, got {value!r}")
+    return value
+
+
+def _dedupe_by_name(servers: Iterable[Server]) -> list[Server]:
+    """First occurrence of each name wins; a repeated name is a sender's mistake."""
+    unique: dict[str, Server] = {}
+    for server in servers:
+        unique.setdefault(server.name, server)
+    return list(unique.values())
+
+
+class ServerPool:
+    """An ordered pool of servers for one client, with primaries and backups.
+
+    Selection order (``candidates``), each group in its stored order:
+
+    1. primaries that are neither ejected nor draining;
+    2. backups that are neither ejected nor draining (only reached when group 1
+       is empty or was found unreachable by the last rebalance);
+    3. draining primaries, then 4. draining backups.
+
+    Ejected servers are never selected until their ejection time has passed.
+    A group whose every member failed the ping in the last successful rebalance
+    is moved behind the others until one of its members succeeds again or new
+    servers join it; this keeps a backup that answered at the head while the
+    primaries that did not answer wait.
+    """
+
+    def __init__(self, config: PoolConfig | None = None, *, rng: random.Random) -> None:
+        if config is not None and not isinstance(config, PoolConfig):
+            raise InvalidConfigError("config", f"must be a PoolConfig or None, got {config!r}")
+        if not isinstance(rng, random.Random):
+            raise InvalidConfigError("rng", f"must be a random.Random, got {rng!r}")
+        self._config = config if config is not None else PoolConfig()
+        self._rng = rng
+        self._primaries: list[Server] = []
+        self._backups: list[Server] = []
+        self._health: dict[str, ServerHealth] = {}
+        self._demoted_tiers: set[_Tier] = set()
+        # Consul's manager starts offline and leaves that state when a server is
+        # added or a rebalance finds one that answers.
+        self._offline = True
+        self._num_nodes = 0
+        self._leader_address: str | None = None
+        self._last_refreshed_at: float | None = None
+
+    # ----------------------------------------------------------------- reading
+
+    @property
+    def config(self) -> PoolConfig:
+        return self._config
+
+    @property
+    def is_offline(self) -> bool:
+        """True before any server is known and after a rebalance in which no
+        server answered; cleared when a server is added, a heartbeat brings a
+        non-empty list, a call succeeds or a rebalance finds one that answers."""
+        return self._offline
+
+    @property
+    def num_servers(self) -> int:
+        """Distinct servers known (primaries and backups), usable or not."""
+        return len(self._known())
+
+    @property
+    def num_nodes(self) -> int:
+        """Cluster size from the last heartbeat response (0 before any)."""
+        return self._num_nodes
+
+    @property
+    def leader_address(self) -> str | None:
+        """The leader's address from the last heartbeat response, if it named one."""
+        return self._leader_address
+
+    @property
+    def last_refreshed_at(self) -> float | None:
+        """The ``now`` of the last ``refresh_server_lists``, or ``None``."""
+        return self._last_refreshed_at
+
+    def servers(self) -> tuple[Server, ...]:
+        """Every known server in stored order: primaries, then backups that are not
+        also primaries. Includes ejected and draining servers."""
+        return tuple(server for server, _ in self._known())
+
+    def primary_servers(self) -> tuple[Server, ...]:
+        return tuple(self._primaries)
+
+    def backup_servers(self) -> tuple[Server, ...]:
+        return tuple(self._backups)
+
+    def candidates(self, now: float) -> tuple[Server, ...]:
+        """Selectable servers in the order the pool would offer them, head first."""
+        now = check_now(now)
+        return tuple(server for server, _ in self._ranked(now))
+
+    def find_server(self, now: float) -> Server | None:
+        """The server to use next (the head), or ``None`` if none is selectable."""
+        ranked = self._ranked(check_now(now))
+        return ranked[0][0] if ranked else None
+
+    def is_ejected(self, server: Server | str, now: float) -> bool:
+        now = check_now(now)
+        health = self._health.get(self._name_of(server))
+        return health is not None and health.is_ejected(now)
+
+    def ejected_servers(self, now: float) -> tuple[Server, ...]:
+        now = check_now(now)
+        return tuple(s for s, _ in self._known() if self._health[s.name].is_ejected(now))
+
+    def consecutive_failures(self, server: Server | str) -> int:
+        health = self._health.get(self._name_of(server))
+        return 0 if health is None else health.consecutive_failures
+
+    def needs_rediscovery(self, now: float) -> bool:
+        """True when no known server can be selected or the last rebalance found
+        none answering: the moment to re-resolve the seeds (``rediscover``)."""
+        return self._offline or self.find_server(now) is None
+
+    def next_rebalance_interval(self) -> float:
+        """Seconds until the next rebalance, sized to the cluster (Consul's
+        ``refreshServerRebalanceTimer``), jittered from the pool's rng."""
+        return rebalance_interval(self.num_servers, self._num_nodes, self._rng)
+
+    # ---------------------------------------------------------------- feedback
+
+    def notify_failed_server(self, server: Server, now: float) -> FailureVerdict:
+        """Report that a call to ``server`` failed.
+
+        The failure counts toward ejection whatever the server's position. The
+        server moves to the end of its list only if it is still the head: when
+        several in-flight calls fail on the same server, the first report rotates
+        and the rest leave the new head alone. Unknown servers are ignored.
+        """
+        now = check_now(now)
+        name = _check_server(server, "server").name
+        health = self._health.get(name)
+        if health is None or health.is_ejected(now):
+            return FailureVerdict.IGNORED
+        failures = health.record_failure()
+
+        head = self.find_server(now)
+        rotated = False
+        if head is not None and head.name == name:
+            rotated = self._rotate_to_end(name)
+
+        policy = self._config.ejection
+        if (
+            policy.consecutive_failures is not None
+            and failures >= policy.consecutive_failures
+            and policy.may_eject(len(self.ejected_servers(now)), self.num_servers)
+        ):
+            health.eject(now, policy)
+            return FailureVerdict.EJECTED
+        return FailureVerdict.ROTATED if rotated else FailureVerdict.COUNTED
+
+    def notify_success(self, server: Server, now: float) -> bool:
+        """Report that a call to ``server`` succeeded: its failure count restarts,
+        its group is no longer held back by an earlier failed rebalance ping, and
+        the pool is online. Returns False if the server is unknown."""
+        now = check_now(now)
+        name = _check_server(server, "server").name
+        health = self._health.get(name)
+        if health is None:
+            return False
+        health.record_success()
+        stored, is_primary = self._lookup(name)
+        self._demoted_tiers.discard(_tier_of(stored, is_primary))
+        self._offline = False
+        return True
+
+    # -------------------------------------------------------------- membership
+
+    def add_server(self, server: Server) -> bool:
+        """Add a primary, or update the details of a known one in place.
+
+        New servers go to the end, so they see traffic after a rebalance or after
+        the servers ahead of them fail (Consul ``AddServer``). Returns False, and
+        changes nothing, if the server's API version is incompatible.
+        """
+        server = _check_server(server, "server")
+        if not is_api_compatible(self._config.client_api_version, server.api_version):
+            return False
+        for index, existing in enumerate(self._primaries):
+            if existing.name == server.name:
+                self._primaries[index] = server
+                break
+        else:
+            self._primaries.append(server)
+            self._demoted_tiers.discard(_Tier.PRIMARY)
+        self._health.setdefault(server.name, ServerHealth())
+        self._replace_backup_details(server)
+        # Consul: "Assume we are no longer offline since we've just seen a new server."
+        self._offline = False
+        return True
+
+    def remove_server(self, server: Server | str) -> bool:
+        """Forget a server (by name) from both lists. Returns False if unknown."""
+        name = self._name_of(server)
+        before = len(self._primaries) + len(self._backups)
+        self._primaries = [s for s in self._primaries if s.name != name]
+        self._backups = [s for s in self._backups if s.name != name]
+        self._health.pop(name, None)
+        return len(self._primaries) + len(self._backups) != before
+
+    def set_draining(self, server: Server | str, draining: bool = True) -> bool:
+        """Mark a known server as draining (or no longer). Returns False if unknown."""
+        name = self._name_of(server)
+        if name not in self._health:
+            return False
+        self._primaries = [_with_draining(s, draining, name) for s in self._primaries]
+        self._backups = [_with_draining(s, draining, name) for s in self._backups]
+        return True
+
+    def refresh_server_lists(
+        self,
+        servers: Sequence[Server],
+        num_nodes: int,
+        leader_address: str | None,
+        now: float,
+    ) -> RefreshResult:
+        """Replace the primaries with the list from a heartbeat response.
+
+        * Servers whose API version is incompatible are dropped and reported.
+        * Servers that stay keep their relative order (and their failure and
+          ejection history), with their details refreshed, so a heartbeat does
+          not undo the last rebalance or rotation.
+        * New servers are appended in a random order drawn from the pool's rng,
+          so clients that receive the same list do not all fall over to the same
+          newcomer (Consul and Nomad append new servers in Go map order, which
+          is random).
+        * Servers missing from the list are removed at once (Nomad).
+        * Backups are left alone: unlike Nomad, which clears its backups when a
+          heartbeat lists a server, configured backups stay as the fallback for
+          the day the primaries are gone.
+
+        ``num_nodes`` and ``leader_address`` are stored (``leader_address`` empty
+        or ``None`` means no known leader).
+        """
+        now = check_now(now)
+        if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 0:
+            raise InvalidCountError("num_nodes", f"must be an integer >= 0, got {num_nodes!r}")
+        if leader_address is not None and leader_address != "":
+            parse_address(leader_address, field="leader_address")
+        checked = [_check_server(s, f"servers[{i}]") for i, s in enumerate(servers)]
+
+        client_version = self._config.client_api_version
+        compatible = _dedupe_by_name(
+            s for s in checked if is_api_compatible(client_version, s.api_version)
+        )
+        incompatible = tuple(
+            s for s in checked if not is_api_compatible(client_version, s.api_version)
+        )
+
+        incoming = {s.name: s for s in compatible}
+        current_names = {s.name for s in self._primaries}
+        kept = [incoming[s.name] for s in self._primaries if s.name in incoming]
+        removed = tuple(s for s in self._primaries if s.name not in incoming)
+        added = [s for s in compatible if s.name not in current_names]
+        self._rng.shuffle(added)
+
+        self._primaries = kept + added
+        for server in kept + added:
+            self._health.setdefault(server.name, ServerHealth())
+            self._replace_backup_details(server)
+        self._forget_unknown_health()
+
+        if added:
+            # New primaries deserve a try even if the old ones failed the last ping.
+            self._demoted_tiers.discard(_Tier.PRIMARY)
+        if compatible:
+            # A heartbeat response that lists servers proves one of them answered.
+            self._offline = False
+        self._num_nodes = num_nodes
+        self._leader_address = leader_address or None
+        self._last_refreshed_at = now
+        return RefreshResult(added=tuple(added), removed=removed, incompatible=incompatible)
+
+    def set_backup_servers(self, servers: Sequence[Server]) -> tuple[Server, ...]:
+        """Replace the backups (servers used only while no primary is usable).
+
+        Servers with an incompatible API version are dropped; the dropped ones are
+        returned. A backup that is also a primary is selected as a primary.
+        """
+        checked = [_check_server(s, f"servers[{i}]") for i, s in enumerate(servers)]
+        client_version = self._config.client_api_version
+        self._backups = _dedupe_by_name(
+            s for s in checked if is_api_compatible(client_version, s.api_version)
+        )
+        for server in self._backups:
+            self._health.setdefault(server.name, ServerHealth())
+        self._forget_unknown_health()
+        self._demoted_tiers.discard(_Tier.BACKUP)
+        if self._backups:
+            self._offline = False
+        return tuple(s for s in checked if not is_api_compatible(client_version, s.api_version))
+
+    # --------------------------------------------------------------- rebalance
+
+    def rebalance(self, pinger: Pinger, now: float) -> RebalanceResult:
+        """Shuffle, ping until one server answers, then commit the new order.
+
+        Primaries and backups are shuffled independently (Nomad). Servers are
+        pinged in selection-group order (healthy primaries, healthy backups,
+        draining primaries, draining backups); ejected servers are skipped. The
+        first server that answers heads its list and the servers that did not
+        answer go to the end of theirs (Consul cycles each failed server to the
+        end). Groups in which every pinged member failed are held back behind the
+        others until one of their members succeeds again.
+
+        If nobody answers, the pool is marked offline and the previous order is
+        kept untouched (Consul). A pinger that raises leaves the pool unchanged.
+        """
+        now = check_now(now)
+        shuffled_primaries = list(self._primaries)
+        self._rng.shuffle(shuffled_primaries)
+        shuffled_backups = list(self._backups)
+        self._rng.shuffle(shuffled_backups)
+
+        primary_names = {s.name for s in shuffled_primaries}
+        entries = [(s, _tier_of(s, True)) for s in shuffled_primaries] + [
+            (s, _tier_of(s, False)) for s in shuffled_backups if s.name not in primary_names
+        ]
+        ping_order = sorted(
+            (entry for entry in entries if not self._health[entry[0].name].is_ejected(now)),
+            key=lambda entry: entry[1],
+        )
+
+        pinged: list[Server] = []
+        failed: list[tuple[Server, _Tier]] = []
+        answered: tuple[Server, _Tier] | None = None
+        for server, tier in ping_order:
+            pinged.append(server)
+            if pinger(server):
+                answered = (server, tier)
+                break
+            failed.append((server, tier))
+
+        failed_servers = tuple(server for server, _ in failed)
+        if answered is None:
+            self._offline = True
+            return RebalanceResult(
+                head=None, pinged=tuple(pinged), failed=failed_servers, offline=True
+            )
+
+        head, head_tier = answered
+        failed_names = [server.name for server in failed_servers]
+        self._primaries = _commit_order(shuffled_primaries, head.name, failed_names)
+        self._backups = _commit_order(shuffled_backups, head.name, failed_names)
+        # Every group ahead of the head's was pinged in full and failed.
+        self._demoted_tiers = {tier for _, tier in failed if tier < head_tier}
+        self._health[head.name].record_success()
+        self._offline = False
+        return RebalanceResult(
+            head=head, pinged=tuple(pinged), failed=failed_servers, offline=False
+        )
+
+    # ------------------------------------------------------------- rediscovery
+
+    def rediscover(self, resolver: Resolver, now: float) -> RediscoveryResult:
+        """Re-resolve every seed and add the addresses not yet known as primaries.
+
+        Seeds are resolved afresh on every call (DNS answers change as servers are
+        replaced). A new address becomes a server named after its address, with an
+        unknown API version, appended in a random order; the next heartbeat
+        replaces it with the server's real record. Addresses already known (as any
+        server's address) are left as they are, ejection included.
+        """
+        now = check_now(now)
+        known_addresses = {s.address for s, _ in self._known()}
+        resolved: list[str] = []
+        added: list[Server] = []
+        failures: list[SeedFailure] = []
+        for seed in self._config.seed_addresses:
+            try:
+                addresses = list(resolver(seed))
+            except (OSError, ValueError) as error:
+                failures.append(SeedFailure(seed=seed, reason=str(error) or type(error).__name__))
+                continue
+            for address in addresses:
+                try:
+                    server = Server.from_address(address)
+                except PoolInputError as error:
+                    failures.append(SeedFailure(seed=seed, reason=str(error)))
+                    continue
+                resolved.append(address)
+                if address in known_addresses:
+                    continue
+                known_addresses.add(address)
+                added.append(server)
+        # A server elsewhere named like this address keeps its name; skip the newcomer.
+        added = [server for server in added if server.name not in self._health]
+        self._rng.shuffle(added)
+        for server in added:
+            self._primaries.append(server)
+            self._health[server.name] = ServerHealth()
+        if added:
+            self._demoted_tiers.discard(_Tier.PRIMARY)
+            self._offline = False
+        return RediscoveryResult(
+            resolved=tuple(resolved), added=tuple(added), failures=tuple(failures)
+        )
+
+    # ---------------------------------------------------------------- internals
+
+    def _known(self) -> list[tuple[Server, bool]]:
+        """(server, is_primary) for every distinct server, primaries first."""
+        primary_names = {s.name for s in self._primaries}
+        return [(s, True) for s in self._primaries] + [
+            (s, False) for s in self._backups if s.name not in primary_names
+        ]
+
+    def _ranked(self, now: float) -> list[tuple[Server, _Tier]]:
+        entries = [
+            (server, _tier_of(server, is_primary))
+            for server, is_primary in self._known()
+            if not self._health[server.name].is_ejected(now)
+        ]
+        # sorted() is stable, so each group keeps its stored (rotation) order.
+        return sorted(entries, key=lambda entry: (entry[1] in self._demoted_tiers, entry[1]))
+
+    def _lookup(self, name: str) -> tuple[Server, bool]:
+        for server, is_primary in self._known():
+            if server.name == name:
+                return server, is_primary
+        raise KeyError(name)
+
+    def _rotate_to_end(self, name: str) -> bool:
+        in_primaries = any(s.name == name for s in self._primaries)
+        servers = self._primaries if in_primaries else self._backups
+        if len(servers) < 2:
+            return False
+        index = next(i for i, s in enumerate(servers) if s.name == name)
+        servers.append(servers.pop(index))
+        return True
+
+    def _replace_backup_details(self, server: Server) -> None:
+        self._backups = [server if s.name == server.name else s for s in self._backups]
+
+    def _forget_unknown_health(self) -> None:
+        names = {s.name for s in self._primaries} | {s.name for s in self._backups}
+        for name in list(self._health):
+            if name not in names:
+                del self._health[name]
+
+    @staticmethod
+    def _name_of(server: Server | str) -> str:
+        if isinstance(server, Server):
+            return server.name
+        if isinstance(server, str) and server:
+            return server
+        raise InvalidServerError("server", f"must be a Server or a non-empty name, got {server!r}")
+
+
+def _with_draining(server: Server, draining: bool, name: str) -> Server:
+    if server.name != name or server.draining == draining:
+        return server
+    return dataclasses.replace(server, draining=draining)
+
+
+def _commit_order(shuffled: list[Server], head_name: str, failed_names: list[str]) -> list[Server]:
+    """The head first, then the untested in shuffled order, then the failed in
+    ping order: the result of Consul cycling each failed server to the end."""
+    failed_set = set(failed_names)
+    by_name = {s.name: s for s in shuffled}
+    head = [by_name[head_name]] if head_name in by_name else []
+    untested = [s for s in shuffled if s.name != head_name and s.name not in failed_set]
+    failed = [by_name[name] for name in failed_names if name in by_name]
+    return head + untested + failed
