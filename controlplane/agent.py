@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import random
 import signal
 import socket
 from collections.abc import Sequence
@@ -21,14 +22,19 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from controlplane.api.errors import ErrorMappingInterceptor
+from controlplane.api.membership import MembershipReads
 from controlplane.api.services import PUBLIC_SERVICES, PublicService, pending_servicer
 from controlplane.config import AgentConfig
+from controlplane.gossip import PROFILES, GossipNode
+from controlplane.gossip.v1 import gossip_pb2_grpc
+from controlplane.transport.pushpull import GossipServicer
+from controlplane.transport.runtime import GossipRuntime
 
 log = logging.getLogger("controlplane.agent")
 
 # What each public service still lacks in this version; answered as UNIMPLEMENTED.
 MISSING_FEATURES: dict[str, str] = {
-    "Membership": "the membership layer is not part of this build yet",
+    "Membership": "only ListMembers and GetLocalMember are part of this build",
     "ServerPool": "server pools are not part of this build yet",
     "Ring": "hash rings are not part of this build yet",
     "Keyring": "gossip encryption keys are not part of this build yet",
@@ -52,9 +58,15 @@ class AgentStartError(RuntimeError):
     """The agent could not start (for example its port is taken)."""
 
 
-def _port_in_use(host: str, port: int) -> bool:
+# Retry-join: the first attempts come quickly so agents started together find each
+# other fast, then settle at Serf's RetryInterval of 30 s.
+RETRY_JOIN_INTERVAL = 1.0
+LEAVE_PROPAGATION_TIMEOUT = 5.0  # Serf's BroadcastTimeout
+
+
+def _port_in_use(host: str, port: int, kind: socket.SocketKind) -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
+    with socket.socket(family, kind) as probe:
         # Like the gRPC server, ignore connections lingering in TIME_WAIT: only a
         # live listener makes the port taken.
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -74,21 +86,44 @@ class Agent:
         self._server: grpc.aio.Server | None = None
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
+        self.runtime: GossipRuntime | None = None
+        self._join_task: asyncio.Task[None] | None = None
 
     @property
     def service_names(self) -> list[str]:
         return [service.full_name for service in PUBLIC_SERVICES]
 
-    def _servicer_for(self, service: PublicService) -> object:
-        return pending_servicer(service, MISSING_FEATURES[service.name])
+    def _servicer_for(self, service: PublicService, runtime: GossipRuntime) -> object:
+        implemented = MembershipReads(runtime) if service.name == "Membership" else None
+        return pending_servicer(service, MISSING_FEATURES[service.name], implemented)
+
+    def _gossip_runtime(self) -> GossipRuntime:
+        config = self.config
+        loop = asyncio.get_running_loop()
+        node = GossipNode(
+            PROFILES[config.profile](),
+            config.node,
+            (config.advertise_address, config.port),
+            # Production randomness: seeded from the OS; tests seed their own cores.
+            rng=random.Random(),
+            now=loop.time(),
+        )
+        return GossipRuntime(node)
 
     async def start(self) -> None:
         config = self.config
-        if _port_in_use(config.bind, config.port):
-            raise AgentStartError(f"port {config.port} on {config.bind} is already in use")
+        for kind, label in ((socket.SOCK_STREAM, "TCP"), (socket.SOCK_DGRAM, "UDP")):
+            if _port_in_use(config.bind, config.port, kind):
+                raise AgentStartError(
+                    f"port {config.port} on {config.bind} is already in use ({label})"
+                )
+        runtime = self._gossip_runtime()
         server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()], options=SERVER_OPTIONS)
         for service in PUBLIC_SERVICES:
-            service.add_to_server(self._servicer_for(service), server)
+            service.add_to_server(self._servicer_for(service, runtime), server)
+        gossip_pb2_grpc.add_GossipServicer_to_server(
+            GossipServicer(runtime.serve_push_pull), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
@@ -99,10 +134,23 @@ class Agent:
             raise AgentStartError(f"cannot bind {config.listen_target}: {error}") from None
         if bound == 0:
             raise AgentStartError(f"cannot bind {config.listen_target}")
+        try:
+            runtime.open(config.bind, config.port)
+        except OSError as error:
+            raise AgentStartError(
+                f"cannot bind UDP {config.listen_target}: {error.strerror}"
+            ) from None
         await server.start()
         self._server = server
+        self.runtime = runtime
         for name in ["", *self.service_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if config.join:
+            # Membership is NOT_SERVING until the agent has reached the cluster.
+            await self.health.set(
+                "controlplane.v1.Membership", health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            self._join_task = asyncio.create_task(self._join(config.join))
         log.info(
             "agent %s serving on %s (profile %s, role %s)",
             config.node,
@@ -110,6 +158,11 @@ class Agent:
             config.profile,
             config.role,
         )
+
+    async def _join(self, addresses: Sequence[str]) -> None:
+        assert self.runtime is not None
+        await self.runtime.retry_join(addresses, self.config.port, RETRY_JOIN_INTERVAL)
+        await self.health.set("controlplane.v1.Membership", health_pb2.HealthCheckResponse.SERVING)
 
     def request_stop(self) -> None:
         """Asks the agent to shut down gracefully (safe to call from a signal handler)."""
@@ -121,7 +174,13 @@ class Agent:
             return
         log.info("agent %s stopping (grace %.1fs)", self.config.node, self.config.shutdown_grace)
         await self.health.enter_graceful_shutdown()
+        if self._join_task is not None:
+            self._join_task.cancel()
+        if self.runtime is not None:
+            await self.runtime.leave(LEAVE_PROPAGATION_TIMEOUT)
         await self._server.stop(self.config.shutdown_grace)
+        if self.runtime is not None:
+            await self.runtime.close()
         self._stopped.set()
         log.info("agent %s stopped", self.config.node)
 

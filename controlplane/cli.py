@@ -1,29 +1,56 @@
-"""The `controlplane` command: `controlplane agent` runs an agent.
+"""The `controlplane` command, shaped like `serf` and `consul members`.
 
-Usage errors (unknown flags, bad values, unknown config keys, a taken port) print
-one line to stderr and exit with status 2, never a traceback.
+`controlplane agent` runs an agent; the other commands talk to a running agent
+over its gRPC API (`--addr`, default `$CONTROLPLANE_ADDR` or 127.0.0.1:7946).
+Exit status: 0 on success, 1 when the agent reports a failure or cannot be
+reached, 2 on a usage error. Every error is one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NoReturn, TextIO
+
+import grpc
 
 from controlplane.agent import Agent, AgentStartError
 from controlplane.config import SETTINGS, AgentConfig, ConfigError, build_config, load_file
+from controlplane.v1 import membership_pb2, membership_pb2_grpc
 
 EXIT_OK = 0
 EXIT_REMOTE_FAILURE = 1
 EXIT_USAGE = 2
+DEFAULT_ADDR = "127.0.0.1:7946"
+DEFAULT_TIMEOUT = 10.0
+
+# Command-line spellings of the API's enums, in Serf's words ("alive", "member-join").
+STATUS_BY_NAME = {
+    name.removeprefix("MEMBER_STATUS_").lower(): value
+    for name, value in membership_pb2.MemberStatus.items()
+    if value != membership_pb2.MEMBER_STATUS_UNSPECIFIED
+}
+EVENT_BY_NAME = {
+    name.removeprefix("EVENT_TYPE_").lower().replace("_", "-"): value
+    for name, value in membership_pb2.EventType.items()
+    if value != membership_pb2.EVENT_TYPE_UNSPECIFIED
+}
+STATUS_NAMES = {value: name for name, value in STATUS_BY_NAME.items()}
+EVENT_NAMES = {value: name for name, value in EVENT_BY_NAME.items()}
 
 
 class UsageError(Exception):
     """A command-line or configuration problem, reported in one line with exit 2."""
+
+
+class RemoteError(Exception):
+    """The agent answered with an error or could not be reached: exit 1."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,30 +60,20 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+# ---------------------------------------------------------------- agent command
+
+
 def _add_agent_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
-    repeatable = {"join": "ADDR", "tags": "KEY=VALUE"}
+    repeatable = {"join": ("--join", "ADDR"), "tags": ("--tag", "KEY=VALUE")}
     for setting in SETTINGS.values():
         if setting.name in repeatable:
-            flag = "--tag" if setting.name == "tags" else setting.flag
+            flag, metavar = repeatable[setting.name]
             parser.add_argument(
-                flag,
-                dest=setting.name,
-                action="append",
-                metavar=repeatable[setting.name],
-                help=setting.help,
+                flag, dest=setting.name, action="append", metavar=metavar, help=setting.help
             )
         else:
             parser.add_argument(setting.flag, dest=setting.name, metavar="VALUE", help=setting.help)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="controlplane", description="controlplane agent and tools")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    commands.required = True
-    agent = commands.add_parser("agent", help="run an agent (gossip member and gRPC API)")
-    _add_agent_flags(agent)
-    return parser
 
 
 def agent_config(args: argparse.Namespace, environ: dict[str, str]) -> AgentConfig:
@@ -78,28 +95,310 @@ def _configure_logging(level: str) -> None:
     )
 
 
-def run_agent(config: AgentConfig) -> int:
+def cmd_agent(args: argparse.Namespace, out: TextIO) -> int:
+    config = agent_config(args, dict(os.environ))
     _configure_logging(config.log_level)
     return asyncio.run(Agent(config).run())
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+# ------------------------------------------------------------- client commands
+
+
+def _parse_pairs(pairs: Sequence[str] | None, flag: str) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag} must be KEY=VALUE, got {pair!r}")
+        result[key] = value
+    return result
+
+
+@contextmanager
+def _membership(args: argparse.Namespace) -> Iterator[membership_pb2_grpc.MembershipStub]:
+    with grpc.insecure_channel(args.addr) as channel:
+        yield membership_pb2_grpc.MembershipStub(channel)
+
+
+def _metadata(args: argparse.Namespace) -> tuple[tuple[str, str | bytes], ...]:
+    return (("authorization", f"Bearer {args.token}"),) if args.token else ()
+
+
+def _status_name(status: membership_pb2.MemberStatus.ValueType) -> str:
+    return STATUS_NAMES.get(status, "unknown")
+
+
+def _member_json(member: membership_pb2.Member) -> dict[str, Any]:
+    return {
+        "name": member.name,
+        "addr": member.address,
+        "port": member.port,
+        "tags": dict(sorted(member.tags.items())),
+        "status": _status_name(member.status),
+        "incarnation": member.incarnation,
+        "protocol": {
+            "min": member.protocol.protocol_min,
+            "max": member.protocol.protocol_max,
+            "current": member.protocol.protocol_current,
+        },
+        "delegate": {
+            "min": member.protocol.delegate_min,
+            "max": member.protocol.delegate_max,
+            "current": member.protocol.delegate_current,
+        },
+    }
+
+
+def _host_port(member: membership_pb2.Member) -> str:
+    return (
+        f"[{member.address}]:{member.port}"
+        if ":" in member.address
+        else (f"{member.address}:{member.port}")
+    )
+
+
+def _columns(rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    """Left-aligned columns separated by two spaces, like `serf members`."""
+    if not rows:
+        return
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths[:-1], strict=True)]
+        out.write("  ".join([*cells, row[-1]]).rstrip() + "\n")
+
+
+def cmd_members(args: argparse.Namespace, out: TextIO) -> int:
+    statuses = []
+    for status in args.status or ():
+        if status.lower() not in STATUS_BY_NAME:
+            choices = ", ".join(STATUS_BY_NAME)
+            raise UsageError(f"--status must be one of {choices}; got {status!r}")
+        statuses.append(STATUS_BY_NAME[status.lower()])
+    request = membership_pb2.ListMembersRequest(
+        statuses=statuses, tags=_parse_pairs(args.tag, "--tag"), name_pattern=args.name or ""
+    )
+    with _membership(args) as stub:
+        response = stub.ListMembers(request, timeout=args.timeout, metadata=_metadata(args))
+    if args.format == "json":
+        json.dump({"members": [_member_json(m) for m in response.members]}, out, indent=2)
+        out.write("\n")
+        return EXIT_OK
+    rows = []
+    for member in response.members:
+        tags = ",".join(f"{k}={v}" for k, v in sorted(member.tags.items()))
+        row = [member.name, _host_port(member), _status_name(member.status)]
+        if args.detailed:
+            p = member.protocol
+            row += [
+                f"incarnation={member.incarnation}",
+                f"protocol={p.protocol_min}/{p.protocol_max}/{p.protocol_current}",
+            ]
+        rows.append([*row, tags])
+    _columns(rows, out)
+    return EXIT_OK
+
+
+def cmd_join(args: argparse.Namespace, out: TextIO) -> int:
+    request = membership_pb2.JoinRequest(addresses=args.address, replay_events=args.replay)
+    with _membership(args) as stub:
+        response = stub.Join(request, timeout=args.timeout, metadata=_metadata(args))
+    out.write(f"Successfully joined cluster by contacting {response.contacted} nodes.\n")
+    return EXIT_OK
+
+
+def cmd_leave(args: argparse.Namespace, out: TextIO) -> int:
+    with _membership(args) as stub:
+        stub.Leave(membership_pb2.LeaveRequest(), timeout=args.timeout, metadata=_metadata(args))
+    out.write("Graceful leave complete\n")
+    return EXIT_OK
+
+
+def cmd_force_leave(args: argparse.Namespace, out: TextIO) -> int:
+    request = membership_pb2.ForceLeaveRequest(name=args.name, prune=args.prune)
+    with _membership(args) as stub:
+        stub.ForceLeave(request, timeout=args.timeout, metadata=_metadata(args))
+    out.write(f"Member {args.name} {'pruned' if args.prune else 'forced to leave'}\n")
+    return EXIT_OK
+
+
+def cmd_event(args: argparse.Namespace, out: TextIO) -> int:
+    request = membership_pb2.FireUserEventRequest(
+        name=args.name, payload=(args.payload or "").encode(), coalesce=args.coalesce
+    )
+    with _membership(args) as stub:
+        response = stub.FireUserEvent(request, timeout=args.timeout, metadata=_metadata(args))
+    out.write(
+        f"Event '{args.name}' dispatched! Coalescing enabled: {str(args.coalesce).lower()}"
+        f" (lamport time {response.lamport_time})\n"
+    )
+    return EXIT_OK
+
+
+def cmd_tags(args: argparse.Namespace, out: TextIO) -> int:
+    if not args.set and not args.delete:
+        raise UsageError("tags: give at least one --set KEY=VALUE or --delete KEY")
+    request = membership_pb2.UpdateTagsRequest(
+        set=_parse_pairs(args.set, "--set"), delete=args.delete or []
+    )
+    with _membership(args) as stub:
+        response = stub.UpdateTags(request, timeout=args.timeout, metadata=_metadata(args))
+    tags = ",".join(f"{k}={v}" for k, v in sorted(response.member.tags.items()))
+    out.write(f"Tags of {response.member.name}: {tags}\n")
+    return EXIT_OK
+
+
+def _event_line(event: membership_pb2.Event) -> str:
+    kind = EVENT_NAMES.get(event.type, "unknown")
+    if event.type == membership_pb2.EVENT_TYPE_USER:
+        user = event.user
+        payload = user.payload.decode(errors="replace")
+        return f"user: {user.name} ltime={user.lamport_time} payload={payload!r}"
+    members = ", ".join(f"{m.name} ({_host_port(m)})" for m in event.members)
+    return f"{kind}: {members}"
+
+
+def cmd_monitor(args: argparse.Namespace, out: TextIO) -> int:
+    types = []
+    for kind in args.type or ():
+        if kind.lower() not in EVENT_BY_NAME:
+            raise UsageError(f"--type must be one of {', '.join(EVENT_BY_NAME)}; got {kind!r}")
+        types.append(EVENT_BY_NAME[kind.lower()])
+    request = membership_pb2.WatchEventsRequest(types=types)
+    with _membership(args) as stub:
+        stream = stub.WatchEvents(request, metadata=_metadata(args))
+        try:
+            for response in stream:
+                if args.format == "json":
+                    out.write(json.dumps(_event_json(response.event)) + "\n")
+                else:
+                    out.write(_event_line(response.event) + "\n")
+                out.flush()
+        except KeyboardInterrupt:
+            stream.cancel()
+    return EXIT_OK
+
+
+def _event_json(event: membership_pb2.Event) -> dict[str, Any]:
+    result: dict[str, Any] = {"type": EVENT_NAMES.get(event.type, "unknown")}
+    if event.type == membership_pb2.EVENT_TYPE_USER:
+        result["user"] = {
+            "name": event.user.name,
+            "payload": event.user.payload.decode(errors="replace"),
+            "ltime": event.user.lamport_time,
+            "coalesce": event.user.coalesce,
+        }
+    else:
+        result["members"] = [_member_json(m) for m in event.members]
+    return result
+
+
+# -------------------------------------------------------------------- parser
+
+
+def _add_client_flags(parser: argparse.ArgumentParser, *, with_format: bool = False) -> None:
+    parser.add_argument(
+        "--addr",
+        default=os.environ.get("CONTROLPLANE_ADDR", DEFAULT_ADDR),
+        help="agent gRPC address host:port (default $CONTROLPLANE_ADDR or 127.0.0.1:7946)",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("CONTROLPLANE_TOKEN", ""),
+        help="API token (default $CONTROLPLANE_TOKEN)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait for the agent"
+    )
+    if with_format:
+        parser.add_argument("--format", choices=["text", "json"], default="text")
+
+
+Command = Callable[[argparse.Namespace, TextIO], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="controlplane", description="controlplane agent and tools")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    agent = commands.add_parser("agent", help="run an agent (gossip member and gRPC API)")
+    _add_agent_flags(agent)
+    agent.set_defaults(run=cmd_agent)
+
+    members = commands.add_parser("members", help="list the members of the cluster")
+    _add_client_flags(members, with_format=True)
+    members.add_argument("--detailed", action="store_true", help="show incarnation and protocol")
+    members.add_argument("--status", action="append", help="alive, leaving, left or failed")
+    members.add_argument("--tag", action="append", metavar="KEY=REGEX", help="tag filter")
+    members.add_argument("--name", metavar="REGEX", help="name filter")
+    members.set_defaults(run=cmd_members)
+
+    join = commands.add_parser("join", help="make the agent join a cluster")
+    _add_client_flags(join)
+    join.add_argument("address", nargs="+", help="host or host:port of a member")
+    join.add_argument("--replay", action="store_true", help="replay past user events")
+    join.set_defaults(run=cmd_join)
+
+    leave = commands.add_parser("leave", help="make the agent leave the cluster gracefully")
+    _add_client_flags(leave)
+    leave.set_defaults(run=cmd_leave)
+
+    force = commands.add_parser("force-leave", help="force a failed member to leave")
+    _add_client_flags(force)
+    force.add_argument("name", help="member name")
+    force.add_argument("--prune", action="store_true", help="erase it from the list at once")
+    force.set_defaults(run=cmd_force_leave)
+
+    event = commands.add_parser("event", help="fire a user event")
+    _add_client_flags(event)
+    event.add_argument("name")
+    event.add_argument("payload", nargs="?", default="")
+    event.add_argument("--coalesce", action="store_true", help="allow coalescing by name")
+    event.set_defaults(run=cmd_event)
+
+    monitor = commands.add_parser("monitor", help="stream events until interrupted")
+    _add_client_flags(monitor, with_format=True)
+    monitor.add_argument("--type", action="append", help="event type filter (repeatable)")
+    monitor.set_defaults(run=cmd_monitor)
+
+    tags = commands.add_parser("tags", help="set or delete tags of the agent")
+    _add_client_flags(tags)
+    tags.add_argument("--set", action="append", metavar="KEY=VALUE")
+    tags.add_argument("--delete", action="append", metavar="KEY")
+    tags.set_defaults(run=cmd_tags)
+    return parser
+
+
+def _describe_rpc_error(error: grpc.RpcError, addr: str) -> str:
+    code = error.code() if isinstance(error, grpc.Call) else None
+    details = error.details() if isinstance(error, grpc.Call) else str(error)
+    if code == grpc.StatusCode.UNAVAILABLE and "connect" in (details or "").lower():
+        return f"cannot reach the agent at {addr}: {details}"
+    name = code.name if code is not None else "ERROR"
+    return f"{name}: {details}"
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    stdout = out or sys.stdout
+    args: argparse.Namespace | None = None
     try:
         args = build_parser().parse_args(argv)
-        if args.command == "agent":
-            config = agent_config(args, dict(os.environ))
-            return run_agent(config)
+        run: Command = args.run
+        return run(args, stdout)
     except (UsageError, ConfigError) as error:
         message = str(error)
-        print(
-            message if message.startswith("controlplane") else f"controlplane: {message}",
-            file=sys.stderr,
-        )
+        prefix = "" if message.startswith("controlplane") else "controlplane: "
+        print(prefix + message, file=sys.stderr)
         return EXIT_USAGE
     except AgentStartError as error:
         print(f"controlplane agent: {error}", file=sys.stderr)
         return EXIT_USAGE
-    return EXIT_USAGE
+    except grpc.RpcError as error:
+        addr = getattr(args, "addr", "?")
+        print(f"controlplane: {_describe_rpc_error(error, addr)}", file=sys.stderr)
+        return EXIT_REMOTE_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -14,28 +14,46 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
 from controlplane.client.health import HealthStatus, check_health
+from controlplane.v1 import membership_pb2, membership_pb2_grpc
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that is free for both TCP and UDP on `host` right now."""
-    for _ in range(50):
+def _free_on(host: str, port: int) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1", *also_free_on: str) -> int:
+    """A port free for both TCP and UDP on `host` (and every `also_free_on`) right now."""
+    for _ in range(100):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
             tcp.bind((host, 0))
             port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((host, port))
-                except OSError:
-                    continue
+        if all(_free_on(h, port) for h in (host, *also_free_on)):
             return port
-    raise RuntimeError(f"no free TCP+UDP port on {host}")
+    raise RuntimeError(f"no port free for TCP and UDP on {host} {also_free_on}")
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
+    """Polls `predicate` until it holds or `timeout` seconds pass; returns the last result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
 
 
 @dataclass
@@ -55,6 +73,16 @@ class AgentProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def members(self, timeout: float = 2.0) -> dict[str, str]:
+        """Member name -> status name (ALIVE, FAILED, LEFT...) as this agent sees it."""
+        with grpc.insecure_channel(self.target) as channel:
+            stub = membership_pb2_grpc.MembershipStub(channel)
+            response = stub.ListMembers(membership_pb2.ListMembersRequest(), timeout=timeout)
+        return {
+            m.name: membership_pb2.MemberStatus.Name(m.status).removeprefix("MEMBER_STATUS_")
+            for m in response.members
+        }
 
     def health(self, service: str = "", timeout: float = 1.0) -> HealthStatus:
         with grpc.insecure_channel(self.target) as channel:

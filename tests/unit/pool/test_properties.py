@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import Counter
 
@@ -88,7 +89,7 @@ class PoolMachine(RuleBasedStateMachine):
 
     @rule(answers=st.lists(st.booleans(), min_size=1, max_size=12))
     def rebalance(self, answers: list[bool]) -> None:
-        replies = iter(answers * 12)
+        replies = itertools.cycle(answers)
         before = Counter(s.name for s in self.pool.servers())
         result = self.pool.rebalance(lambda server: next(replies), self.now)
         assert Counter(s.name for s in self.pool.servers()) == before

@@ -1,0 +1,74 @@
+"""Sans-IO SWIM + Lifeguard gossip core (a re-build of HashiCorp memberlist).
+
+The core is a state machine: bytes and time in, effects out. It opens no
+socket, reads no clock and uses no global randomness, so the same code runs
+under the asyncio shell and under :mod:`controlplane.testing`'s simulator.
+
+Public surface::
+
+    node = GossipNode(config, name, address, meta=b"", rng=random.Random(seed), now=t,
+                      keyring=None, label="", state_delegate=None)
+    node.join(seeds, now) -> list[Effect]            # push-pull with every seed (join=True)
+    node.receive_packet(src, data, now) -> list[Effect]   # one datagram; never raises
+    node.tick(now) -> list[Effect]                   # run due timers
+    node.next_deadline() -> float                    # when tick() next has work
+    node.handle_push_pull(src, request, now) -> (response, list[Effect])  # gRPC server side
+    node.push_pull_response(src, response | None, now) -> list[Effect]    # gRPC client side
+    node.leave(now), node.update_meta(meta, now) -> list[Effect]
+    node.broadcast_user(payload, now) -> None
+    node.members() -> list[Member]; node.health_score; node.stats
+
+Effects (``effects.py``): ``SendPacket(dest, data)``, ``StartPushPull(dest, request,
+join)``, ``MemberJoined(member)``, ``MemberUpdated(member)``, ``MemberLeft(member,
+left)``, ``MemberReaped(member)``, ``UserMessage(payload)``. Events are never
+emitted about the local member itself.
+
+The shell calls ``tick`` no later than ``next_deadline()`` and again after every
+other entry point (they may queue broadcasts that move the deadline earlier).
+"""
+
+from controlplane.gossip.config import PROFILES, GossipConfig
+from controlplane.gossip.effects import (
+    Effect,
+    MemberJoined,
+    MemberLeft,
+    MemberReaped,
+    MemberUpdated,
+    SendPacket,
+    StartPushPull,
+    UserMessage,
+)
+from controlplane.gossip.errors import (
+    GossipError,
+    MetadataTooLarge,
+    PayloadTooLarge,
+    PushPullRejected,
+)
+from controlplane.gossip.keyring import Keyring
+from controlplane.gossip.node import GossipNode, StateDelegate
+from controlplane.gossip.state import Address, Member, NodeStatus
+from controlplane.gossip.stats import GossipStats
+
+__all__ = [
+    "PROFILES",
+    "Address",
+    "Effect",
+    "GossipConfig",
+    "GossipError",
+    "GossipNode",
+    "GossipStats",
+    "Keyring",
+    "Member",
+    "MemberJoined",
+    "MemberLeft",
+    "MemberReaped",
+    "MemberUpdated",
+    "MetadataTooLarge",
+    "NodeStatus",
+    "PayloadTooLarge",
+    "PushPullRejected",
+    "SendPacket",
+    "StartPushPull",
+    "StateDelegate",
+    "UserMessage",
+]

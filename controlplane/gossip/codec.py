@@ -1,0 +1,175 @@
+"""Wire encoding: the frame around every datagram and push-pull payload, and the messages.
+
+Frame (all integers unsigned, big-endian where wider than a byte)::
+
+    version:u8 = 1 | flags:u8 | label_len:u8 | label | body
+
+``flags`` bit 0 means the body is ``nonce(12) || AES-GCM ciphertext || tag(16)``
+with the header (the first ``3 + label_len`` bytes) as associated data, so the
+label is authenticated. Other flag bits must be zero. The body is a protobuf
+``Packet`` (UDP) or ``PushPullState`` (push-pull) from
+``protos/controlplane/gossip/v1/gossip.proto``.
+
+A ``Packet`` is written by concatenating pre-encoded ``Message`` bytes behind
+the version field, which is valid protobuf and lets the broadcast queue count
+bytes without re-encoding.
+"""
+
+from __future__ import annotations
+
+from controlplane.gossip.keyring import ENCRYPTION_OVERHEAD, DecryptionFailed, Keyring
+from controlplane.gossip.v1 import gossip_pb2 as pb
+
+FRAME_VERSION = 1
+FLAG_ENCRYPTED = 0x01
+PROTOCOL_VERSION = 1
+MAX_LABEL_SIZE = 255
+
+# Packet field 1 (protocol_version, varint) = 1: tag 0x08, value 0x01.
+_PACKET_HEADER = bytes((0x08, PROTOCOL_VERSION))
+# Packet field 2 (messages, length-delimited): tag 0x12.
+_MESSAGE_TAG = 0x12
+# Tag byte plus up to two varint length bytes (messages are below 16 KiB).
+COMPOUND_OVERHEAD = 3
+PACKET_HEADER_SIZE = len(_PACKET_HEADER)
+
+
+class FrameError(Exception):
+    """A frame was refused; ``reason`` is the stats counter it increments."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def frame_header(label: str, encrypted: bool) -> bytes:
+    raw = label.encode()
+    if len(raw) > MAX_LABEL_SIZE:
+        raise ValueError(f"label is {len(raw)} bytes, at most {MAX_LABEL_SIZE}")
+    return bytes((FRAME_VERSION, FLAG_ENCRYPTED if encrypted else 0, len(raw))) + raw
+
+
+def frame_overhead(label: str, encrypted: bool) -> int:
+    """Bytes a frame adds around its body."""
+    return 3 + len(label.encode()) + (ENCRYPTION_OVERHEAD if encrypted else 0)
+
+
+def seal(header: bytes, body: bytes, keyring: Keyring | None) -> bytes:
+    """Frame ``body`` behind ``header`` (from :func:`frame_header`), encrypting when keyed."""
+    if keyring is None:
+        return header + body
+    return header + keyring.encrypt(body, header)
+
+
+def open_frame(data: bytes, label: bytes, keyring: Keyring | None) -> bytes:
+    """Body of a frame after checking version, label and (when keyed) authenticity.
+
+    Raises FrameError with a stats reason; never anything else.
+    """
+    if len(data) < 3:
+        raise FrameError("truncated")
+    if data[0] != FRAME_VERSION:
+        raise FrameError("frame_version")
+    flags = data[1]
+    label_len = data[2]
+    body_start = 3 + label_len
+    if len(data) < body_start:
+        raise FrameError("truncated")
+    if flags & ~FLAG_ENCRYPTED:
+        raise FrameError("frame_flags")
+    if data[3:body_start] != label:
+        raise FrameError("label")
+    if flags & FLAG_ENCRYPTED:
+        if keyring is None:
+            raise FrameError("encrypted_without_keyring")
+        try:
+            return keyring.decrypt(data[body_start:], data[:body_start])
+        except DecryptionFailed:
+            raise FrameError("decrypt") from None
+    if keyring is not None:
+        raise FrameError("plaintext")
+    return data[body_start:]
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def packet_body(messages: list[bytes]) -> bytes:
+    """A serialized ``Packet`` holding the given serialized ``Message``s."""
+    parts = [_PACKET_HEADER]
+    for message in messages:
+        parts.append(bytes((_MESSAGE_TAG,)))
+        parts.append(_varint(len(message)))
+        parts.append(message)
+    return b"".join(parts)
+
+
+def decode_packet(body: bytes) -> pb.Packet:
+    """Parse a ``Packet``; raises FrameError("decode"/"protocol_version")."""
+    try:
+        packet = pb.Packet.FromString(body)
+    except Exception:  # protobuf raises DecodeError, or RuntimeError on deep recursion
+        raise FrameError("decode") from None
+    if packet.protocol_version != PROTOCOL_VERSION:
+        raise FrameError("protocol_version")
+    return packet
+
+
+def _address(address: tuple[str, int]) -> pb.Address:
+    return pb.Address(host=address[0], port=address[1])
+
+
+def encode_ping(seq_no: int, target: str, source_node: str) -> bytes:
+    return pb.Message(
+        ping=pb.Ping(seq_no=seq_no, target=target, source_node=source_node)
+    ).SerializeToString()
+
+
+def encode_indirect_ping(
+    seq_no: int, target: str, target_address: tuple[str, int], nack: bool, source_node: str
+) -> bytes:
+    return pb.Message(
+        indirect_ping=pb.IndirectPing(
+            seq_no=seq_no,
+            target=target,
+            target_address=_address(target_address),
+            nack=nack,
+            source_node=source_node,
+        )
+    ).SerializeToString()
+
+
+def encode_ack(seq_no: int) -> bytes:
+    return pb.Message(ack=pb.Ack(seq_no=seq_no)).SerializeToString()
+
+
+def encode_nack(seq_no: int) -> bytes:
+    return pb.Message(nack=pb.Nack(seq_no=seq_no)).SerializeToString()
+
+
+def encode_suspect(incarnation: int, node: str, from_node: str) -> bytes:
+    return pb.Message(
+        suspect=pb.Suspect(incarnation=incarnation, node=node, from_node=from_node)
+    ).SerializeToString()
+
+
+def encode_alive(incarnation: int, node: str, address: tuple[str, int], meta: bytes) -> bytes:
+    return pb.Message(
+        alive=pb.Alive(incarnation=incarnation, node=node, address=_address(address), meta=meta)
+    ).SerializeToString()
+
+
+def encode_dead(incarnation: int, node: str, from_node: str) -> bytes:
+    return pb.Message(
+        dead=pb.Dead(incarnation=incarnation, node=node, from_node=from_node)
+    ).SerializeToString()
+
+
+def encode_user(payload: bytes) -> bytes:
+    return pb.Message(user=pb.UserBroadcast(payload=payload)).SerializeToString()

@@ -1,0 +1,144 @@
+"""Gossip configuration: one frozen dataclass and the ``lan``/``wan``/``local`` profiles.
+
+Every default is memberlist's (``config.go``), cited where it is set, except the
+partition-healing and reaping knobs, which take Serf's numbers (``serf/config.go``).
+Durations are seconds as floats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class GossipConfig:
+    """Tunables of one gossip member. Build with :meth:`lan`, :meth:`wan` or :meth:`local`."""
+
+    # memberlist config.go DefaultLANConfig: ProbeInterval 1s (failure check every second)
+    probe_interval: float = 1.0
+    # memberlist config.go DefaultLANConfig: ProbeTimeout 500ms (reasonable RTT for a LAN)
+    probe_timeout: float = 0.5
+    # memberlist config.go DefaultLANConfig: IndirectChecks 3
+    indirect_checks: int = 3
+    # memberlist config.go DefaultLANConfig: RetransmitMult 4 (4 * ceil(log10(N+1)) sends)
+    retransmit_mult: int = 4
+    # memberlist config.go DefaultLANConfig: SuspicionMult 4
+    suspicion_mult: int = 4
+    # memberlist config.go DefaultLANConfig: SuspicionMaxTimeoutMult 6
+    suspicion_max_timeout_mult: int = 6
+    # memberlist config.go DefaultLANConfig: AwarenessMaxMultiplier 8 (probes back off to 8 s)
+    awareness_max_multiplier: int = 8
+    # memberlist config.go DefaultLANConfig: GossipNodes 3
+    gossip_nodes: int = 3
+    # memberlist config.go DefaultLANConfig: GossipInterval 200ms
+    gossip_interval: float = 0.2
+    # memberlist config.go DefaultLANConfig: GossipToTheDeadTime 30s (same as push/pull)
+    gossip_to_the_dead_time: float = 30.0
+    # memberlist config.go DefaultLANConfig: PushPullInterval 30s
+    push_pull_interval: float = 30.0
+    # memberlist config.go DefaultLANConfig: TCPTimeout 10s; bounds one push-pull exchange
+    push_pull_timeout: float = 10.0
+    # memberlist config.go DefaultLANConfig: UDPBufferSize 1400 (largest datagram we send)
+    udp_buffer_size: int = 1400
+    # memberlist memberlist.go MetaMaxSize 512
+    max_meta_size: int = 512
+    # Largest datagram accepted: the largest UDP payload over IPv4. Bigger input is garbage.
+    max_packet_size: int = 65507
+    # Largest push-pull payload accepted (frame included): bounds memory on hostile input.
+    max_push_pull_size: int = 16 * 1024 * 1024
+    # Bound on the node map, so hostile or corrupt input cannot grow memory without limit.
+    max_nodes: int = 65536
+    # serf config.go DefaultConfig: MaxQueueDepth 4096; older broadcasts are pruned beyond it.
+    max_broadcast_queue_depth: int = 4096
+    # serf config.go DefaultConfig: ReconnectInterval 30s (retry failed members and seeds)
+    reconnect_interval: float = 30.0
+    # serf config.go DefaultConfig: ReconnectTimeout 24h (give up on a failed member after it)
+    reconnect_timeout: float = 24 * 3600.0
+    # serf config.go DefaultConfig: TombstoneTimeout 24h. Dead and left members leave the node
+    # map this long after their last state change (memberlist keeps them forever).
+    dead_node_reap_time: float = 24 * 3600.0
+    # memberlist config.go DeadNodeReclaimTime 0: a dead (not left) member's name may be taken by
+    # a new address only after this long; 0 disables reclaiming.
+    dead_node_reclaim_time: float = 0.0
+
+    @classmethod
+    def lan(cls, **overrides: Any) -> GossipConfig:
+        """memberlist DefaultLANConfig."""
+        return replace(cls(), **overrides)
+
+    @classmethod
+    def wan(cls, **overrides: Any) -> GossipConfig:
+        """memberlist DefaultWANConfig: slower, more tolerant probing for high latency."""
+        base = cls(
+            # memberlist config.go DefaultWANConfig: TCPTimeout 30s
+            push_pull_timeout=30.0,
+            # memberlist config.go DefaultWANConfig: SuspicionMult 6
+            suspicion_mult=6,
+            # memberlist config.go DefaultWANConfig: PushPullInterval 60s
+            push_pull_interval=60.0,
+            # memberlist config.go DefaultWANConfig: ProbeTimeout 3s
+            probe_timeout=3.0,
+            # memberlist config.go DefaultWANConfig: ProbeInterval 5s
+            probe_interval=5.0,
+            # memberlist config.go DefaultWANConfig: GossipNodes 4
+            gossip_nodes=4,
+            # memberlist config.go DefaultWANConfig: GossipInterval 500ms
+            gossip_interval=0.5,
+            # memberlist config.go DefaultWANConfig: GossipToTheDeadTime 60s
+            gossip_to_the_dead_time=60.0,
+        )
+        return replace(base, **overrides)
+
+    @classmethod
+    def local(cls, **overrides: Any) -> GossipConfig:
+        """memberlist DefaultLocalConfig: fast settings for loopback and tests."""
+        base = cls(
+            # memberlist config.go DefaultLocalConfig: TCPTimeout 1s
+            push_pull_timeout=1.0,
+            # memberlist config.go DefaultLocalConfig: IndirectChecks 1
+            indirect_checks=1,
+            # memberlist config.go DefaultLocalConfig: RetransmitMult 2
+            retransmit_mult=2,
+            # memberlist config.go DefaultLocalConfig: SuspicionMult 3
+            suspicion_mult=3,
+            # memberlist config.go DefaultLocalConfig: PushPullInterval 15s
+            push_pull_interval=15.0,
+            # memberlist config.go DefaultLocalConfig: ProbeTimeout 200ms
+            probe_timeout=0.2,
+            # memberlist config.go DefaultLocalConfig: ProbeInterval 1s
+            probe_interval=1.0,
+            # memberlist config.go DefaultLocalConfig: GossipInterval 100ms
+            gossip_interval=0.1,
+            # memberlist config.go DefaultLocalConfig: GossipToTheDeadTime 15s
+            gossip_to_the_dead_time=15.0,
+        )
+        return replace(base, **overrides)
+
+    def __post_init__(self) -> None:
+        positive = {
+            "probe_interval": self.probe_interval,
+            "probe_timeout": self.probe_timeout,
+            "gossip_interval": self.gossip_interval,
+            "push_pull_interval": self.push_pull_interval,
+            "push_pull_timeout": self.push_pull_timeout,
+            "reconnect_interval": self.reconnect_interval,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if self.probe_timeout > self.probe_interval:
+            raise ValueError("probe_timeout must not exceed probe_interval")
+        if self.udp_buffer_size < 512:
+            raise ValueError("udp_buffer_size must be at least 512 bytes")
+        if self.suspicion_mult < 1 or self.suspicion_max_timeout_mult < 1:
+            raise ValueError("suspicion multipliers must be at least 1")
+        if self.awareness_max_multiplier < 1:
+            raise ValueError("awareness_max_multiplier must be at least 1")
+
+
+PROFILES = {
+    "lan": GossipConfig.lan,
+    "wan": GossipConfig.wan,
+    "local": GossipConfig.local,
+}

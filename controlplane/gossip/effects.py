@@ -1,0 +1,80 @@
+"""Effects: everything the core asks its shell to do, returned instead of performed.
+
+The shell (asyncio transport in production, the simulator in tests) executes
+``SendPacket`` and ``StartPushPull`` and forwards the member events upward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controlplane.gossip.state import Address, Member
+
+
+@dataclass(frozen=True, slots=True)
+class SendPacket:
+    """Send ``data`` as one UDP datagram to ``dest``."""
+
+    dest: Address
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StartPushPull:
+    """Call ``Gossip.PushPull`` on ``dest`` with ``PushPullRequest(frame=request)``.
+
+    Report the outcome with :meth:`GossipNode.push_pull_response`: the response
+    frame, or None when the call failed or took longer than ``push_pull_timeout``.
+    """
+
+    dest: Address
+    request: bytes
+    join: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MemberJoined:
+    """A member became alive: new, or back after being dead or left."""
+
+    member: Member
+
+
+@dataclass(frozen=True, slots=True)
+class MemberUpdated:
+    """An alive member published new metadata."""
+
+    member: Member
+
+
+@dataclass(frozen=True, slots=True)
+class MemberLeft:
+    """A member is gone: ``left`` is True for a graceful leave, False for a failure."""
+
+    member: Member
+    left: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MemberReaped:
+    """A dead or left member was removed from the node map after ``dead_node_reap_time``."""
+
+    member: Member
+
+
+@dataclass(frozen=True, slots=True)
+class UserMessage:
+    """A user broadcast (``GossipNode.broadcast_user``) from some member arrived."""
+
+    payload: bytes
+
+
+MemberEvent = MemberJoined | MemberUpdated | MemberLeft | MemberReaped
+Effect = (
+    SendPacket
+    | StartPushPull
+    | MemberJoined
+    | MemberUpdated
+    | MemberLeft
+    | MemberReaped
+    | UserMessage
+)

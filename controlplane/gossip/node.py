@@ -1,0 +1,846 @@
+"""The SWIM + Lifeguard state machine of one member: bytes and time in, effects out.
+
+``GossipNode`` owns the node map, the probe cycle (direct, then indirect
+probes with nacks), suspicion with Lifeguard confirmations, refutation,
+piggybacked and periodic gossip, push-pull anti-entropy, reconnection to
+failed members and seeds, and reaping of long-dead members. It performs no I/O
+and reads no clock: every entry point takes ``now`` (monotonic seconds) and
+returns the effects the shell must carry out.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from controlplane.gossip import codec
+from controlplane.gossip.awareness import Awareness
+from controlplane.gossip.config import GossipConfig
+from controlplane.gossip.effects import (
+    Effect,
+    MemberJoined,
+    MemberLeft,
+    MemberReaped,
+    MemberUpdated,
+    SendPacket,
+    StartPushPull,
+    UserMessage,
+)
+from controlplane.gossip.errors import MetadataTooLarge, PayloadTooLarge, PushPullRejected
+from controlplane.gossip.formulas import (
+    expected_confirmations,
+    push_pull_scale,
+    suspicion_bounds,
+)
+from controlplane.gossip.keyring import Keyring
+from controlplane.gossip.queue import TransmitLimitedQueue
+from controlplane.gossip.state import Address, Member, NodeState, NodeStatus
+from controlplane.gossip.stats import GossipStats
+from controlplane.gossip.suspicion import Suspicion
+from controlplane.gossip.v1 import gossip_pb2 as pb
+
+MAX_NAME_SIZE = 255
+_SEQ_MASK = 0xFFFFFFFF
+_INCARNATION_MAX = 0xFFFFFFFF
+
+
+class StateDelegate(Protocol):
+    """State of the layer above gossip, exchanged in every push-pull."""
+
+    def local_state(self, join: bool) -> bytes: ...
+
+    def merge_remote_state(self, data: bytes, join: bool) -> None: ...
+
+
+@dataclass(slots=True)
+class _Probe:
+    """Our own probe of ``target``, waiting for an ack until ``deadline``."""
+
+    seq_no: int
+    target: str
+    timeout_at: float
+    deadline: float
+    indirect_sent: bool = False
+    expected_nacks: int = 0
+    nacks: int = 0
+
+
+@dataclass(slots=True)
+class _Relay:
+    """A ping sent on behalf of ``requester`` (indirect probe)."""
+
+    seq_no: int
+    requester: Address
+    requester_seq_no: int
+    send_nack: bool
+    timeout_at: float
+
+
+class GossipNode:
+    """One gossip member. See the module docstring; all methods are non-blocking and pure."""
+
+    def __init__(
+        self,
+        config: GossipConfig,
+        name: str,
+        address: Address,
+        *,
+        meta: bytes = b"",
+        rng: random.Random,
+        now: float,
+        keyring: Keyring | None = None,
+        label: str = "",
+        state_delegate: StateDelegate | None = None,
+    ) -> None:
+        if not name or len(name.encode()) > MAX_NAME_SIZE:
+            raise ValueError(f"node name must be 1 to {MAX_NAME_SIZE} bytes")
+        if len(meta) > config.max_meta_size:
+            raise MetadataTooLarge(len(meta), config.max_meta_size)
+        self.config = config
+        self.name = name
+        self.address = address
+        self.stats = GossipStats()
+        self._rng = rng
+        self._keyring = keyring
+        self._label = label.encode()
+        self._header = codec.frame_header(label, keyring is not None)
+        self._delegate = state_delegate
+        # Room for messages in one datagram: the buffer minus frame and packet header.
+        self._packet_room = (
+            config.udp_buffer_size
+            - codec.frame_overhead(label, keyring is not None)
+            - codec.PACKET_HEADER_SIZE
+        )
+        self._awareness = Awareness(config.awareness_max_multiplier)
+        self._queue = TransmitLimitedQueue(
+            config.retransmit_mult, self._num_nodes, config.max_broadcast_queue_depth
+        )
+        self._nodes: dict[str, NodeState] = {}
+        # Same members as _nodes, in random order, for O(k) random selection.
+        self._node_list: list[NodeState] = []
+        self._probe_order: list[NodeState] = []
+        self._probe_index = 0
+        self._suspicions: dict[str, Suspicion] = {}
+        self._suspicion_heap: list[tuple[float, int, str]] = []
+        self._pending: dict[int, _Probe | _Relay] = {}
+        self._pending_heap: list[tuple[float, int]] = []
+        self._heap_counter = 0
+        self._seq_no = 0
+        self._left = False
+        self._seeds: list[Address] = []
+        self._seeds_until = now
+        self._last_reject = ""
+        # Timers start at random offsets so members do not act in lockstep (memberlist schedule).
+        self._next_probe = now + rng.random() * config.probe_interval
+        self._next_gossip = now + rng.random() * config.gossip_interval
+        self._next_push_pull = now + rng.random() * config.push_pull_interval
+        self._next_reconnect = now + config.reconnect_interval * (1.0 + rng.random())
+
+        me = NodeState(name, address, meta, 1, NodeStatus.ALIVE, now)
+        self._add_node(me)
+        self._me = me
+        self._queue.queue(codec.encode_alive(1, name, address, meta), name)
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def health_score(self) -> int:
+        """Lifeguard awareness score: 0 is healthy; probe timing is scaled by score + 1."""
+        return self._awareness.score
+
+    @property
+    def incarnation(self) -> int:
+        return self._me.incarnation
+
+    @property
+    def has_left(self) -> bool:
+        return self._left
+
+    @property
+    def broadcast_queue_depth(self) -> int:
+        return len(self._queue)
+
+    def members(self) -> list[Member]:
+        """Every member in the node map, this one included, dead and left ones too."""
+        return [node.snapshot() for node in self._node_list]
+
+    def member(self, name: str) -> Member | None:
+        node = self._nodes.get(name)
+        return None if node is None else node.snapshot()
+
+    def num_alive(self) -> int:
+        return sum(1 for node in self._node_list if not node.status.dead_or_left)
+
+    def next_deadline(self) -> float:
+        """Earliest ``now`` at which :meth:`tick` has work."""
+        deadline = self._next_reconnect
+        if not self._left:
+            deadline = min(deadline, self._next_probe, self._next_push_pull)
+        if self._queue:
+            deadline = min(deadline, self._next_gossip)
+        if self._pending_heap:
+            deadline = min(deadline, self._pending_heap[0][0])
+        if self._suspicion_heap:
+            deadline = min(deadline, self._suspicion_heap[0][0])
+        return deadline
+
+    # ------------------------------------------------------------------ entry points
+
+    def join(self, seeds: Sequence[Address], now: float) -> list[Effect]:
+        """Start a full state exchange with every seed; seeds are retried until reconnected."""
+        effects: list[Effect] = []
+        if self._left:
+            self._left = False
+            self._refute(self._me, self._me.incarnation)
+            self._me.status = NodeStatus.ALIVE
+            self._me.state_change = now
+        for seed in seeds:
+            if seed != self.address and seed not in self._seeds:
+                self._seeds.append(seed)
+        self._seeds_until = now + self.config.reconnect_timeout
+        request = self._local_state(join=True)
+        for seed in seeds:
+            if seed == self.address:
+                continue
+            self.stats.push_pulls_started += 1
+            effects.append(StartPushPull(seed, request, True))
+        return effects
+
+    def leave(self, now: float) -> list[Effect]:
+        """Announce a graceful leave (a dead message from ourselves) and gossip it at once.
+
+        Keep calling :meth:`tick` for a few gossip intervals so it spreads; probing,
+        push-pull and reconnecting stop.
+        """
+        effects: list[Effect] = []
+        if self._left:
+            return effects
+        self._left = True
+        self._on_dead(self._me.incarnation, self.name, self.name, now, effects)
+        self._gossip(now, effects)
+        return effects
+
+    def update_meta(self, meta: bytes, now: float) -> list[Effect]:
+        """Publish new metadata under a new incarnation."""
+        if len(meta) > self.config.max_meta_size:
+            raise MetadataTooLarge(len(meta), self.config.max_meta_size)
+        me = self._me
+        me.incarnation = min(me.incarnation + 1, _INCARNATION_MAX)
+        me.meta = meta
+        self._queue.queue(codec.encode_alive(me.incarnation, me.name, me.address, meta), me.name)
+        effects: list[Effect] = []
+        self._gossip(now, effects)
+        return effects
+
+    def broadcast_user(self, payload: bytes, now: float) -> None:
+        """Queue an opaque payload for piggybacked delivery to every member (best effort)."""
+        message = codec.encode_user(payload)
+        limit = self._packet_room - codec.COMPOUND_OVERHEAD
+        if len(message) > limit:
+            raise PayloadTooLarge(len(payload), limit - (len(message) - len(payload)))
+        self._queue.queue(message, None)
+
+    def restore(self, members: Sequence[Member], now: float) -> list[Effect]:
+        """Load members from a snapshot (Serf's snapshot file, a test fixture) without gossip.
+
+        Alive records are merged like push-pull records but not re-broadcast; records
+        about this member are ignored. Returns the join events.
+        """
+        effects: list[Effect] = []
+        for member in members:
+            if member.name == self.name or member.status is not NodeStatus.ALIVE:
+                continue
+            self._on_alive(
+                member.incarnation, member.name, member.address, member.meta, now, effects
+            )
+            self._queue.invalidate(member.name)
+        return effects
+
+    def receive_packet(self, src: Address, data: bytes, now: float) -> list[Effect]:
+        """Handle one datagram. Bad input is dropped and counted in ``stats``; never raises."""
+        self.stats.packets_received += 1
+        effects: list[Effect] = []
+        if len(data) > self.config.max_packet_size:
+            self.stats.drop("oversized")
+            return effects
+        try:
+            body = codec.open_frame(data, self._label, self._keyring)
+            packet = codec.decode_packet(body)
+        except codec.FrameError as error:
+            self.stats.drop(error.reason)
+            return effects
+        for message in packet.messages:
+            self.stats.messages_received += 1
+            try:
+                self._dispatch(src, message, now, effects)
+            except Exception:  # a malformed message must never take the member down
+                self.stats.drop("internal_error")
+        return effects
+
+    def tick(self, now: float) -> list[Effect]:
+        """Run every timer that is due at ``now``."""
+        effects: list[Effect] = []
+        self._expire_pending(now, effects)
+        self._expire_suspicions(now, effects)
+        if not self._left and now >= self._next_probe:
+            self._probe(now, effects)
+            self._next_probe = now + self._awareness.scale_timeout(self.config.probe_interval)
+        if now >= self._next_gossip:
+            if self._queue:
+                self._gossip(now, effects)
+            interval = self.config.gossip_interval
+            self._next_gossip += interval * (math.floor((now - self._next_gossip) / interval) + 1)
+        if not self._left and now >= self._next_push_pull:
+            self._periodic_push_pull(now, effects)
+            self._next_push_pull = now + push_pull_scale(
+                self.config.push_pull_interval, self._num_nodes()
+            )
+        if now >= self._next_reconnect:
+            if not self._left:
+                self._reconnect(now, effects)
+                self._reap(now, effects)
+            self._next_reconnect = now + self.config.reconnect_interval
+        return effects
+
+    def handle_push_pull(
+        self, src: Address, request: bytes, now: float
+    ) -> tuple[bytes, list[Effect]]:
+        """Serve a peer's push-pull: merge its state, return our framed state and effects.
+
+        Raises PushPullRejected (counted in ``stats``) for a frame we refuse.
+        """
+        state = self._open_push_pull(request)
+        if state is None:
+            raise PushPullRejected(self._last_reject)
+        self.stats.push_pulls_served += 1
+        effects: list[Effect] = []
+        self._merge(state, now, effects)
+        # Answering after the merge lets our reply carry refutations the request provoked,
+        # which heals a partition in one exchange instead of two.
+        return self._local_state(join=False), effects
+
+    def push_pull_response(self, src: Address, response: bytes | None, now: float) -> list[Effect]:
+        """Merge the peer's answer to our StartPushPull; None means the exchange failed."""
+        effects: list[Effect] = []
+        if response is None:
+            self.stats.push_pulls_failed += 1
+            return effects
+        state = self._open_push_pull(response)
+        if state is None:
+            self.stats.push_pulls_failed += 1
+            return effects
+        self._merge(state, now, effects)
+        return effects
+
+    # ------------------------------------------------------------------ node map
+
+    def _num_nodes(self) -> int:
+        return len(self._nodes)
+
+    def _add_node(self, node: NodeState) -> None:
+        self._nodes[node.name] = node
+        # Insert at a random offset so a new member is not always probed last.
+        self._node_list.append(node)
+        index = self._rng.randrange(len(self._node_list))
+        last = len(self._node_list) - 1
+        self._node_list[index], self._node_list[last] = (
+            self._node_list[last],
+            self._node_list[index],
+        )
+        if self._probe_order:
+            position = self._rng.randint(self._probe_index, len(self._probe_order))
+            self._probe_order.insert(position, node)
+
+    def _random_nodes(
+        self, count: int, exclude: str, *, alive_only: bool, now: float
+    ) -> list[NodeState]:
+        """Up to ``count`` distinct random members (memberlist kRandomNodes: 3n tries)."""
+        picked: list[NodeState] = []
+        nodes = self._node_list
+        total = len(nodes)
+        if total == 0 or count <= 0:
+            return picked
+        dead_horizon = self.config.gossip_to_the_dead_time
+        for _ in range(3 * total):
+            if len(picked) >= count:
+                break
+            node = nodes[self._rng.randrange(total)]
+            if node is self._me or node.name == exclude:
+                continue
+            status = node.status
+            if status is NodeStatus.ALIVE:
+                pass
+            elif status is NodeStatus.SUSPECT:
+                if alive_only:
+                    continue
+            elif status is NodeStatus.DEAD:
+                if alive_only or now - node.state_change > dead_horizon:
+                    continue
+            else:
+                continue
+            if node in picked:
+                continue
+            picked.append(node)
+        return picked
+
+    # ------------------------------------------------------------------ sending
+
+    def _send(self, dest: Address, messages: list[bytes], effects: list[Effect]) -> None:
+        """Send ``messages`` to ``dest`` with as many queued broadcasts as fit."""
+        room = self._packet_room
+        for message in messages:
+            room -= codec.COMPOUND_OVERHEAD + len(message)
+        if self._queue and room > codec.COMPOUND_OVERHEAD:
+            messages = messages + self._queue.get_broadcasts(codec.COMPOUND_OVERHEAD, room)
+        self._emit(dest, messages, effects)
+
+    def _emit(self, dest: Address, messages: list[bytes], effects: list[Effect]) -> None:
+        body = codec.packet_body(messages)
+        self.stats.packets_sent += 1
+        effects.append(SendPacket(dest, codec.seal(self._header, body, self._keyring)))
+
+    def _gossip(self, now: float, effects: list[Effect]) -> None:
+        targets = self._random_nodes(self.config.gossip_nodes, "", alive_only=False, now=now)
+        for target in targets:
+            messages = self._queue.get_broadcasts(codec.COMPOUND_OVERHEAD, self._packet_room)
+            if not messages:
+                return
+            self._emit(target.address, messages, effects)
+
+    # ------------------------------------------------------------------ probing
+
+    def _next_seq_no(self) -> int:
+        self._seq_no = (self._seq_no + 1) & _SEQ_MASK
+        return self._seq_no
+
+    def _arm(self, at: float, seq_no: int) -> None:
+        heapq.heappush(self._pending_heap, (at, seq_no))
+
+    def _probe(self, now: float, effects: list[Effect]) -> None:
+        """Probe the next member of the shuffled round-robin, reshuffling after each pass."""
+        reshuffled = False
+        while True:
+            if self._probe_index >= len(self._probe_order):
+                if reshuffled:
+                    return
+                self._reset_probe_order()
+                reshuffled = True
+                if not self._probe_order:
+                    return
+            node = self._probe_order[self._probe_index]
+            self._probe_index += 1
+            if (
+                node is self._me
+                or node.status.dead_or_left
+                or self._nodes.get(node.name) is not node
+            ):
+                continue
+            self._probe_node(node, now, effects)
+            return
+
+    def _reset_probe_order(self) -> None:
+        order = [n for n in self._node_list if n is not self._me and not n.status.dead_or_left]
+        self._rng.shuffle(order)
+        self._probe_order = order
+        self._probe_index = 0
+
+    def _probe_node(self, node: NodeState, now: float, effects: list[Effect]) -> None:
+        interval = self._awareness.scale_timeout(self.config.probe_interval)
+        seq_no = self._next_seq_no()
+        messages = [codec.encode_ping(seq_no, node.name, self.name)]
+        if node.status is not NodeStatus.ALIVE:
+            # Buddy system: tell a suspect directly so it can refute at once.
+            messages.append(codec.encode_suspect(node.incarnation, node.name, self.name))
+        # memberlist does not scale ProbeTimeout with health: waiting longer does not help
+        # UDP through; the scaled interval leaves more room for indirect acks instead.
+        probe = _Probe(seq_no, node.name, now + self.config.probe_timeout, now + interval)
+        self._pending[seq_no] = probe
+        self._arm(probe.timeout_at, seq_no)
+        self.stats.probes_sent += 1
+        self._send(node.address, messages, effects)
+
+    def _expire_pending(self, now: float, effects: list[Effect]) -> None:
+        heap = self._pending_heap
+        while heap and heap[0][0] <= now:
+            at, seq_no = heapq.heappop(heap)
+            pending = self._pending.get(seq_no)
+            if pending is None:
+                continue
+            if isinstance(pending, _Relay):
+                if pending.timeout_at != at:
+                    continue
+                del self._pending[seq_no]
+                if pending.send_nack:
+                    self._send(
+                        pending.requester, [codec.encode_nack(pending.requester_seq_no)], effects
+                    )
+                continue
+            if not pending.indirect_sent and pending.timeout_at == at:
+                self._start_indirect(pending, now, effects)
+            elif pending.indirect_sent and pending.deadline == at:
+                del self._pending[seq_no]
+                self._probe_failed(pending, now, effects)
+
+    def _start_indirect(self, probe: _Probe, now: float, effects: list[Effect]) -> None:
+        probe.indirect_sent = True
+        self._arm(probe.deadline, probe.seq_no)
+        target = self._nodes.get(probe.target)
+        if target is None:
+            return
+        peers = self._random_nodes(
+            self.config.indirect_checks, target.name, alive_only=True, now=now
+        )
+        probe.expected_nacks = len(peers)
+        request = codec.encode_indirect_ping(
+            probe.seq_no, target.name, target.address, True, self.name
+        )
+        for peer in peers:
+            self.stats.indirect_probes_sent += 1
+            self._send(peer.address, [request], effects)
+
+    def _probe_failed(self, probe: _Probe, now: float, effects: list[Effect]) -> None:
+        self.stats.probes_failed += 1
+        # Lifeguard: missing nacks mean our own network or CPU is the likely culprit.
+        if probe.expected_nacks > 0:
+            self._awareness.apply_delta(max(probe.expected_nacks - probe.nacks, 0))
+        else:
+            self._awareness.apply_delta(1)
+        target = self._nodes.get(probe.target)
+        if target is None or target.status.dead_or_left:
+            return
+        self._on_suspect(target.incarnation, target.name, self.name, now, effects)
+
+    # ------------------------------------------------------------------ receiving
+
+    def _dispatch(
+        self, src: Address, message: pb.Message, now: float, effects: list[Effect]
+    ) -> None:
+        kind = message.WhichOneof("body")
+        if kind == "ping":
+            ping = message.ping
+            if ping.target and ping.target != self.name:
+                self.stats.drop("wrong_target")
+                return
+            self._send(src, [codec.encode_ack(ping.seq_no)], effects)
+        elif kind == "ack":
+            self._on_ack(message.ack.seq_no, now, effects)
+        elif kind == "alive":
+            alive = message.alive
+            address = (alive.address.host, alive.address.port)
+            self._on_alive(alive.incarnation, alive.node, address, alive.meta, now, effects)
+        elif kind == "suspect":
+            suspect = message.suspect
+            self._on_suspect(suspect.incarnation, suspect.node, suspect.from_node, now, effects)
+        elif kind == "dead":
+            dead = message.dead
+            self._on_dead(dead.incarnation, dead.node, dead.from_node, now, effects)
+        elif kind == "indirect_ping":
+            self._on_indirect_ping(src, message.indirect_ping, now, effects)
+        elif kind == "nack":
+            pending = self._pending.get(message.nack.seq_no)
+            if isinstance(pending, _Probe):
+                pending.nacks += 1
+        elif kind == "user":
+            effects.append(UserMessage(message.user.payload))
+        else:
+            self.stats.drop("unknown_message")
+
+    def _on_ack(self, seq_no: int, now: float, effects: list[Effect]) -> None:
+        pending = self._pending.pop(seq_no, None)
+        if pending is None:
+            return
+        if isinstance(pending, _Relay):
+            self._send(pending.requester, [codec.encode_ack(pending.requester_seq_no)], effects)
+        else:
+            self._awareness.apply_delta(-1)
+
+    def _on_indirect_ping(
+        self, src: Address, request: pb.IndirectPing, now: float, effects: list[Effect]
+    ) -> None:
+        target = (request.target_address.host, request.target_address.port)
+        if not request.target or not target[0] or not 0 < target[1] < 65536:
+            self.stats.drop("invalid_message")
+            return
+        if len(self._pending) >= 4 * self.config.max_broadcast_queue_depth:
+            self.stats.drop("relay_limit")
+            return
+        seq_no = self._next_seq_no()
+        relay = _Relay(seq_no, src, request.seq_no, request.nack, now + self.config.probe_timeout)
+        self._pending[seq_no] = relay
+        self._arm(relay.timeout_at, seq_no)
+        self._send(target, [codec.encode_ping(seq_no, request.target, self.name)], effects)
+
+    # ------------------------------------------------------------------ state rules
+
+    def _valid_name(self, name: str) -> bool:
+        return len(name) > 0 and len(name.encode()) <= MAX_NAME_SIZE
+
+    def _on_alive(
+        self,
+        incarnation: int,
+        name: str,
+        address: Address,
+        meta: bytes,
+        now: float,
+        effects: list[Effect],
+    ) -> None:
+        if (
+            incarnation == 0
+            or not self._valid_name(name)
+            or len(meta) > self.config.max_meta_size
+            or not address[0]
+            or not 0 < address[1] < 65536
+        ):
+            self.stats.drop("invalid_message")
+            return
+        state = self._nodes.get(name)
+        replaces_address = False
+        if state is None:
+            if len(self._nodes) >= self.config.max_nodes:
+                self.stats.drop("node_limit")
+                return
+            # A new member enters as dead with incarnation 0, so any alive replaces it.
+            state = NodeState(name, address, meta, 0, NodeStatus.DEAD, now)
+            self._add_node(state)
+        elif state.address != address:
+            reclaim = self.config.dead_node_reclaim_time
+            can_reclaim = reclaim > 0 and now - state.state_change > reclaim
+            if state.status is NodeStatus.LEFT or (state.status is NodeStatus.DEAD and can_reclaim):
+                replaces_address = True
+            else:
+                self.stats.drop("address_conflict")
+                return
+        is_me = state is self._me
+        if incarnation <= state.incarnation and not is_me and not replaces_address:
+            return
+        if incarnation < state.incarnation and is_me:
+            return
+        self._suspicions.pop(name, None)
+        old_status = state.status
+        old_meta = state.meta
+        if is_me:
+            if incarnation == state.incarnation and meta == state.meta:
+                return
+            self._refute(state, incarnation)
+            return
+        self._queue.queue(codec.encode_alive(incarnation, name, address, meta), name)
+        state.incarnation = incarnation
+        state.meta = meta
+        state.address = address
+        if state.status is not NodeStatus.ALIVE:
+            state.status = NodeStatus.ALIVE
+            state.state_change = now
+        if old_status.dead_or_left:
+            effects.append(MemberJoined(state.snapshot()))
+        elif old_meta != meta:
+            effects.append(MemberUpdated(state.snapshot()))
+
+    def _on_suspect(
+        self, incarnation: int, name: str, accuser: str, now: float, effects: list[Effect]
+    ) -> None:
+        state = self._nodes.get(name)
+        if state is None or incarnation < state.incarnation:
+            return
+        suspicion = self._suspicions.get(name)
+        if suspicion is not None:
+            if suspicion.confirm(accuser):
+                self._queue.queue(codec.encode_suspect(incarnation, name, accuser), name)
+                self._push_suspicion(suspicion.deadline, name)
+            return
+        if state.status is not NodeStatus.ALIVE:
+            return
+        if state is self._me:
+            self._refute(state, incarnation)
+            return
+        self._queue.queue(codec.encode_suspect(incarnation, name, accuser), name)
+        state.incarnation = incarnation
+        state.status = NodeStatus.SUSPECT
+        state.state_change = now
+        self.stats.suspicions_raised += 1
+        n = self._num_nodes()
+        expected = expected_confirmations(self.config.suspicion_mult, n)
+        minimum, maximum = suspicion_bounds(
+            self.config.suspicion_mult,
+            self.config.suspicion_max_timeout_mult,
+            n,
+            self.config.probe_interval,
+        )
+        suspicion = Suspicion(accuser, expected, minimum, maximum, now, incarnation)
+        self._suspicions[name] = suspicion
+        self._push_suspicion(suspicion.deadline, name)
+
+    def _push_suspicion(self, deadline: float, name: str) -> None:
+        self._heap_counter += 1
+        heapq.heappush(self._suspicion_heap, (deadline, self._heap_counter, name))
+
+    def _expire_suspicions(self, now: float, effects: list[Effect]) -> None:
+        heap = self._suspicion_heap
+        while heap and heap[0][0] <= now:
+            _deadline, _counter, name = heapq.heappop(heap)
+            suspicion = self._suspicions.get(name)
+            if suspicion is None or suspicion.deadline > now:
+                continue
+            del self._suspicions[name]
+            state = self._nodes.get(name)
+            if (
+                state is not None
+                and state.status is NodeStatus.SUSPECT
+                and state.state_change == suspicion.start
+            ):
+                self.stats.members_declared_dead += 1
+                self._on_dead(state.incarnation, name, self.name, now, effects)
+
+    def _on_dead(
+        self, incarnation: int, name: str, accuser: str, now: float, effects: list[Effect]
+    ) -> None:
+        state = self._nodes.get(name)
+        if state is None or incarnation < state.incarnation:
+            return
+        self._suspicions.pop(name, None)
+        if state.status.dead_or_left:
+            return
+        if state is self._me and not self._left:
+            self._refute(state, incarnation)
+            return
+        self._queue.queue(codec.encode_dead(incarnation, name, accuser), name)
+        state.incarnation = incarnation
+        left = name == accuser
+        state.status = NodeStatus.LEFT if left else NodeStatus.DEAD
+        state.state_change = now
+        if state is not self._me:
+            effects.append(MemberLeft(state.snapshot(), left))
+
+    def _refute(self, me: NodeState, accused: int) -> None:
+        """Out-bid an accusation about ourselves with a higher incarnation."""
+        incarnation = me.incarnation + 1
+        if accused >= incarnation:
+            incarnation = accused + 1
+        me.incarnation = min(incarnation, _INCARNATION_MAX)
+        self.stats.refutations += 1
+        # Lifeguard: being accused hints that we are the slow one.
+        self._awareness.apply_delta(1)
+        self._queue.queue(codec.encode_alive(me.incarnation, me.name, me.address, me.meta), me.name)
+
+    # ------------------------------------------------------------------ push-pull
+
+    def _local_state(self, join: bool) -> bytes:
+        state = pb.PushPullState(protocol_version=codec.PROTOCOL_VERSION, join=join)
+        records = state.members
+        for node in self._node_list:
+            records.add(
+                name=node.name,
+                address=pb.Address(host=node.address[0], port=node.address[1]),
+                meta=node.meta,
+                incarnation=node.incarnation,
+                status=int(node.status),
+            )
+        if self._delegate is not None:
+            state.user_state = self._delegate.local_state(join)
+        return codec.seal(self._header, state.SerializeToString(), self._keyring)
+
+    def _open_push_pull(self, data: bytes) -> pb.PushPullState | None:
+        self._last_reject = ""
+        if len(data) > self.config.max_push_pull_size:
+            self._last_reject = "oversized"
+        else:
+            try:
+                body = codec.open_frame(data, self._label, self._keyring)
+                state = pb.PushPullState.FromString(body)
+            except codec.FrameError as error:
+                self._last_reject = error.reason
+            except Exception:  # protobuf DecodeError and friends
+                self._last_reject = "decode"
+            else:
+                if state.protocol_version == codec.PROTOCOL_VERSION:
+                    return state
+                self._last_reject = "protocol_version"
+        self.stats.drop("push_pull_" + self._last_reject)
+        return None
+
+    def _merge(self, state: pb.PushPullState, now: float, effects: list[Effect]) -> None:
+        for record in state.members:
+            try:
+                self._merge_record(record, now, effects)
+            except Exception:  # one bad record must not stop the merge
+                self.stats.drop("internal_error")
+        if self._delegate is not None and state.user_state:
+            self._delegate.merge_remote_state(state.user_state, state.join)
+
+    def _merge_record(self, record: pb.MemberState, now: float, effects: list[Effect]) -> None:
+        status = record.status
+        if status == pb.MEMBER_STATUS_ALIVE:
+            existing = self._nodes.get(record.name)
+            # Fast path for anti-entropy in a converged cluster: nothing new.
+            if (
+                existing is not None
+                and existing is not self._me
+                and record.incarnation <= existing.incarnation
+            ):
+                return
+            address = (record.address.host, record.address.port)
+            self._on_alive(record.incarnation, record.name, address, record.meta, now, effects)
+        elif status == pb.MEMBER_STATUS_LEFT:
+            self._on_dead(record.incarnation, record.name, record.name, now, effects)
+        elif status in (pb.MEMBER_STATUS_DEAD, pb.MEMBER_STATUS_SUSPECT):
+            # A remote death is only a suspicion here: the member gets its chance to refute.
+            self._on_suspect(record.incarnation, record.name, self.name, now, effects)
+        else:
+            self.stats.drop("invalid_message")
+
+    def _periodic_push_pull(self, now: float, effects: list[Effect]) -> None:
+        peers = self._random_nodes(1, "", alive_only=True, now=now)
+        if not peers:
+            return
+        self.stats.push_pulls_started += 1
+        effects.append(StartPushPull(peers[0].address, self._local_state(join=False), False))
+
+    # ------------------------------------------------------------------ healing and reaping
+
+    def _reconnect(self, now: float, effects: list[Effect]) -> None:
+        """Serf-style reconnect, extended to seeds: push-pull with one failed member or seed."""
+        timeout = self.config.reconnect_timeout
+        candidates: list[Address] = []
+        reachable: set[Address] = set()
+        alive = 0
+        for node in self._node_list:
+            if node.status is NodeStatus.DEAD:
+                if now - node.state_change <= timeout:
+                    candidates.append(node.address)
+            elif node.status is not NodeStatus.LEFT:
+                alive += 1
+                reachable.add(node.address)
+        if now <= self._seeds_until:
+            candidates.extend(seed for seed in self._seeds if seed not in reachable)
+        if not candidates:
+            return
+        # Serf reconnect: attempt with probability failed / alive, so a large healthy
+        # cluster does not hammer one failed member from every node.
+        if self._rng.random() > len(candidates) / max(alive, 1):
+            return
+        dest = candidates[self._rng.randrange(len(candidates))]
+        self.stats.reconnect_attempts += 1
+        self.stats.push_pulls_started += 1
+        effects.append(StartPushPull(dest, self._local_state(join=False), False))
+
+    def _reap(self, now: float, effects: list[Effect]) -> None:
+        horizon = self.config.dead_node_reap_time
+        doomed = [
+            node
+            for node in self._node_list
+            if node.status.dead_or_left and now - node.state_change > horizon
+        ]
+        if not doomed:
+            return
+        gone = {id(node) for node in doomed}
+        self._node_list = [node for node in self._node_list if id(node) not in gone]
+        self._probe_order = [node for node in self._probe_order if id(node) not in gone]
+        self._probe_index = min(self._probe_index, len(self._probe_order))
+        for node in doomed:
+            del self._nodes[node.name]
+            self._queue.invalidate(node.name)
+            self.stats.members_reaped += 1
+            effects.append(MemberReaped(node.snapshot()))

@@ -1,0 +1,99 @@
+"""Push-pull anti-entropy over the agent's gRPC port.
+
+The server side is the internal `controlplane.gossip.v1.Gossip/PushPull` RPC,
+which hands the peer's framed state to the core and returns the core's own. The
+client side keeps one channel per peer address and turns a failed exchange into
+`None`, which the core counts and retries on its own schedule.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from controlplane.config import format_host_port
+from controlplane.errors import PermissionDenied
+from controlplane.gossip import PushPullRejected
+from controlplane.gossip.v1 import gossip_pb2, gossip_pb2_grpc
+
+log = logging.getLogger("controlplane.transport")
+
+Address = tuple[str, int]
+ServePushPull = Callable[[Address, bytes], bytes]
+
+# Full-state exchanges of large clusters exceed gRPC's 4 MiB default; the core
+# refuses states above its own max_push_pull_size (16 MiB) anyway.
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+CHANNEL_OPTIONS = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+)
+
+
+def peer_address(peer: str) -> Address:
+    """Parses grpc's "ipv4:1.2.3.4:5" / "ipv6:[::1]:5" peer strings."""
+    _, _, rest = peer.partition(":")
+    host, _, port = rest.rpartition(":")
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        return rest, 0
+
+
+class GossipServicer(gossip_pb2_grpc.GossipServicer):
+    """Serves PushPull by delegating to the runtime that owns the core."""
+
+    def __init__(self, serve: ServePushPull) -> None:
+        self._serve = serve
+
+    async def PushPull(
+        self, request: gossip_pb2.PushPullRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> gossip_pb2.PushPullResponse:
+        try:
+            frame = self._serve(peer_address(context.peer()), request.frame)
+        except PushPullRejected as error:
+            # Wrong key, wrong label or garbage: the peer is not of this cluster.
+            raise PermissionDenied(f"push-pull refused: {error}") from None
+        return gossip_pb2.PushPullResponse(frame=frame)
+
+
+class PushPullClient:
+    """Runs push-pull exchanges against peers, one cached channel per peer."""
+
+    def __init__(self) -> None:
+        self._channels: dict[Address, grpc.aio.Channel] = {}
+
+    def _channel(self, dest: Address) -> grpc.aio.Channel:
+        channel = self._channels.get(dest)
+        if channel is None:
+            channel = grpc.aio.insecure_channel(
+                format_host_port(dest[0], dest[1]), options=CHANNEL_OPTIONS
+            )
+            self._channels[dest] = channel
+        return channel
+
+    async def exchange(self, dest: Address, frame: bytes, timeout: float) -> bytes | None:
+        stub = gossip_pb2_grpc.GossipStub(self._channel(dest))
+        try:
+            response = await stub.PushPull(gossip_pb2.PushPullRequest(frame=frame), timeout=timeout)
+        except grpc.aio.AioRpcError as error:
+            log.debug("push-pull with %s failed: %s", dest, error.code().name)
+            if error.code() == grpc.StatusCode.UNAVAILABLE:
+                # Drop the channel so a restarted peer on the same address is reached
+                # with a fresh connection instead of a backed-off one.
+                await self._forget(dest)
+            return None
+        return bytes(response.frame)
+
+    async def _forget(self, dest: Address) -> None:
+        channel = self._channels.pop(dest, None)
+        if channel is not None:
+            await channel.close(None)
+
+    async def close(self) -> None:
+        for dest in list(self._channels):
+            await self._forget(dest)

@@ -1,0 +1,246 @@
+"""Drives one sans-IO gossip core on the running asyncio loop.
+
+The runtime is the only place where the core meets real time and real sockets:
+it feeds datagrams and push-pull frames in with `loop.time()` (monotonic), keeps
+exactly one timer armed at the core's next deadline, and carries the effects
+out: datagrams to the UDP endpoint, push-pull exchanges to gRPC tasks, member
+events to subscribers. It holds no protocol logic of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+from collections.abc import Callable, Iterable, Sequence
+
+from controlplane.gossip import (
+    Effect,
+    GossipNode,
+    MemberJoined,
+    MemberLeft,
+    MemberReaped,
+    MemberUpdated,
+    SendPacket,
+    StartPushPull,
+)
+from controlplane.transport.pushpull import PushPullClient
+from controlplane.transport.udp import UdpEndpoint
+
+log = logging.getLogger("controlplane.gossip")
+
+Address = tuple[str, int]
+EventListener = Callable[[Effect], None]
+
+
+def parse_address(text: str, default_port: int) -> tuple[str, int]:
+    """Splits "host", "host:port", "[v6]:port" or a bare IPv6 address."""
+    text = text.strip()
+    if not text:
+        raise ValueError("address must not be empty")
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host, port_text = text, ""
+    port = int(port_text) if port_text else default_port
+    if not host or not 1 <= port <= 65535:
+        raise ValueError(f"address {text!r} must be host or host:port with a port 1-65535")
+    return host, port
+
+
+async def resolve(text: str, default_port: int) -> list[Address]:
+    """Resolves a join address (names included) to socket addresses."""
+    host, port = parse_address(text, default_port)
+    with contextlib.suppress(ValueError):
+        return [(str(ipaddress.ip_address(host)), port)]
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    return list(dict.fromkeys((str(info[4][0]), int(info[4][1])) for info in infos))
+
+
+class GossipRuntime:
+    """One gossip member, live: core + UDP endpoint + push-pull client + timer."""
+
+    def __init__(self, node: GossipNode, push_pull: PushPullClient | None = None) -> None:
+        self.node = node
+        self.udp = UdpEndpoint(self._on_datagram)
+        self._push_pull = push_pull or PushPullClient()
+        self._listeners: list[EventListener] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def open(self, host: str, port: int) -> None:
+        """Binds the UDP endpoint and arms the first timer."""
+        self._loop = asyncio.get_running_loop()
+        self.udp.open(host, port)
+        self._reschedule()
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.udp.close()
+        await self._push_pull.close()
+
+    def subscribe(self, listener: EventListener) -> None:
+        """Calls `listener` with every member event effect the core emits."""
+        self._listeners.append(listener)
+
+    @property
+    def now(self) -> float:
+        assert self._loop is not None, "runtime is not open"
+        return self._loop.time()
+
+    # ------------------------------------------------------------------ inputs
+
+    def _on_datagram(self, source: Address, data: bytes) -> None:
+        if self._closed:
+            return
+        self._apply(self.node.receive_packet(source, data, self.now))
+
+    def serve_push_pull(self, source: Address, frame: bytes) -> bytes:
+        """The gRPC PushPull handler's entry into the core."""
+        response, effects = self.node.handle_push_pull(source, frame, self.now)
+        self._apply(effects)
+        return response
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = float("inf")
+        if self._closed:
+            return
+        self._apply(self.node.tick(self.now))
+
+    # ----------------------------------------------------------------- effects
+
+    def _apply(self, effects: Iterable[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, SendPacket):
+                self.udp.send(effect.dest, effect.data)
+            elif isinstance(effect, StartPushPull):
+                self._spawn(self._run_push_pull(effect))
+            else:
+                self._publish(effect)
+        self._reschedule()
+
+    def _publish(self, effect: Effect) -> None:
+        if isinstance(effect, MemberJoined):
+            log.info("member joined: %s %s", effect.member.name, effect.member.address)
+        elif isinstance(effect, MemberLeft):
+            verb = "left" if effect.left else "failed"
+            log.info("member %s: %s", verb, effect.member.name)
+        elif isinstance(effect, MemberUpdated | MemberReaped):
+            log.debug("member event %s: %s", type(effect).__name__, effect.member.name)
+        for listener in self._listeners:
+            try:
+                listener(effect)
+            except Exception:
+                log.exception("event listener failed on %s", type(effect).__name__)
+
+    def _reschedule(self) -> None:
+        if self._closed or self._loop is None:
+            return
+        deadline = self.node.next_deadline()
+        if deadline >= self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _spawn(self, coroutine: asyncio.Future[None] | object) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_push_pull(self, effect: StartPushPull) -> bool:
+        timeout = self.node.config.push_pull_timeout
+        response = await self._push_pull.exchange(effect.dest, effect.request, timeout)
+        if not self._closed:
+            self._apply(self.node.push_pull_response(effect.dest, response, self.now))
+        return response is not None
+
+    # ------------------------------------------------------------- operations
+
+    async def _resolve_seeds(
+        self, addresses: Sequence[str], default_port: int
+    ) -> tuple[list[Address], bool]:
+        """Resolved seeds other than this agent, and whether every address resolved."""
+        seeds: list[Address] = []
+        all_resolved = True
+        for text in addresses:
+            try:
+                seeds.extend(await resolve(text, default_port))
+            except (OSError, ValueError) as error:
+                all_resolved = False
+                log.warning("cannot resolve join address %r: %s", text, error)
+        # Every agent of a cluster may be given the same seed list, itself included.
+        own = {self.node.address, self.udp.local_address}
+        return [seed for seed in dict.fromkeys(seeds) if seed not in own], all_resolved
+
+    async def join(self, addresses: Sequence[str], default_port: int) -> int:
+        """Full state exchange with every address; returns how many answered."""
+        seeds, _ = await self._resolve_seeds(addresses, default_port)
+        if not seeds:
+            return 0
+        exchanges = [
+            self._run_push_pull(effect)
+            for effect in self.node.join(seeds, self.now)
+            if isinstance(effect, StartPushPull)
+        ]
+        results = await asyncio.gather(*exchanges, return_exceptions=True)
+        self._reschedule()
+        return sum(1 for result in results if result is True)
+
+    async def retry_join(
+        self,
+        addresses: Sequence[str],
+        default_port: int,
+        first_interval: float,
+        max_interval: float = 30.0,
+        max_attempts: int = 0,
+    ) -> int:
+        """Joins until one address answers (0 attempts = forever), backing off from
+        `first_interval` to `max_interval`. When every address is this agent's own,
+        there is nobody to join: it is the cluster's first member."""
+        interval = first_interval
+        attempt = 0
+        while not self._closed:
+            seeds, all_resolved = await self._resolve_seeds(addresses, default_port)
+            if not seeds and all_resolved:
+                return 0
+            attempt += 1
+            contacted = await self.join(addresses, default_port)
+            if contacted:
+                log.info("joined the cluster through %d of %d addresses", contacted, len(addresses))
+                return contacted
+            if max_attempts and attempt >= max_attempts:
+                break
+            log.warning("join attempt %d reached no member; retrying in %.0fs", attempt, interval)
+            await asyncio.sleep(interval)
+            interval = min(interval * 2, max_interval)
+        return 0
+
+    async def leave(self, timeout: float) -> None:
+        """Announces a graceful leave and waits (up to `timeout`) for it to spread."""
+        self._apply(self.node.leave(self.now))
+        if self.node.num_alive() <= 1:
+            return
+        deadline = self.now + timeout
+        while self.node.broadcast_queue_depth > 0 and self.now < deadline:
+            await asyncio.sleep(self.node.config.gossip_interval)
