@@ -25,7 +25,7 @@ from controlplane.api.errors import ErrorMappingInterceptor
 from controlplane.api.membership import MembershipReads
 from controlplane.api.services import PUBLIC_SERVICES, PublicService, pending_servicer
 from controlplane.config import AgentConfig
-from controlplane.gossip import PROFILES, GossipNode
+from controlplane.gossip import PROFILES, GossipNode, Keyring
 from controlplane.gossip.v1 import gossip_pb2_grpc
 from controlplane.transport.pushpull import GossipServicer
 from controlplane.transport.runtime import GossipRuntime
@@ -93,22 +93,23 @@ class Agent:
     def service_names(self) -> list[str]:
         return [service.full_name for service in PUBLIC_SERVICES]
 
-    def _servicer_for(self, service: PublicService, runtime: GossipRuntime) -> object:
-        implemented = MembershipReads(runtime) if service.name == "Membership" else None
+    def _servicer_for(self, service: PublicService, node: GossipNode) -> object:
+        implemented = MembershipReads(node) if service.name == "Membership" else None
         return pending_servicer(service, MISSING_FEATURES[service.name], implemented)
 
-    def _gossip_runtime(self) -> GossipRuntime:
+    def _gossip_node(self) -> GossipNode:
         config = self.config
         loop = asyncio.get_running_loop()
-        node = GossipNode(
+        return GossipNode(
             PROFILES[config.profile](),
             config.node,
             (config.advertise_address, config.port),
             # Production randomness: seeded from the OS; tests seed their own cores.
             rng=random.Random(),
             now=loop.time(),
+            keyring=Keyring([key]) if (key := config.encryption_key) else None,
+            label=config.cluster_label,
         )
-        return GossipRuntime(node)
 
     async def start(self) -> None:
         config = self.config
@@ -117,10 +118,11 @@ class Agent:
                 raise AgentStartError(
                     f"port {config.port} on {config.bind} is already in use ({label})"
                 )
-        runtime = self._gossip_runtime()
+        node = self._gossip_node()
+        runtime = GossipRuntime(node)
         server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()], options=SERVER_OPTIONS)
         for service in PUBLIC_SERVICES:
-            service.add_to_server(self._servicer_for(service, runtime), server)
+            service.add_to_server(self._servicer_for(service, node), server)
         gossip_pb2_grpc.add_GossipServicer_to_server(
             GossipServicer(runtime.serve_push_pull), server
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import logging
 import os
@@ -99,6 +100,12 @@ def cmd_agent(args: argparse.Namespace, out: TextIO) -> int:
     config = agent_config(args, dict(os.environ))
     _configure_logging(config.log_level)
     return asyncio.run(Agent(config).run())
+
+
+def cmd_keygen(args: argparse.Namespace, out: TextIO) -> int:
+    # 32 bytes selects AES-256, as `serf keygen` and `consul keygen` do.
+    out.write(base64.b64encode(os.urandom(32)).decode() + "\n")
+    return EXIT_OK
 
 
 # ------------------------------------------------------------- client commands
@@ -324,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     agent = commands.add_parser("agent", help="run an agent (gossip member and gRPC API)")
     _add_agent_flags(agent)
     agent.set_defaults(run=cmd_agent)
+
+    keygen = commands.add_parser("keygen", help="print a new gossip encryption key")
+    keygen.set_defaults(run=cmd_keygen)
 
     members = commands.add_parser("members", help="list the members of the cluster")
     _add_client_flags(members, with_format=True)

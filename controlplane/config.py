@@ -9,6 +9,8 @@ raises `ConfigError` with one line naming the setting, its source and the rule.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import re
 import socket
@@ -51,8 +53,15 @@ class AgentConfig:
     join: tuple[str, ...] = ()
     tags: Mapping[str, str] = field(default_factory=dict)
     data_dir: str = ""
+    encrypt: str = ""
+    cluster_label: str = ""
     log_level: str = "info"
     shutdown_grace: float = 5.0
+
+    @property
+    def encryption_key(self) -> bytes | None:
+        """The decoded gossip key, or None when gossip is not encrypted."""
+        return base64.b64decode(self.encrypt, validate=True) if self.encrypt else None
 
     @property
     def advertise_address(self) -> str:
@@ -185,6 +194,23 @@ def _check_tags(value: Mapping[str, str]) -> None:
         raise ValueError(f"must encode to at most 512 bytes, got {encoded}")
 
 
+def _check_encrypt(value: str) -> None:
+    if not value:
+        return
+    try:
+        key = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("must be a base64-encoded key (like `serf keygen` prints)") from None
+    if len(key) not in (16, 24, 32):
+        raise ValueError(f"must decode to 16, 24 or 32 bytes (AES-128/192/256), got {len(key)}")
+
+
+def _check_label(value: str) -> None:
+    # The label travels in every frame with a one-byte length (docs/gossip.md).
+    if len(value.encode()) > 255:
+        raise ValueError(f"must be at most 255 bytes of UTF-8, got {len(value.encode())}")
+
+
 def _no_check(value: Any) -> None:
     return None
 
@@ -219,6 +245,8 @@ SETTINGS: dict[str, Setting] = {
         Setting("join", _parse_list, _check_join, "address of a member to join (repeatable)"),
         Setting("tags", _parse_tags, _check_tags, "tag key=value (repeatable)"),
         Setting("data_dir", _parse_str, _no_check, "directory for the snapshot and state"),
+        Setting("encrypt", _parse_str, _check_encrypt, "base64 AES key that encrypts gossip"),
+        Setting("cluster_label", _parse_str, _check_label, "label every gossip frame must carry"),
         Setting("log_level", _parse_str, _one_of(LOG_LEVELS), "debug, info, warning or error"),
         Setting("shutdown_grace", _parse_float, _check_grace, "seconds to finish RPCs on stop"),
     )

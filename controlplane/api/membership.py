@@ -12,8 +12,7 @@ from typing import Any
 import grpc.aio
 
 from controlplane.errors import InvalidArgument
-from controlplane.gossip import Member, NodeStatus
-from controlplane.transport.runtime import GossipRuntime
+from controlplane.gossip import GossipNode, Member, NodeStatus
 from controlplane.v1 import membership_pb2
 
 NAME_PATTERN_MAX = 256
@@ -62,10 +61,10 @@ def _compile(field: str, pattern: str) -> re.Pattern[str]:
 
 
 class MembershipReads:
-    """ListMembers and GetLocalMember over a live gossip runtime."""
+    """ListMembers and GetLocalMember over a live gossip member."""
 
-    def __init__(self, runtime: GossipRuntime) -> None:
-        self._runtime = runtime
+    def __init__(self, node: GossipNode) -> None:
+        self._node = node
 
     async def ListMembers(
         self,
@@ -80,7 +79,7 @@ class MembershipReads:
         name_re = _compile("name_pattern", request.name_pattern) if request.name_pattern else None
         tag_res = {key: _compile(f"tags[{key}]", value) for key, value in request.tags.items()}
         members = []
-        for member in sorted(self._runtime.node.members(), key=lambda m: m.name):
+        for member in sorted(self._node.members(), key=lambda m: m.name):
             proto = member_to_proto(member)
             if statuses and proto.status not in statuses:
                 continue
@@ -99,7 +98,7 @@ class MembershipReads:
         request: membership_pb2.GetLocalMemberRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> membership_pb2.GetLocalMemberResponse:
-        node = self._runtime.node
+        node = self._node
         member = node.member(node.name)
         assert member is not None, "the local member is always in its own map"
         return membership_pb2.GetLocalMemberResponse(member=member_to_proto(member))

@@ -15,10 +15,11 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 from controlplane.gossip import (
     Effect,
-    GossipNode,
+    GossipConfig,
     MemberJoined,
     MemberLeft,
     MemberReaped,
@@ -32,7 +33,28 @@ from controlplane.transport.udp import UdpEndpoint
 log = logging.getLogger("controlplane.gossip")
 
 Address = tuple[str, int]
-EventListener = Callable[[Effect], None]
+EventListener = Callable[[Any], None]
+
+
+class GossipCore(Protocol):
+    """What the runtime drives: a GossipNode, or a layer with the same surface."""
+
+    @property
+    def config(self) -> GossipConfig: ...
+    @property
+    def address(self) -> Address: ...
+    @property
+    def broadcast_queue_depth(self) -> int: ...
+    def num_alive(self) -> int: ...
+    def receive_packet(self, src: Address, data: bytes, now: float) -> list[Any]: ...
+    def tick(self, now: float) -> list[Any]: ...
+    def next_deadline(self) -> float: ...
+    def handle_push_pull(
+        self, src: Address, request: bytes, now: float
+    ) -> tuple[bytes, list[Any]]: ...
+    def push_pull_response(self, src: Address, response: bytes | None, now: float) -> list[Any]: ...
+    def join(self, seeds: Sequence[Address], now: float) -> list[Any]: ...
+    def leave(self, now: float) -> list[Any]: ...
 
 
 def parse_address(text: str, default_port: int) -> tuple[str, int]:
@@ -66,7 +88,7 @@ async def resolve(text: str, default_port: int) -> list[Address]:
 class GossipRuntime:
     """One gossip member, live: core + UDP endpoint + push-pull client + timer."""
 
-    def __init__(self, node: GossipNode, push_pull: PushPullClient | None = None) -> None:
+    def __init__(self, node: GossipCore, push_pull: PushPullClient | None = None) -> None:
         self.node = node
         self.udp = UdpEndpoint(self._on_datagram)
         self._push_pull = push_pull or PushPullClient()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,3 +77,44 @@ def test_graceful_stop_is_seen_as_left_not_failed(five_agents: list[AgentProcess
     assert wait_until(
         lambda: all(statuses(a).get(leaver.name) == "LEFT" for a in others), timeout=15
     ), [statuses(a) for a in others]
+
+
+def test_encrypted_cluster_refuses_other_keys_and_plaintext(tmp_path: Path) -> None:
+
+    key = base64.b64encode(os.urandom(32)).decode()
+    other_key = base64.b64encode(os.urandom(16)).decode()
+    hosts = HOSTS[:4]
+    port = free_port(hosts[0], *hosts[1:])
+    seed = f"{hosts[0]}:{port}"
+    label = ["--cluster-label", "prod-eu"]
+    specs = [
+        ("keyed-1", hosts[0], ["--encrypt", key, *label]),
+        ("keyed-2", hosts[1], ["--encrypt", key, *label, "--join", seed]),
+        ("wrong-key", hosts[2], ["--encrypt", other_key, *label, "--join", seed]),
+        ("plaintext", hosts[3], ["--join", seed]),
+    ]
+    agents: list[AgentProcess] = []
+    try:
+        for name, host, extra in specs:
+            agents.append(
+                start_agent(
+                    name,
+                    host=host,
+                    port=port,
+                    args=["--profile", "local", *extra],
+                    log_dir=tmp_path,
+                )
+            )
+        keyed = agents[:2]
+        assert wait_until(
+            lambda: all(statuses(a) == {"keyed-1": "ALIVE", "keyed-2": "ALIVE"} for a in keyed),
+            timeout=30,
+        ), [statuses(a) for a in keyed]
+        # Give the outsiders several retry-join rounds; they must stay alone.
+        wait_until(lambda: False, timeout=4)
+        for outsider in agents[2:]:
+            assert statuses(outsider) == {outsider.name: "ALIVE"}
+        assert set(statuses(agents[0])) == {"keyed-1", "keyed-2"}
+    finally:
+        for agent in agents:
+            agent.kill()

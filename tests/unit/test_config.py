@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,21 @@ def test_load_file_parses_toml(tmp_path: Path) -> None:
     path.write_text('port = 8000\nprofile = "local"\n[tags]\nrole2 = "x"\n')
     config = build_config(file_values=load_file(path))
     assert (config.port, config.profile, dict(config.tags)) == (8000, "local", {"role2": "x"})
+
+
+def test_encryption_key_must_be_base64_of_an_aes_key_size() -> None:
+
+    for size in (16, 24, 32):
+        key = base64.b64encode(bytes(size)).decode()
+        assert build_config(flags={"encrypt": key}).encryption_key == bytes(size)
+    with pytest.raises(ConfigError, match="encrypt must decode to 16, 24 or 32 bytes"):
+        build_config(flags={"encrypt": base64.b64encode(bytes(20)).decode()})
+    with pytest.raises(ConfigError, match="encrypt must be a base64-encoded key"):
+        build_config(flags={"encrypt": "not base64!"})
+    assert build_config().encryption_key is None
+
+
+def test_cluster_label_limit() -> None:
+    assert build_config(flags={"cluster_label": "x" * 255}).cluster_label == "x" * 255
+    with pytest.raises(ConfigError, match="cluster_label must be at most 255 bytes"):
+        build_config(flags={"cluster_label": "x" * 256})
