@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 
 from controlplane.api.errors import ErrorMappingInterceptor
 from controlplane.api.membership import MembershipReads
+from controlplane.api.server_pool import PoolRegistry, ServerPoolRpcs
 from controlplane.api.services import PUBLIC_SERVICES, PublicService, pending_servicer
 from controlplane.config import AgentConfig
 from controlplane.gossip import PROFILES, GossipNode, Keyring
@@ -35,7 +36,7 @@ log = logging.getLogger("controlplane.agent")
 # What each public service still lacks in this version; answered as UNIMPLEMENTED.
 MISSING_FEATURES: dict[str, str] = {
     "Membership": "only ListMembers and GetLocalMember are part of this build",
-    "ServerPool": "server pools are not part of this build yet",
+    "ServerPool": "Heartbeat and ListClients are not part of this build yet",
     "Ring": "hash rings are not part of this build yet",
     "Keyring": "gossip encryption keys are not part of this build yet",
 }
@@ -87,14 +88,20 @@ class Agent:
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self.runtime: GossipRuntime | None = None
+        self.pools: PoolRegistry | None = None
         self._join_task: asyncio.Task[None] | None = None
 
     @property
     def service_names(self) -> list[str]:
         return [service.full_name for service in PUBLIC_SERVICES]
 
-    def _servicer_for(self, service: PublicService, node: GossipNode) -> object:
-        implemented = MembershipReads(node) if service.name == "Membership" else None
+    def _servicer_for(
+        self, service: PublicService, node: GossipNode, pools: PoolRegistry
+    ) -> object:
+        implemented = {
+            "Membership": MembershipReads(node),
+            "ServerPool": ServerPoolRpcs(pools),
+        }.get(service.name)
         return pending_servicer(service, MISSING_FEATURES[service.name], implemented)
 
     def _gossip_node(self) -> GossipNode:
@@ -120,9 +127,10 @@ class Agent:
                 )
         node = self._gossip_node()
         runtime = GossipRuntime(node)
+        pools = PoolRegistry(asyncio.get_running_loop().time)
         server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()], options=SERVER_OPTIONS)
         for service in PUBLIC_SERVICES:
-            service.add_to_server(self._servicer_for(service, node), server)
+            service.add_to_server(self._servicer_for(service, node, pools), server)
         gossip_pb2_grpc.add_GossipServicer_to_server(
             GossipServicer(runtime.serve_push_pull), server
         )
@@ -145,6 +153,8 @@ class Agent:
         await server.start()
         self._server = server
         self.runtime = runtime
+        self.pools = pools
+        pools.start()
         for name in ["", *self.service_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if config.join:
@@ -181,6 +191,8 @@ class Agent:
         if self.runtime is not None:
             await self.runtime.leave(LEAVE_PROPAGATION_TIMEOUT)
         await self._server.stop(self.config.shutdown_grace)
+        if self.pools is not None:
+            await self.pools.close()
         if self.runtime is not None:
             await self.runtime.close()
         self._stopped.set()

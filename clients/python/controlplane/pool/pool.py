@@ -140,6 +140,16 @@ class RebalanceResult:
 
 
 @dataclass(frozen=True, slots=True)
+class RebalancePlan:
+    """A shuffled order to ping, made by `plan_rebalance` for `commit_rebalance`."""
+
+    ping_order: tuple[Server, ...]
+    tiers: tuple[_Tier, ...]
+    shuffled_primaries: tuple[Server, ...]
+    shuffled_backups: tuple[Server, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class RefreshResult:
     """The outcome of one ``refresh_server_lists``.
 
@@ -508,13 +518,25 @@ class ServerPool:
 
         If nobody answers, the pool is marked offline and the previous order is
         kept untouched (Consul). A pinger that raises leaves the pool unchanged.
+
+        This is `plan_rebalance` and `commit_rebalance` with the pings in between;
+        callers that ping asynchronously use those two directly.
         """
-        now = check_now(now)
+        plan = self.plan_rebalance(now)
+        answers: list[bool] = []
+        for server in plan.ping_order:
+            answers.append(bool(pinger(server)))
+            if answers[-1]:
+                break
+        return self.commit_rebalance(plan, answers, now)
+
+    def plan_rebalance(self, now: float) -> RebalancePlan:
+        """The shuffled order to ping in; nothing changes until `commit_rebalance`."""
+        check_now(now)
         shuffled_primaries = list(self._primaries)
         self._rng.shuffle(shuffled_primaries)
         shuffled_backups = list(self._backups)
         self._rng.shuffle(shuffled_backups)
-
         primary_names = {s.name for s in shuffled_primaries}
         entries = [(s, _tier_of(s, True)) for s in shuffled_primaries] + [
             (s, _tier_of(s, False)) for s in shuffled_backups if s.name not in primary_names
@@ -523,35 +545,50 @@ class ServerPool:
             (entry for entry in entries if not self._health[entry[0].name].is_ejected(now)),
             key=lambda entry: entry[1],
         )
+        return RebalancePlan(
+            ping_order=tuple(server for server, _ in ping_order),
+            tiers=tuple(tier for _, tier in ping_order),
+            shuffled_primaries=tuple(shuffled_primaries),
+            shuffled_backups=tuple(shuffled_backups),
+        )
 
-        pinged: list[Server] = []
-        failed: list[tuple[Server, _Tier]] = []
-        answered: tuple[Server, _Tier] | None = None
-        for server, tier in ping_order:
-            pinged.append(server)
-            if pinger(server):
-                answered = (server, tier)
-                break
-            failed.append((server, tier))
-
+    def commit_rebalance(
+        self, plan: RebalancePlan, answers: Sequence[bool], now: float
+    ) -> RebalanceResult:
+        """Applies the ping `answers` (in `plan.ping_order`, stopping at the first
+        True) to the pool. Servers added or removed since the plan are respected:
+        the shuffled order applies to those still present, new ones follow."""
+        check_now(now)
+        if len(answers) > len(plan.ping_order):
+            raise InvalidCountError("answers", "at most one answer per planned ping")
+        pinged = plan.ping_order[: len(answers)]
+        answered_at = next((i for i, ok in enumerate(answers) if ok), None)
+        if answered_at is not None:
+            pinged = pinged[: answered_at + 1]
+        failed = [
+            (server, tier)
+            for server, tier, ok in zip(pinged, plan.tiers, answers, strict=False)
+            if not ok
+        ]
         failed_servers = tuple(server for server, _ in failed)
-        if answered is None:
+        if answered_at is None:
             self._offline = True
-            return RebalanceResult(
-                head=None, pinged=tuple(pinged), failed=failed_servers, offline=True
-            )
+            return RebalanceResult(head=None, pinged=pinged, failed=failed_servers, offline=True)
 
-        head, head_tier = answered
+        head, head_tier = plan.ping_order[answered_at], plan.tiers[answered_at]
         failed_names = [server.name for server in failed_servers]
-        self._primaries = _commit_order(shuffled_primaries, head.name, failed_names)
-        self._backups = _commit_order(shuffled_backups, head.name, failed_names)
+        self._primaries = _commit_order(
+            _reconcile(plan.shuffled_primaries, self._primaries), head.name, failed_names
+        )
+        self._backups = _commit_order(
+            _reconcile(plan.shuffled_backups, self._backups), head.name, failed_names
+        )
         # Every group ahead of the head's was pinged in full and failed.
         self._demoted_tiers = {tier for _, tier in failed if tier < head_tier}
-        self._health[head.name].record_success()
+        if head.name in self._health:
+            self._health[head.name].record_success()
         self._offline = False
-        return RebalanceResult(
-            head=head, pinged=tuple(pinged), failed=failed_servers, offline=False
-        )
+        return RebalanceResult(head=head, pinged=pinged, failed=failed_servers, offline=False)
 
     # ------------------------------------------------------------- rediscovery
 
@@ -654,6 +691,15 @@ def _with_draining(server: Server, draining: bool, name: str) -> Server:
     if server.name != name or server.draining == draining:
         return server
     return dataclasses.replace(server, draining=draining)
+
+
+def _reconcile(shuffled: Sequence[Server], current: Sequence[Server]) -> list[Server]:
+    """`shuffled` restricted to the servers still in `current` (with their current
+    records), followed by servers that joined `current` since."""
+    by_name = {server.name: server for server in current}
+    kept = [by_name[server.name] for server in shuffled if server.name in by_name]
+    seen = {server.name for server in kept}
+    return kept + [server for server in current if server.name not in seen]
 
 
 def _commit_order(shuffled: list[Server], head_name: str, failed_names: list[str]) -> list[Server]:

@@ -103,12 +103,14 @@ class Server:
         api_version: the API version it announces, or ``None`` when unknown.
         draining: the server announced it is shutting down or shedding clients;
             the pool moves it behind every other server (see ``ServerPool``).
+        datacenter: where the server runs; carried for callers, not used to order.
     """
 
     name: str
     address: str
     api_version: ApiVersion | None = None
     draining: bool = False
+    datacenter: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
