@@ -65,17 +65,37 @@ class AgentConfig:
 
     @property
     def advertise_address(self) -> str:
-        """The address other members and clients use to reach this agent."""
+        """The address other members and clients use to reach this agent.
+
+        Bound to every interface (0.0.0.0 or ::), the agent advertises the host's
+        first non-loopback address, as Serf does, so that agents in containers or
+        on separate hosts can reach each other without `--advertise`.
+        """
         if self.advertise:
             return self.advertise
-        if ipaddress.ip_address(self.bind).is_unspecified:
-            return "127.0.0.1" if ipaddress.ip_address(self.bind).version == 4 else "::1"
+        bind = ipaddress.ip_address(self.bind)
+        if bind.is_unspecified:
+            return host_address(bind.version)
         return self.bind
 
     @property
     def listen_target(self) -> str:
         """The "host:port" a gRPC server binds, with IPv6 hosts bracketed."""
         return format_host_port(self.bind, self.port)
+
+
+def host_address(version: int) -> str:
+    """The first non-loopback address of this host's name, else loopback."""
+    family = socket.AF_INET if version == 4 else socket.AF_INET6
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, family, socket.SOCK_DGRAM)
+    except OSError:
+        infos = []
+    for info in infos:
+        candidate = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if not (candidate.is_loopback or candidate.is_unspecified or candidate.is_link_local):
+            return str(candidate)
+    return "127.0.0.1" if version == 4 else "::1"
 
 
 def format_host_port(host: str, port: int) -> str:

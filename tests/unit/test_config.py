@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import socket
 from pathlib import Path
 
 import pytest
@@ -76,10 +77,24 @@ def test_ipv6_listen_target_is_bracketed() -> None:
     assert build_config(flags={"bind": "::1", "port": "7000"}).listen_target == "[::1]:7000"
 
 
-def test_unspecified_bind_advertises_loopback_unless_told() -> None:
-    assert build_config(flags={"bind": "0.0.0.0"}).advertise_address == "127.0.0.1"
+def test_unspecified_bind_advertises_a_host_address_unless_told(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def fake_getaddrinfo(*args: object, **kwargs: object) -> list[tuple[object, ...]]:
+        return [(0, 0, 0, "", ("127.0.1.1", 0)), (0, 0, 0, "", ("10.1.2.3", 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
+    assert build_config(flags={"bind": "0.0.0.0"}).advertise_address == "10.1.2.3"
     config = build_config(flags={"bind": "0.0.0.0", "advertise": "127.0.0.9"})
     assert config.advertise_address == "127.0.0.9"
+
+
+def test_unspecified_bind_falls_back_to_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_address(*args: object, **kwargs: object) -> list[tuple[object, ...]]:
+        raise OSError("no name")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_address)
+    assert build_config(flags={"bind": "0.0.0.0"}).advertise_address == "127.0.0.1"
 
 
 def test_load_file_parses_toml(tmp_path: Path) -> None:
