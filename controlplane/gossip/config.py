@@ -61,6 +61,10 @@ class GossipConfig:
     # memberlist config.go DeadNodeReclaimTime 0: a dead (not left) member's name may be taken by
     # a new address only after this long; 0 disables reclaiming.
     dead_node_reclaim_time: float = 0.0
+    # Lifeguard buddy system: a probe of a suspect member carries the suspicion so the member
+    # can refute at once. memberlist always does this (state.go probeNode); the switch exists so
+    # plain SWIM can be measured against Lifeguard (bench/gossip_sim.py).
+    buddy_system: bool = True
 
     @classmethod
     def lan(cls, **overrides: Any) -> GossipConfig:

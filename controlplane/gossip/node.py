@@ -452,7 +452,7 @@ class GossipNode:
         interval = self._awareness.scale_timeout(self.config.probe_interval)
         seq_no = self._next_seq_no()
         messages = [codec.encode_ping(seq_no, node.name, self.name)]
-        if node.status is not NodeStatus.ALIVE:
+        if node.status is not NodeStatus.ALIVE and self.config.buddy_system:
             # Buddy system: tell a suspect directly so it can refute at once.
             messages.append(codec.encode_suspect(node.incarnation, node.name, self.name))
         # memberlist does not scale ProbeTimeout with health: waiting longer does not help
@@ -598,6 +598,10 @@ class GossipNode:
             self.stats.drop("invalid_message")
             return
         state = self._nodes.get(name)
+        if state is self._me and self._left:
+            # After a graceful leave we stay gone: refuting would announce us alive again
+            # (memberlist aliveNode returns early when hasLeft).
+            return
         replaces_address = False
         if state is None:
             if len(self._nodes) >= self.config.max_nodes:
@@ -774,14 +778,16 @@ class GossipNode:
         status = record.status
         if status == pb.MEMBER_STATUS_ALIVE:
             existing = self._nodes.get(record.name)
-            # Fast path for anti-entropy in a converged cluster: nothing new.
+            address = (record.address.host, record.address.port)
+            # Fast path for anti-entropy in a converged cluster: nothing new. A new address is
+            # not "nothing new": a left member's name may be reused at any incarnation.
             if (
                 existing is not None
                 and existing is not self._me
                 and record.incarnation <= existing.incarnation
+                and existing.address == address
             ):
                 return
-            address = (record.address.host, record.address.port)
             self._on_alive(record.incarnation, record.name, address, record.meta, now, effects)
         elif status == pb.MEMBER_STATUS_LEFT:
             self._on_dead(record.incarnation, record.name, record.name, now, effects)
