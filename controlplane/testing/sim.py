@@ -14,7 +14,7 @@ import math
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Protocol, cast
 
 from controlplane.gossip.config import GossipConfig
 from controlplane.gossip.effects import (
@@ -118,9 +118,34 @@ class SimNetwork:
         return [delay]
 
 
+class Driver(Protocol):
+    """What the simulator drives: a bare ``GossipNode`` or a layer that owns one.
+
+    Effects other than ``SendPacket``/``StartPushPull`` are recorded, not executed.
+    """
+
+    def next_deadline(self) -> float: ...
+
+    def tick(self, now: float) -> Sequence[object]: ...
+
+    def receive_packet(self, src: Address, data: bytes, now: float) -> Sequence[object]: ...
+
+    def handle_push_pull(
+        self, src: Address, request: bytes, now: float
+    ) -> tuple[bytes, Sequence[object]]: ...
+
+    def push_pull_response(
+        self, src: Address, response: bytes | None, now: float
+    ) -> Sequence[object]: ...
+
+    def join(self, seeds: Sequence[Address], now: float) -> Sequence[object]: ...
+
+    def leave(self, now: float) -> Sequence[object]: ...
+
+
 @dataclass(slots=True)
 class SimMember:
-    """One simulated agent: its core and its process state."""
+    """One simulated agent: its core (and the layer driving it, if any) and its process state."""
 
     name: str
     address: Address
@@ -131,6 +156,12 @@ class SimMember:
     stalled_until: float = 0.0
     scheduled: float = math.inf
     events: list[tuple[float, Effect]] = field(default_factory=list)
+    # A layer above the core (e.g. ``Membership``) that owns ``core``; driven instead of it.
+    layer: Driver | None = None
+
+    @property
+    def driver(self) -> Driver:
+        return self.core if self.layer is None else self.layer
 
 
 # Event kinds, ordered only by time and insertion.
@@ -209,12 +240,16 @@ class SimCluster:
             label=self._label,
         )
 
+    def _make_member(self, name: str, address: Address, meta: bytes) -> SimMember:
+        """Build one member; subclasses put a layer on top of the core here."""
+        return SimMember(name, address, self._make_core(name, address, meta))
+
     def add_node(self, name: str, *, meta: bytes = b"", seeds: Sequence[str] = ()) -> SimMember:
         """Start a member (optionally joining through ``seeds``, given by name)."""
         if name in self.members and self.members[name].running:
             raise ValueError(f"{name} is already running")
         address = self.members[name].address if name in self.members else self._new_address()
-        member = SimMember(name, address, self._make_core(name, address, meta))
+        member = self._make_member(name, address, meta)
         self.members[name] = member
         self._by_address[address] = member
         self._reschedule(member)
@@ -245,11 +280,11 @@ class SimCluster:
     def join(self, name: str, seeds: Sequence[str]) -> None:
         member = self.members[name]
         addresses = [self.members[seed].address for seed in seeds]
-        self._apply(member, member.core.join(addresses, self.now))
+        self._apply(member, member.driver.join(addresses, self.now))
 
     def leave(self, name: str) -> None:
         member = self.members[name]
-        self._apply(member, member.core.leave(self.now))
+        self._apply(member, member.driver.leave(self.now))
 
     def update_meta(self, name: str, meta: bytes) -> None:
         member = self.members[name]
@@ -342,7 +377,7 @@ class SimCluster:
     def _reschedule(self, member: SimMember) -> None:
         if not member.running or member.paused:
             return
-        deadline = max(member.core.next_deadline(), self.now)
+        deadline = max(member.driver.next_deadline(), self.now)
         if deadline < member.scheduled:
             member.scheduled = deadline
             self._push(deadline, _WAKE, member)
@@ -358,7 +393,7 @@ class SimCluster:
                 self._push(member.stalled_until, _WAKE, member)
                 return
             member.scheduled = math.inf
-            self._apply(member, member.core.tick(at))
+            self._apply(member, member.driver.tick(at))
         elif kind == _DELIVER:
             dst, src, data = cast(tuple[Address, Address, bytes], payload)
             member = self._by_address.get(dst)
@@ -368,7 +403,7 @@ class SimCluster:
                 # A starved process runs its overdue timers before draining its socket.
                 self._push(member.stalled_until + _BACKLOG_DELAY, _DELIVER, payload)
                 return
-            self._apply(member, member.core.receive_packet(src, data, at))
+            self._apply(member, member.driver.receive_packet(src, data, at))
         elif kind == _PP_REQUEST:
             self._serve_push_pull(at, payload)
         elif kind == _PP_RESPONSE:
@@ -378,7 +413,7 @@ class SimCluster:
             if member.stalled_until > at:
                 self._push(member.stalled_until, _PP_RESPONSE, payload)
                 return
-            self._apply(member, member.core.push_pull_response(src, response, at))
+            self._apply(member, member.driver.push_pull_response(src, response, at))
         elif kind == _CALL:
             action = payload
             assert callable(action)
@@ -403,14 +438,14 @@ class SimCluster:
                 self._push(server.stalled_until, _PP_REQUEST, payload)
             return
         try:
-            response, effects = server.core.handle_push_pull(client.address, request, at)
+            response, effects = server.driver.handle_push_pull(client.address, request, at)
         except PushPullRejected:
             self._push(at + self.network.latency(), _PP_RESPONSE, (client, dst, None))
             return
         self._apply(server, effects)
         self._push(at + self.network.latency(), _PP_RESPONSE, (client, dst, response))
 
-    def _apply(self, member: SimMember, effects: list[Effect]) -> None:
+    def _apply(self, member: SimMember, effects: Sequence[object]) -> None:
         now = self.now
         for effect in effects:
             if isinstance(effect, SendPacket):

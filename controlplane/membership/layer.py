@@ -1,0 +1,737 @@
+"""The sans-IO Serf layer: member statuses, intents, user events, reaping, snapshot records.
+
+:class:`Membership` owns a :class:`GossipNode` (built inside, with itself as the
+node's ``StateDelegate``) and has the same driving surface, so the asyncio
+runtime and the simulator drive either one. It consumes the core's member and
+user-message effects and returns ``MemberEvent``, ``UserEvent`` and
+``SnapshotRecord`` effects beside the core's ``SendPacket``/``StartPushPull``.
+
+Who does what:
+
+* failure detection, reconnecting to failed members and seeds (every
+  ``reconnect_interval`` for ``reconnect_timeout``, both taken from
+  :class:`MembershipConfig` and applied to the core) and address conflicts:
+  the gossip core;
+* statuses alive / leaving / left / failed, join and leave intents ordered by
+  a Lamport clock, user events ordered by a second clock and de-duplicated,
+  epidemic re-broadcast of intents and events, reaping failed members after
+  ``reconnect_timeout`` and left members after ``tombstone_timeout``,
+  ForceLeave, coalescing and snapshot records: this layer (serf/serf.go).
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+
+from controlplane.errors import FailedPrecondition, InvalidArgument, NotFound
+from controlplane.gossip.config import GossipConfig
+from controlplane.gossip.effects import Effect as CoreEffect
+from controlplane.gossip.effects import (
+    MemberJoined,
+    MemberLeft,
+    MemberReaped,
+    MemberUpdated,
+    SendPacket,
+    StartPushPull,
+    UserMessage,
+)
+from controlplane.gossip.errors import PayloadTooLarge
+from controlplane.gossip.keyring import Keyring
+from controlplane.gossip.node import GossipNode
+from controlplane.gossip.state import Address, Member
+from controlplane.membership import messages
+from controlplane.membership.buffers import (
+    BufferedEvent,
+    EventAdmission,
+    EventBuffer,
+    IntentBuffer,
+    IntentType,
+)
+from controlplane.membership.coalesce import MemberCoalescer, UserCoalescer
+from controlplane.membership.config import MembershipConfig
+from controlplane.membership.events import (
+    EventType,
+    MemberEvent,
+    MemberInfo,
+    MemberStatus,
+    UserEvent,
+)
+from controlplane.membership.lamport import LamportClock
+from controlplane.membership.snapshot import SnapshotRecord, SnapshotState, SnapshotWriter
+from controlplane.membership.stats import MembershipStats
+from controlplane.membership.tags import check_tags, decode_tags
+from controlplane.membership.validation import check_node_name, check_user_event, valid_node_name
+
+Effect = SendPacket | StartPushPull | MemberEvent | UserEvent | SnapshotRecord
+"""Everything :class:`Membership` entry points return."""
+
+_NO_TAGS: Mapping[str, str] = MappingProxyType({})
+
+
+class _LocalState(enum.Enum):
+    """The agent's own lifecycle (serf.go SerfState)."""
+
+    ALIVE = "alive"
+    LEAVING = "leaving"
+    LEFT = "left"
+
+
+@dataclass(slots=True)
+class _Member:
+    """What this agent believes about one member (serf.go memberState)."""
+
+    name: str
+    address: Address
+    tags: dict[str, str]
+    status: MemberStatus
+    incarnation: int
+    # Lamport time of the last join or leave intent applied (serf statusLTime).
+    status_ltime: int = 0
+    # ``now`` when it failed or left (serf leaveTime); drives reaping.
+    leave_time: float = 0.0
+
+
+class Membership:
+    """One agent's Serf layer. All methods are non-blocking and pure; see the module docstring."""
+
+    def __init__(
+        self,
+        gossip_config: GossipConfig,
+        config: MembershipConfig,
+        name: str,
+        address: Address,
+        *,
+        tags: Mapping[str, str] = _NO_TAGS,
+        rng: random.Random,
+        now: float,
+        keyring: Keyring | None = None,
+        label: str = "",
+        snapshot: SnapshotState | None = None,
+    ) -> None:
+        check_node_name(name)
+        meta = check_tags(tags, gossip_config.max_meta_size)
+        self.config = config
+        self.name = name
+        self.stats = MembershipStats()
+        # The layer's timeouts drive the core's reconnect; the core keeps dead and left
+        # members at least as long as the layer does, so its reaping never comes first.
+        core_config = replace(
+            gossip_config,
+            reconnect_interval=config.reconnect_interval,
+            reconnect_timeout=config.reconnect_timeout,
+            dead_node_reap_time=max(
+                gossip_config.dead_node_reap_time,
+                config.reconnect_timeout,
+                config.tombstone_timeout,
+            ),
+        )
+        self._clock = LamportClock()
+        self._event_clock = LamportClock()
+        # serf.go Create: clocks start at 1 so the default join time 0 is always older.
+        self._clock.increment()
+        self._event_clock.increment()
+        self._events = EventBuffer(config.event_buffer_size)
+        self._intents = IntentBuffer(core_config.max_nodes)
+        if snapshot is not None:
+            # serf.go Create: restore the clocks and ignore every event up to the last one
+            # recorded, so a restart does not replay old user events.
+            self._clock.witness(snapshot.lamport_time)
+            self._event_clock.witness(snapshot.event_time)
+            self._events.raise_min_time(snapshot.event_time + 1)
+        self._snapshot = snapshot
+        self._writer = SnapshotWriter(snapshot, config.snapshot_min_compact_size)
+        self._member_coalescer = (
+            MemberCoalescer(config.coalesce_period, config.quiescent_period)
+            if config.member_coalescing
+            else None
+        )
+        self._user_coalescer = (
+            UserCoalescer(config.user_coalesce_period, config.user_quiescent_period)
+            if config.user_coalescing
+            else None
+        )
+        self._state = _LocalState.ALIVE
+        self._members: dict[str, _Member] = {}
+        self._next_reap = now + config.reap_interval
+        # Members pruned while still leaving: erased once their leave had time to spread.
+        self._pending_prunes: dict[str, float] = {}
+        # Push-pull state of peers, handled after the core's member effects of the same
+        # exchange (memberlist merges nodes before calling MergeRemoteState).
+        self._deferred_states: list[tuple[bytes, bool]] = []
+        self._join_destinations: set[Address] = set()
+        self._merging_join = False
+        self._join_ignore_old = False
+        self._leave_started = 0.0
+        self._leave_drained: float | None = None
+        self._node = GossipNode(
+            core_config,
+            name,
+            address,
+            meta=meta,
+            rng=rng,
+            now=now,
+            keyring=keyring,
+            label=label,
+            state_delegate=self,
+        )
+        self._members[name] = _Member(
+            name, address, dict(tags), MemberStatus.ALIVE, self._node.incarnation
+        )
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def node(self) -> GossipNode:
+        return self._node
+
+    @property
+    def lamport_time(self) -> int:
+        """The membership Lamport clock (the next time an intent would carry)."""
+        return self._clock.time()
+
+    @property
+    def event_time(self) -> int:
+        """The user-event Lamport clock (the time the next fired event gets)."""
+        return self._event_clock.time()
+
+    @property
+    def snapshot_state(self) -> SnapshotState | None:
+        return self._snapshot
+
+    def members(self) -> list[MemberInfo]:
+        """Every member this agent knows, itself included, failed and left ones too."""
+        return [self._info(self._members[name]) for name in sorted(self._members)]
+
+    def local_member(self) -> MemberInfo:
+        return self._info(self._members[self.name])
+
+    def member(self, name: str) -> MemberInfo | None:
+        state = self._members.get(name)
+        return None if state is None else self._info(state)
+
+    def next_deadline(self) -> float:
+        """Earliest ``now`` at which :meth:`tick` has work."""
+        deadline = min(self._node.next_deadline(), self._next_reap)
+        if self._member_coalescer is not None:
+            deadline = min(deadline, self._member_coalescer.deadline())
+        if self._user_coalescer is not None:
+            deadline = min(deadline, self._user_coalescer.deadline())
+        if self._pending_prunes:
+            deadline = min(deadline, *self._pending_prunes.values())
+        if self._state is _LocalState.LEAVING:
+            deadline = min(deadline, self._leave_deadline())
+        return deadline
+
+    # ------------------------------------------------------------------ driving surface
+
+    def receive_packet(self, src: Address, data: bytes, now: float) -> list[Effect]:
+        """Handle one datagram (never raises for bad input)."""
+        return self._drive(self._node.receive_packet(src, data, now), now)
+
+    def tick(self, now: float) -> list[Effect]:
+        """Run every timer due at ``now``: the core's, reaping, coalescing, the leave."""
+        out = self._drive(self._node.tick(now), now)
+        if now >= self._next_reap:
+            self._reap(now, out)
+            self._next_reap = now + self.config.reap_interval
+        for name, at in list(self._pending_prunes.items()):
+            if now >= at:
+                del self._pending_prunes[name]
+                state = self._members.get(name)
+                if state is not None and state.status in (MemberStatus.LEAVING, MemberStatus.LEFT):
+                    self._erase(state, now, out, pruned=True)
+        self.leave_done(now)
+        self._flush_coalescers(now, out, force=False)
+        if self.config.snapshot_records:
+            out.extend(self._writer.clock(self._clock.time() - 1))
+        return out
+
+    def handle_push_pull(
+        self, src: Address, request: bytes, now: float
+    ) -> tuple[bytes, list[Effect]]:
+        """Serve a peer's push-pull; raises PushPullRejected for a refused frame."""
+        response, core_effects = self._node.handle_push_pull(src, request, now)
+        return response, self._drive(core_effects, now)
+
+    def push_pull_response(self, src: Address, response: bytes | None, now: float) -> list[Effect]:
+        """Merge the answer to a StartPushPull (None: the exchange failed)."""
+        joining = src in self._join_destinations
+        self._join_destinations.discard(src)
+        self._merging_join = joining
+        try:
+            core_effects = self._node.push_pull_response(src, response, now)
+            return self._drive(core_effects, now)
+        finally:
+            self._merging_join = False
+
+    def join(self, seeds: Sequence[Address], now: float, *, replay: bool = False) -> list[Effect]:
+        """Join through ``seeds`` (push-pull with each) and announce our join intent.
+
+        With ``replay=False`` user events older than the join are not delivered
+        (serf Join ignoreOld / eventJoinIgnore).
+        """
+        if self._state is _LocalState.LEAVING:
+            raise FailedPrecondition("a leave is in progress")
+        out: list[Effect] = []
+        if self._state is _LocalState.LEFT:
+            self._state = _LocalState.ALIVE
+            self._members[self.name].status = MemberStatus.ALIVE
+            if self.config.snapshot_records:
+                local = self._members[self.name]
+                out.extend(self._writer.alive(local.name, local.address))
+        self._join_ignore_old = not replay
+        core_effects = self._node.join(seeds, now)
+        for effect in core_effects:
+            if isinstance(effect, StartPushPull) and effect.join:
+                self._join_destinations.add(effect.dest)
+        # serf.go Join: broadcastJoin(clock.Time()) stamps our join for everyone.
+        self._broadcast_join(self._clock.time(), now)
+        out.extend(self._drive(core_effects, now))
+        return out
+
+    def rejoin(self, now: float) -> list[Effect]:
+        """Join the members of the snapshot given at construction (serf handleRejoin).
+
+        Events after the snapshot's event clock are delivered (they were missed while
+        down); older ones are not, thanks to the restored minimum event time.
+        """
+        if self._snapshot is None:
+            return []
+        seeds = self._snapshot.addresses(exclude=self.name)
+        if not seeds:
+            return []
+        return self.join(seeds, now, replay=True)
+
+    def leave(self, now: float) -> list[Effect]:
+        """Broadcast our leave intent, mark ourselves leaving, then leave the gossip core.
+
+        Keep calling :meth:`tick` until :meth:`leave_done` (at most
+        ``broadcast_timeout + leave_propagate_delay``), then stop.
+        """
+        if self._state is not _LocalState.ALIVE:
+            return []
+        self._state = _LocalState.LEAVING
+        out: list[Effect] = []
+        if self.config.snapshot_records:
+            out.extend(self._writer.leave())
+        # serf.go Leave: the intent carries the current time, then the clock moves on.
+        ltime = self._clock.time()
+        self._clock.increment()
+        self._on_leave_intent(self.name, ltime, False, now, out)
+        alive_peers = self._has_alive_members()
+        if alive_peers:
+            self._broadcast(messages.encode_leave_intent(self.name, ltime, False), now)
+        self._leave_started = now
+        self._leave_drained = None if alive_peers else now
+        out.extend(self._drive(self._node.leave(now), now))
+        return out
+
+    def leave_done(self, now: float) -> bool:
+        """True once the leave broadcasts went out (or timed out) and had time to spread."""
+        if self._state is _LocalState.LEFT:
+            return True
+        if self._state is not _LocalState.LEAVING:
+            return False
+        if self._leave_drained is None and self._node.broadcast_queue_depth == 0:
+            self._leave_drained = now
+        if now < self._leave_deadline():
+            return False
+        self._state = _LocalState.LEFT
+        self._members[self.name].status = MemberStatus.LEFT
+        self._members[self.name].leave_time = now
+        return True
+
+    # ------------------------------------------------------------------ Serf API
+
+    def update_tags(
+        self,
+        set: Mapping[str, str],  # the interface's name; shadows the builtin only here
+        delete: Iterable[str],
+        now: float,
+    ) -> list[Effect]:
+        """Set and delete tags; gossips the new tags and emits member-update."""
+        local = self._members[self.name]
+        tags = dict(local.tags)
+        tags.update(set)
+        for key in delete:
+            tags.pop(key, None)
+        meta = check_tags(tags, self._node.config.max_meta_size)
+        core_effects = self._node.update_meta(meta, now)
+        local.tags = tags
+        out: list[Effect] = []
+        self._emit_member(EventType.MEMBER_UPDATE, local, now, out)
+        out.extend(self._drive(core_effects, now))
+        return out
+
+    def fire_user_event(
+        self, name: str, payload: bytes, coalesce: bool, now: float
+    ) -> tuple[int, list[Effect]]:
+        """Broadcast a user event to every member (this one included); returns its time."""
+        check_user_event(name, payload, self.config.user_event_size_limit)
+        event = BufferedEvent(self._event_clock.time(), name, payload, coalesce)
+        raw = messages.encode_user_event(event)
+        try:
+            self._node.broadcast_user(raw, now)
+        except PayloadTooLarge as error:
+            raise InvalidArgument.for_field(
+                "payload", f"the event does not fit in one gossip packet: {error}"
+            ) from error
+        # serf.go UserEvent: the event takes the current time, then the clock moves on.
+        self._event_clock.increment()
+        self.stats.user_events_fired += 1
+        out: list[Effect] = []
+        self._on_user_event(event, now, out)
+        return event.lamport_time, out
+
+    def force_leave(self, name: str, prune: bool, now: float) -> list[Effect]:
+        """Move a failed member to left everywhere (serf RemoveFailedNode); ``prune`` erases it.
+
+        Unknown names raise NotFound. Alive members raise FailedPrecondition: Serf would
+        broadcast the intent and the member would refute it at once, so nothing changes.
+        """
+        check_node_name(name)
+        state = self._members.get(name)
+        if state is None:
+            raise NotFound(f"member {name!r} is not known")
+        if name == self.name:
+            raise FailedPrecondition("the local member cannot be forced to leave; use leave")
+        if state.status is MemberStatus.ALIVE:
+            raise FailedPrecondition(
+                f"member {name!r} is alive; only failed or left members can be forced to leave"
+            )
+        out: list[Effect] = []
+        ltime = self._clock.time()
+        self._clock.increment()
+        self._on_leave_intent(name, ltime, prune, now, out)
+        if self._has_alive_members():
+            self._broadcast(messages.encode_leave_intent(name, ltime, prune), now)
+        return out
+
+    # ------------------------------------------------------------------ StateDelegate
+
+    def local_state(self, join: bool) -> bytes:
+        """The layer's push-pull state (serf delegate.go LocalState)."""
+        return messages.encode_state(
+            self._clock.time(),
+            {name: state.status_ltime for name, state in self._members.items()},
+            [name for name, state in self._members.items() if state.status is MemberStatus.LEFT],
+            self._event_clock.time(),
+            self._events.events(),
+        )
+
+    def merge_remote_state(self, data: bytes, join: bool) -> None:
+        """Called by the core inside a merge: handled once the core's effects are consumed."""
+        self._deferred_states.append((data, join or self._merging_join))
+
+    # ------------------------------------------------------------------ internals
+
+    def _info(self, state: _Member) -> MemberInfo:
+        core = self._node.member(state.name)
+        incarnation = state.incarnation
+        if core is not None and core.address == state.address:
+            incarnation = core.incarnation
+        return MemberInfo(
+            name=state.name,
+            address=state.address,
+            tags=MappingProxyType(dict(state.tags)),
+            status=state.status,
+            incarnation=incarnation,
+        )
+
+    def _has_alive_members(self) -> bool:
+        return any(
+            state.status is MemberStatus.ALIVE
+            for name, state in self._members.items()
+            if name != self.name
+        )
+
+    def _leave_deadline(self) -> float:
+        sent = self._leave_started + self.config.broadcast_timeout
+        if self._leave_drained is not None:
+            sent = min(sent, self._leave_drained)
+        return sent + self.config.leave_propagate_delay
+
+    def _broadcast(self, raw: bytes, now: float) -> None:
+        try:
+            self._node.broadcast_user(raw, now)
+        except PayloadTooLarge:
+            self.stats.drop("rebroadcast_too_large")
+
+    def _broadcast_join(self, ltime: int, now: float) -> None:
+        """serf.go broadcastJoin: stamp our join locally and gossip it."""
+        self._clock.witness(ltime)
+        self._on_join_intent(self.name, ltime, now)
+        self._broadcast(messages.encode_join_intent(self.name, ltime), now)
+
+    def _drive(self, core_effects: list[CoreEffect], now: float) -> list[Effect]:
+        out: list[Effect] = []
+        for effect in core_effects:
+            if isinstance(effect, SendPacket | StartPushPull):
+                out.append(effect)
+            elif isinstance(effect, MemberJoined):
+                self._on_core_joined(effect.member, now, out)
+            elif isinstance(effect, MemberLeft):
+                self._on_core_left(effect.member, effect.left, now, out)
+            elif isinstance(effect, MemberUpdated):
+                self._on_core_updated(effect.member, now, out)
+            elif isinstance(effect, MemberReaped):
+                self._on_core_reaped(effect.member, now, out)
+            elif isinstance(effect, UserMessage):
+                self._on_broadcast(effect.payload, now, out)
+        while self._deferred_states:
+            data, join = self._deferred_states.pop(0)
+            self._merge_state(data, join, now, out)
+        return out
+
+    # --- core member events (serf.go handleNodeJoin / handleNodeLeave / handleNodeUpdate)
+
+    def _on_core_joined(self, member: Member, now: float, out: list[Effect]) -> None:
+        if member.name == self.name:
+            return
+        tags = decode_tags(member.meta)
+        state = self._members.get(member.name)
+        if state is None:
+            state = _Member(member.name, member.address, tags, MemberStatus.ALIVE, 0)
+            # An intent that arrived before the member: the newest one wins.
+            joined = self._intents.recent(member.name, IntentType.JOIN)
+            if joined is not None:
+                state.status_ltime = joined
+            left = self._intents.recent(member.name, IntentType.LEAVE)
+            if left is not None:
+                state.status = MemberStatus.LEAVING
+                state.status_ltime = left
+            self._intents.discard(member.name)
+            self._members[member.name] = state
+        else:
+            state.status = MemberStatus.ALIVE
+            state.leave_time = 0.0
+            state.address = member.address
+            state.tags = tags
+            self._pending_prunes.pop(member.name, None)
+        state.incarnation = member.incarnation
+        if self.config.snapshot_records:
+            out.extend(self._writer.alive(state.name, state.address))
+        self._emit_member(EventType.MEMBER_JOIN, state, now, out)
+
+    def _on_core_left(self, member: Member, left: bool, now: float, out: list[Effect]) -> None:
+        state = self._members.get(member.name)
+        if state is None or member.name == self.name:
+            return
+        # The core tells a graceful leave (a dead message from the member itself) from a
+        # failure, so a leave whose intent was lost still shows as left, never failed.
+        if state.status is MemberStatus.LEAVING or (left and state.status is MemberStatus.ALIVE):
+            state.status = MemberStatus.LEFT
+            event = EventType.MEMBER_LEAVE
+        elif state.status is MemberStatus.ALIVE:
+            state.status = MemberStatus.FAILED
+            event = EventType.MEMBER_FAILED
+        else:
+            return
+        state.leave_time = now
+        state.incarnation = member.incarnation
+        if self.config.snapshot_records:
+            out.extend(self._writer.not_alive(state.name))
+        self._emit_member(event, state, now, out)
+
+    def _on_core_updated(self, member: Member, now: float, out: list[Effect]) -> None:
+        state = self._members.get(member.name)
+        if state is None or member.name == self.name:
+            return
+        state.address = member.address
+        state.tags = decode_tags(member.meta)
+        state.incarnation = member.incarnation
+        self._emit_member(EventType.MEMBER_UPDATE, state, now, out)
+
+    def _on_core_reaped(self, member: Member, now: float, out: list[Effect]) -> None:
+        state = self._members.get(member.name)
+        if state is not None and state.status in (MemberStatus.FAILED, MemberStatus.LEFT):
+            self._erase(state, now, out, pruned=False)
+
+    # --- broadcasts (serf.go handleNodeJoinIntent / handleNodeLeaveIntent / handleUserEvent)
+
+    def _on_broadcast(self, payload: bytes, now: float, out: list[Effect]) -> None:
+        message = messages.decode_message(payload)
+        if message is None:
+            self.stats.drop("decode")
+            return
+        kind = message.WhichOneof("body")
+        rebroadcast = False
+        if kind == "join_intent":
+            intent = message.join_intent
+            self.stats.join_intents_received += 1
+            if valid_node_name(intent.node):
+                rebroadcast = self._on_join_intent(intent.node, intent.lamport_time, now)
+            else:
+                self.stats.drop("invalid_message")
+        elif kind == "leave_intent":
+            leave = message.leave_intent
+            self.stats.leave_intents_received += 1
+            if valid_node_name(leave.node):
+                rebroadcast = self._on_leave_intent(
+                    leave.node, leave.lamport_time, leave.prune, now, out
+                )
+            else:
+                self.stats.drop("invalid_message")
+        elif kind == "user_event":
+            event = message.user_event
+            if event.name:
+                rebroadcast = self._on_user_event(messages.buffered(event), now, out)
+            else:
+                self.stats.drop("invalid_message")
+        else:
+            self.stats.drop("invalid_message")
+        if rebroadcast:
+            # Serf re-broadcasts what it had not seen, unchanged: the core delivers each
+            # broadcast once and does not gossip it further.
+            self.stats.rebroadcasts += 1
+            self._broadcast(payload, now)
+
+    def _on_join_intent(self, node: str, ltime: int, now: float) -> bool:
+        self._clock.witness(ltime)
+        state = self._members.get(node)
+        if state is None:
+            return self._intents.upsert(node, IntentType.JOIN, ltime, now)
+        if ltime <= state.status_ltime:
+            return False
+        state.status_ltime = ltime
+        # A newer join means the leave we saw was older: the member stays.
+        if state.status is MemberStatus.LEAVING:
+            state.status = MemberStatus.ALIVE
+        return True
+
+    def _on_leave_intent(
+        self, node: str, ltime: int, prune: bool, now: float, out: list[Effect]
+    ) -> bool:
+        self._clock.witness(ltime)
+        state = self._members.get(node)
+        if state is None:
+            return self._intents.upsert(node, IntentType.LEAVE, ltime, now)
+        if ltime <= state.status_ltime:
+            return False
+        if node == self.name and self._state is _LocalState.ALIVE:
+            # Refute a leave intent about us (an old one, or someone's ForceLeave).
+            self._broadcast_join(self._clock.time(), now)
+            return False
+        # Always record the time, so the same leave arriving again is not re-broadcast
+        # forever (serf.go handleNodeLeaveIntent).
+        state.status_ltime = ltime
+        if state.status is MemberStatus.ALIVE:
+            state.status = MemberStatus.LEAVING
+            if prune:
+                self._schedule_prune(state, now)
+            return True
+        if state.status is MemberStatus.FAILED:
+            state.status = MemberStatus.LEFT
+            self._emit_member(EventType.MEMBER_LEAVE, state, now, out)
+            if prune:
+                self._erase(state, now, out, pruned=True)
+            return True
+        if state.status in (MemberStatus.LEAVING, MemberStatus.LEFT):
+            if prune:
+                if state.status is MemberStatus.LEAVING:
+                    self._schedule_prune(state, now)
+                else:
+                    self._erase(state, now, out, pruned=True)
+            return True
+        return False
+
+    def _schedule_prune(self, state: _Member, now: float) -> None:
+        """serf.go handlePrune: a leaving member is erased once its leave had time to spread."""
+        if state.name == self.name:
+            return
+        delay = self.config.broadcast_timeout + self.config.leave_propagate_delay
+        self._pending_prunes[state.name] = now + delay
+
+    def _on_user_event(self, event: BufferedEvent, now: float, out: list[Effect]) -> bool:
+        self._event_clock.witness(event.lamport_time)
+        admission = self._events.admit(event, self._event_clock.time())
+        if admission is EventAdmission.DUPLICATE:
+            self.stats.user_events_duplicate += 1
+            return False
+        if admission is not EventAdmission.NEW:
+            self.stats.user_events_old += 1
+            return False
+        self.stats.user_events_delivered += 1
+        if self.config.snapshot_records:
+            out.extend(self._writer.event_clock(event.lamport_time))
+        user = UserEvent(event.name, event.payload, event.lamport_time, event.coalesce)
+        if self._user_coalescer is not None:
+            out.extend(self._user_coalescer.add(user, now))
+        else:
+            out.append(user)
+        return True
+
+    def _merge_state(self, data: bytes, join: bool, now: float, out: list[Effect]) -> None:
+        """serf delegate.go MergeRemoteState."""
+        state = messages.decode_state(data)
+        if state is None:
+            self.stats.drop("state_decode")
+            return
+        if state.lamport_time > 0:
+            self._clock.witness(state.lamport_time - 1)
+        if state.event_lamport_time > 0:
+            self._event_clock.witness(state.event_lamport_time - 1)
+        times = {
+            record.node: record.lamport_time
+            for record in state.status_times
+            if valid_node_name(record.node)
+        }
+        left = {name for name in state.left_members if valid_node_name(name)}
+        for name in sorted(left):
+            # A tombstone is a leave intent just newer than the status time we were told.
+            self._on_leave_intent(name, times.get(name, 0) + 1, False, now, out)
+        for name in sorted(times):
+            if name not in left:
+                self._on_join_intent(name, times[name], now)
+        if join and self._merging_join and self._join_ignore_old:
+            # serf eventJoinIgnore: events before the join are history, not news.
+            self._events.raise_min_time(state.event_lamport_time)
+        for record in state.recent_events:
+            if record.name:
+                self._on_user_event(messages.buffered(record), now, out)
+
+    # --- reaping and events
+
+    def _reap(self, now: float, out: list[Effect]) -> None:
+        """serf.go handleReap: failed after reconnect_timeout, left after tombstone_timeout."""
+        for state in list(self._members.values()):
+            if state.name == self.name:
+                continue
+            if state.status is MemberStatus.FAILED:
+                timeout = self.config.reconnect_timeout
+            elif state.status is MemberStatus.LEFT:
+                timeout = self.config.tombstone_timeout
+            else:
+                continue
+            if now - state.leave_time > timeout:
+                self._erase(state, now, out, pruned=False)
+        self._intents.reap(now, self.config.recent_intent_timeout)
+
+    def _erase(self, state: _Member, now: float, out: list[Effect], *, pruned: bool) -> None:
+        """serf.go eraseNode: forget the member and emit member-reap."""
+        self._members.pop(state.name, None)
+        self._pending_prunes.pop(state.name, None)
+        if pruned:
+            self.stats.members_pruned += 1
+        else:
+            self.stats.members_reaped += 1
+        if self.config.snapshot_records:
+            out.extend(self._writer.not_alive(state.name))
+        self._emit_member(EventType.MEMBER_REAP, state, now, out)
+
+    def _emit_member(self, type_: EventType, state: _Member, now: float, out: list[Effect]) -> None:
+        event = MemberEvent(type_, (self._info(state),))
+        if self._member_coalescer is not None:
+            self._member_coalescer.add(event, now)
+        else:
+            out.append(event)
+
+    def _flush_coalescers(self, now: float, out: list[Effect], *, force: bool) -> None:
+        if self._member_coalescer is not None:
+            out.extend(self._member_coalescer.flush(now, force=force))
+        if self._user_coalescer is not None:
+            out.extend(self._user_coalescer.flush(now, force=force))

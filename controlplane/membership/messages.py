@@ -1,0 +1,72 @@
+"""Encoding of the layer's broadcasts and push-pull state (``membership.proto``).
+
+Broadcasts are ``MembershipMessage`` bytes handed to ``GossipNode.broadcast_user``;
+re-broadcasts reuse the received bytes unchanged. The push-pull state lists
+members and tombstones sorted by name so equal state gives equal bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from controlplane.gossip.v1 import membership_pb2 as pb
+from controlplane.membership.buffers import BufferedEvent
+
+
+def encode_join_intent(node: str, lamport_time: int) -> bytes:
+    message = pb.MembershipMessage(join_intent=pb.JoinIntent(lamport_time=lamport_time, node=node))
+    return message.SerializeToString()
+
+
+def encode_leave_intent(node: str, lamport_time: int, prune: bool) -> bytes:
+    message = pb.MembershipMessage(
+        leave_intent=pb.LeaveIntent(lamport_time=lamport_time, node=node, prune=prune)
+    )
+    return message.SerializeToString()
+
+
+def _user_event(event: BufferedEvent) -> pb.UserEventMessage:
+    return pb.UserEventMessage(
+        lamport_time=event.lamport_time,
+        name=event.name,
+        payload=event.payload,
+        coalesce=event.coalesce,
+    )
+
+
+def encode_user_event(event: BufferedEvent) -> bytes:
+    return pb.MembershipMessage(user_event=_user_event(event)).SerializeToString()
+
+
+def decode_message(data: bytes) -> pb.MembershipMessage | None:
+    """A broadcast, or None when it is not a valid ``MembershipMessage`` (never raises)."""
+    try:
+        return pb.MembershipMessage.FromString(data)
+    except Exception:  # protobuf DecodeError and friends: hostile or foreign input
+        return None
+
+
+def encode_state(
+    lamport_time: int,
+    status_times: Mapping[str, int],
+    left_members: Iterable[str],
+    event_time: int,
+    events: Iterable[BufferedEvent],
+) -> bytes:
+    state = pb.MembershipState(lamport_time=lamport_time, event_lamport_time=event_time)
+    for name in sorted(status_times):
+        state.status_times.add(node=name, lamport_time=status_times[name])
+    state.left_members.extend(sorted(left_members))
+    state.recent_events.extend(_user_event(event) for event in events)
+    return state.SerializeToString()
+
+
+def decode_state(data: bytes) -> pb.MembershipState | None:
+    try:
+        return pb.MembershipState.FromString(data)
+    except Exception:  # protobuf DecodeError and friends
+        return None
+
+
+def buffered(message: pb.UserEventMessage) -> BufferedEvent:
+    return BufferedEvent(message.lamport_time, message.name, message.payload, message.coalesce)
