@@ -1,14 +1,21 @@
 """Composition root: config -> components -> gRPC server -> graceful shutdown.
 
-The agent owns one asyncio event loop. It binds the gRPC server (public
-services, standard health, reflection) on the configured address and port, marks
-itself SERVING, and on SIGTERM or SIGINT goes NOT_SERVING, lets in-flight RPCs
-finish for `shutdown_grace` seconds and returns exit status 0.
+The agent owns one asyncio event loop. It builds the membership layer (which
+owns the gossip core), binds UDP gossip and the gRPC server on one port, serves
+the public services with standard health and reflection, and rejoins the members
+of its snapshot and the `--join` addresses.
+
+Stopping (SIGTERM, SIGINT or the Leave RPC) is graceful, in this order: health
+goes NOT_SERVING and the member is tagged `draining`, so heartbeating clients
+move to other servers; after `drain_period` the agent leaves the cluster and
+waits for the leave to spread; then in-flight RPCs get `shutdown_grace` seconds
+and the process exits 0.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import random
@@ -22,23 +29,39 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from controlplane.api.errors import ErrorMappingInterceptor
-from controlplane.api.membership import MembershipReads
-from controlplane.api.server_pool import PoolRegistry, ServerPoolRpcs
-from controlplane.api.services import PUBLIC_SERVICES, PublicService, pending_servicer
+from controlplane.api.heartbeat import (
+    API_VERSION_TAG,
+    DRAINING_TAG,
+    ROLE_TAG,
+    HeartbeatRpcs,
+)
+from controlplane.api.hub import EventHub
+from controlplane.api.membership import Event, MembershipService
+from controlplane.api.server_pool import AGENT_API_VERSION, PoolRegistry, ServerPoolRpcs
+from controlplane.api.services import (
+    MEMBERSHIP,
+    PUBLIC_SERVICES,
+    SERVER_POOL,
+    PublicService,
+    pending_servicer,
+)
 from controlplane.config import AgentConfig
-from controlplane.gossip import PROFILES, GossipNode, Keyring
+from controlplane.gossip import PROFILES, Keyring
 from controlplane.gossip.v1 import gossip_pb2_grpc
+from controlplane.heartbeat import HeartbeatTracker
+from controlplane.membership import Membership, MembershipConfig
 from controlplane.transport.pushpull import GossipServicer
 from controlplane.transport.runtime import GossipRuntime
+from controlplane.transport.snapshot import SnapshotFile, read_snapshot, snapshot_path
 
 log = logging.getLogger("controlplane.agent")
 
 # What each public service still lacks in this version; answered as UNIMPLEMENTED.
 MISSING_FEATURES: dict[str, str] = {
-    "Membership": "only ListMembers and GetLocalMember are part of this build",
-    "ServerPool": "Heartbeat and ListClients are not part of this build yet",
+    "Membership": "leader election is not part of this build yet",
+    "ServerPool": "every ServerPool RPC is served",
     "Ring": "hash rings are not part of this build yet",
-    "Keyring": "gossip encryption keys are not part of this build yet",
+    "Keyring": "gossip encryption keys are not managed through the API yet",
 }
 
 SERVER_OPTIONS: Sequence[tuple[str, int]] = (
@@ -54,15 +77,13 @@ SERVER_OPTIONS: Sequence[tuple[str, int]] = (
     ("grpc.keepalive_timeout_ms", 20_000),
 )
 
+# Retry-join: the first attempts come quickly so agents started together find each
+# other fast, then back off to Serf's RetryInterval of 30 s.
+RETRY_JOIN_INTERVAL = 1.0
+
 
 class AgentStartError(RuntimeError):
     """The agent could not start (for example its port is taken)."""
-
-
-# Retry-join: the first attempts come quickly so agents started together find each
-# other fast, then settle at Serf's RetryInterval of 30 s.
-RETRY_JOIN_INTERVAL = 1.0
-LEAVE_PROPAGATION_TIMEOUT = 5.0  # Serf's BroadcastTimeout
 
 
 def _port_in_use(host: str, port: int, kind: socket.SocketKind) -> bool:
@@ -78,59 +99,97 @@ def _port_in_use(host: str, port: int, kind: socket.SocketKind) -> bool:
     return False
 
 
+def agent_tags(config: AgentConfig) -> dict[str, str]:
+    """The member's tags: the configured ones plus the agent's role and API version."""
+    tags = {ROLE_TAG: config.role, API_VERSION_TAG: str(AGENT_API_VERSION).removeprefix("v")}
+    tags.update(config.tags)
+    return tags
+
+
 class Agent:
-    """One controlplane agent: a gRPC server plus (later) the gossip member."""
+    """One controlplane agent: a gossip member serving the public API."""
 
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.health = health.aio.HealthServicer()
+        self.events: EventHub[Event] = EventHub()
         self._server: grpc.aio.Server | None = None
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
+        self._left = False
+        self._leaving: asyncio.Lock | None = None
+        self.layer: Membership | None = None
         self.runtime: GossipRuntime | None = None
         self.pools: PoolRegistry | None = None
-        self._join_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def service_names(self) -> list[str]:
         return [service.full_name for service in PUBLIC_SERVICES]
 
-    def _servicer_for(
-        self, service: PublicService, node: GossipNode, pools: PoolRegistry
-    ) -> object:
-        implemented = {
-            "Membership": MembershipReads(node),
-            "ServerPool": ServerPoolRpcs(pools),
-        }.get(service.name)
-        return pending_servicer(service, MISSING_FEATURES[service.name], implemented)
-
-    def _gossip_node(self) -> GossipNode:
+    def _membership(self, now: float) -> tuple[Membership, SnapshotFile | None]:
         config = self.config
-        loop = asyncio.get_running_loop()
-        return GossipNode(
+        snapshot_state = None
+        snapshot_file = None
+        if config.data_dir:
+            path = snapshot_path(config.data_dir)
+            snapshot_state = read_snapshot(path)
+            snapshot_file = SnapshotFile(path)
+        key = config.encryption_key
+        layer = Membership(
             PROFILES[config.profile](),
+            MembershipConfig(snapshot_records=snapshot_file is not None),
             config.node,
             (config.advertise_address, config.port),
+            tags=agent_tags(config),
             # Production randomness: seeded from the OS; tests seed their own cores.
             rng=random.Random(),
-            now=loop.time(),
-            keyring=Keyring([key]) if (key := config.encryption_key) else None,
+            now=now,
+            keyring=Keyring([key]) if key else None,
             label=config.cluster_label,
+            snapshot=snapshot_state,
         )
+        return layer, snapshot_file
+
+    def _servicers(
+        self, service: PublicService, layer: Membership, runtime: GossipRuntime
+    ) -> object:
+        clock = asyncio.get_running_loop().time
+        implemented: list[object] = []
+        if service is MEMBERSHIP:
+            implemented.append(
+                MembershipService(
+                    layer,
+                    runtime,
+                    self.events,
+                    default_port=self.config.port,
+                    leave=self.leave_cluster,
+                )
+            )
+        elif service is SERVER_POOL:
+            assert self.pools is not None
+            tracker = HeartbeatTracker(random.Random())
+            implemented.append(ServerPoolRpcs(self.pools))
+            implemented.append(HeartbeatRpcs(layer, tracker, clock, leader=lambda: None))
+        return pending_servicer(service, MISSING_FEATURES[service.name], *implemented)
 
     async def start(self) -> None:
         config = self.config
+        loop = asyncio.get_running_loop()
         for kind, label in ((socket.SOCK_STREAM, "TCP"), (socket.SOCK_DGRAM, "UDP")):
             if _port_in_use(config.bind, config.port, kind):
                 raise AgentStartError(
                     f"port {config.port} on {config.bind} is already in use ({label})"
                 )
-        node = self._gossip_node()
-        runtime = GossipRuntime(node)
-        pools = PoolRegistry(asyncio.get_running_loop().time)
+        layer, snapshot_file = self._membership(loop.time())
+        runtime = GossipRuntime(layer, snapshot=snapshot_file)
+        runtime.subscribe(self.events.publish)
+        self.pools = PoolRegistry(loop.time)
+        self._leaving = asyncio.Lock()
+
         server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()], options=SERVER_OPTIONS)
         for service in PUBLIC_SERVICES:
-            service.add_to_server(self._servicer_for(service, node, pools), server)
+            service.add_to_server(self._servicers(service, layer, runtime), server)
         gossip_pb2_grpc.add_GossipServicer_to_server(
             GossipServicer(runtime.serve_push_pull), server
         )
@@ -151,45 +210,71 @@ class Agent:
                 f"cannot bind UDP {config.listen_target}: {error.strerror}"
             ) from None
         await server.start()
-        self._server = server
-        self.runtime = runtime
-        self.pools = pools
-        pools.start()
+        self._server, self.layer, self.runtime = server, layer, runtime
+        self.pools.start()
         for name in ["", *self.service_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        if config.join:
-            # Membership is NOT_SERVING until the agent has reached the cluster.
-            await self.health.set(
-                "controlplane.v1.Membership", health_pb2.HealthCheckResponse.NOT_SERVING
-            )
-            self._join_task = asyncio.create_task(self._join(config.join))
         log.info(
-            "agent %s serving on %s (profile %s, role %s)",
+            "agent %s serving on %s (advertising %s, profile %s, role %s)",
             config.node,
             config.listen_target,
+            config.advertise_address,
             config.profile,
             config.role,
         )
+        snapshot = layer.snapshot_state
+        if snapshot is not None and snapshot.members and not snapshot.left:
+            self._tasks.append(asyncio.create_task(self._rejoin()))
+        if config.join:
+            # Membership is NOT_SERVING until the agent has reached the cluster.
+            await self.health.set(MEMBERSHIP.full_name, health_pb2.HealthCheckResponse.NOT_SERVING)
+            self._tasks.append(asyncio.create_task(self._join(config.join)))
+
+    async def _rejoin(self) -> None:
+        assert self.runtime is not None
+        contacted = await self.runtime.rejoin()
+        log.info("rejoined %d members remembered in the snapshot", contacted)
 
     async def _join(self, addresses: Sequence[str]) -> None:
         assert self.runtime is not None
         await self.runtime.retry_join(addresses, self.config.port, RETRY_JOIN_INTERVAL)
-        await self.health.set("controlplane.v1.Membership", health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set(MEMBERSHIP.full_name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def leave_cluster(self) -> None:
+        """Drain, then leave gracefully; the agent stops once the caller is answered."""
+        await self._drain_and_leave()
+        # Answer the Leave RPC first; the server then stops as on SIGTERM.
+        asyncio.get_running_loop().call_later(0.1, self.request_stop)
+
+    async def _drain_and_leave(self) -> None:
+        assert self._leaving is not None, "the agent has not started"
+        assert self.layer is not None
+        assert self.runtime is not None
+        async with self._leaving:
+            if self._left:
+                return
+            await self.health.enter_graceful_shutdown()
+            # Clients learn from gossip and heartbeats that this server is going away.
+            self.runtime.apply(self.layer.update_tags({DRAINING_TAG: "true"}, (), self.runtime.now))
+            if self.config.drain_period > 0:
+                await asyncio.sleep(self.config.drain_period)
+            await self.runtime.leave()
+            self._left = True
+            log.info("agent %s left the cluster", self.config.node)
 
     def request_stop(self) -> None:
         """Asks the agent to shut down gracefully (safe to call from a signal handler)."""
         self._stopping.set()
 
     async def stop(self) -> None:
-        """Graceful shutdown: NOT_SERVING first, then let in-flight RPCs finish."""
+        """Graceful shutdown: drain, leave, then let in-flight RPCs finish."""
         if self._server is None or self._stopped.is_set():
             return
         log.info("agent %s stopping (grace %.1fs)", self.config.node, self.config.shutdown_grace)
-        await self.health.enter_graceful_shutdown()
-        if self._join_task is not None:
-            self._join_task.cancel()
-        if self.runtime is not None:
-            await self.runtime.leave(LEAVE_PROPAGATION_TIMEOUT)
+        for task in self._tasks:
+            task.cancel()
+        await self._drain_and_leave()
+        self.events.close()
         await self._server.stop(self.config.shutdown_grace)
         if self.pools is not None:
             await self.pools.close()
@@ -208,6 +293,7 @@ class Agent:
             await self._stopping.wait()
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(signum)
+                with contextlib.suppress(ValueError, RuntimeError):
+                    loop.remove_signal_handler(signum)
             await self.stop()
         return 0

@@ -56,6 +56,7 @@ class AgentConfig:
     encrypt: str = ""
     cluster_label: str = ""
     log_level: str = "info"
+    drain_period: float = 2.0
     shutdown_grace: float = 5.0
 
     @property
@@ -268,6 +269,9 @@ SETTINGS: dict[str, Setting] = {
         Setting("encrypt", _parse_str, _check_encrypt, "base64 AES key that encrypts gossip"),
         Setting("cluster_label", _parse_str, _check_label, "label every gossip frame must carry"),
         Setting("log_level", _parse_str, _one_of(LOG_LEVELS), "debug, info, warning or error"),
+        Setting(
+            "drain_period", _parse_float, _check_grace, "seconds tagged draining before leaving"
+        ),
         Setting("shutdown_grace", _parse_float, _check_grace, "seconds to finish RPCs on stop"),
     )
 }

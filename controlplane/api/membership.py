@@ -1,56 +1,96 @@
-"""The Membership service's RPCs that read the gossip member list.
+"""The Membership service: the Serf layer over gRPC.
 
-Statuses follow Serf: a suspect member is still alive until it is declared dead,
-a dead one is failed, a member that left gracefully is left.
+Conversions between the layer's values and the protos live here, and so do the
+request limits that belong to the API rather than to the layer (filter sizes,
+how many addresses a Join may name). Watch streams subscribe before they read
+the current state, so nothing that happens in between can be missed; a change
+seen twice is harmless because every message carries the member's full state.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc.aio
 
-from controlplane.errors import InvalidArgument
-from controlplane.gossip import GossipNode, Member, NodeStatus
-from controlplane.v1 import membership_pb2
+from controlplane.api.hub import EventHub
+from controlplane.errors import InvalidArgument, Unavailable
+from controlplane.membership import (
+    EventType,
+    MemberEvent,
+    MemberInfo,
+    Membership,
+    MemberStatus,
+    UserEvent,
+)
+from controlplane.transport.runtime import GossipRuntime
+from controlplane.v1 import membership_pb2 as pb
 
-NAME_PATTERN_MAX = 256
+PATTERN_MAX = 256
+JOIN_ADDRESSES_MAX = 64
 
 STATUS_TO_PROTO = {
-    NodeStatus.ALIVE: membership_pb2.MEMBER_STATUS_ALIVE,
-    NodeStatus.SUSPECT: membership_pb2.MEMBER_STATUS_ALIVE,
-    NodeStatus.DEAD: membership_pb2.MEMBER_STATUS_FAILED,
-    NodeStatus.LEFT: membership_pb2.MEMBER_STATUS_LEFT,
+    MemberStatus.NONE: pb.MEMBER_STATUS_UNSPECIFIED,
+    MemberStatus.ALIVE: pb.MEMBER_STATUS_ALIVE,
+    MemberStatus.LEAVING: pb.MEMBER_STATUS_LEAVING,
+    MemberStatus.LEFT: pb.MEMBER_STATUS_LEFT,
+    MemberStatus.FAILED: pb.MEMBER_STATUS_FAILED,
+}
+EVENT_TO_PROTO = {
+    EventType.MEMBER_JOIN: pb.EVENT_TYPE_MEMBER_JOIN,
+    EventType.MEMBER_LEAVE: pb.EVENT_TYPE_MEMBER_LEAVE,
+    EventType.MEMBER_FAILED: pb.EVENT_TYPE_MEMBER_FAILED,
+    EventType.MEMBER_UPDATE: pb.EVENT_TYPE_MEMBER_UPDATE,
+    EventType.MEMBER_REAP: pb.EVENT_TYPE_MEMBER_REAP,
+    EventType.USER: pb.EVENT_TYPE_USER,
 }
 
-# Gossip protocol versions this agent speaks (see docs/gossip.md).
-PROTOCOL = membership_pb2.ProtocolVersions(
-    protocol_min=1,
-    protocol_max=1,
-    protocol_current=1,
-    delegate_min=1,
-    delegate_max=1,
-    delegate_current=1,
-)
+Event = MemberEvent | UserEvent
 
 
-def member_to_proto(member: Member) -> membership_pb2.Member:
+def member_to_proto(member: MemberInfo) -> pb.Member:
     host, port = member.address
-    return membership_pb2.Member(
+    return pb.Member(
         name=member.name,
         address=host,
         port=port,
+        tags=dict(member.tags),
         status=STATUS_TO_PROTO[member.status],
-        protocol=PROTOCOL,
+        protocol=pb.ProtocolVersions(
+            protocol_min=member.protocol_min,
+            protocol_max=member.protocol_max,
+            protocol_current=member.protocol_current,
+            delegate_min=member.delegate_min,
+            delegate_max=member.delegate_max,
+            delegate_current=member.delegate_current,
+        ),
         incarnation=member.incarnation,
     )
 
 
+def event_to_proto(event: Event) -> pb.Event:
+    if isinstance(event, UserEvent):
+        return pb.Event(
+            type=pb.EVENT_TYPE_USER,
+            user=pb.UserEvent(
+                name=event.name,
+                payload=event.payload,
+                lamport_time=event.lamport_time,
+                coalesce=event.coalesce,
+            ),
+        )
+    return pb.Event(
+        type=EVENT_TO_PROTO[event.type],
+        members=[member_to_proto(member) for member in event.members],
+    )
+
+
 def _compile(field: str, pattern: str) -> re.Pattern[str]:
-    if len(pattern) > NAME_PATTERN_MAX:
+    if len(pattern) > PATTERN_MAX:
         raise InvalidArgument.for_field(
-            field, f"must be at most {NAME_PATTERN_MAX} characters, got {len(pattern)}"
+            field, f"must be at most {PATTERN_MAX} characters, got {len(pattern)}"
         )
     try:
         return re.compile(pattern)
@@ -60,45 +100,144 @@ def _compile(field: str, pattern: str) -> re.Pattern[str]:
         ) from None
 
 
-class MembershipReads:
-    """ListMembers and GetLocalMember over a live gossip member."""
+def _no_unspecified(field: str, values: Iterable[int]) -> set[int]:
+    chosen = set(values)
+    if 0 in chosen:
+        raise InvalidArgument.for_field(field, "must not contain the UNSPECIFIED value")
+    return chosen
 
-    def __init__(self, node: GossipNode) -> None:
-        self._node = node
+
+class MembershipService:
+    """Every RPC of controlplane.v1.Membership except the leader ones."""
+
+    def __init__(
+        self,
+        layer: Membership,
+        runtime: GossipRuntime,
+        events: EventHub[Event],
+        *,
+        default_port: int,
+        leave: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._layer = layer
+        self._runtime = runtime
+        self._events = events
+        self._default_port = default_port
+        self._leave = leave
 
     async def ListMembers(
-        self,
-        request: membership_pb2.ListMembersRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
-    ) -> membership_pb2.ListMembersResponse:
-        statuses = set(request.statuses)
-        if membership_pb2.MEMBER_STATUS_UNSPECIFIED in statuses:
-            raise InvalidArgument.for_field(
-                "statuses", "must not contain MEMBER_STATUS_UNSPECIFIED"
-            )
+        self, request: pb.ListMembersRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListMembersResponse:
+        statuses = _no_unspecified("statuses", request.statuses)
         name_re = _compile("name_pattern", request.name_pattern) if request.name_pattern else None
         tag_res = {key: _compile(f"tags[{key}]", value) for key, value in request.tags.items()}
         members = []
-        for member in sorted(self._node.members(), key=lambda m: m.name):
+        for member in sorted(self._layer.members(), key=lambda m: m.name):
             proto = member_to_proto(member)
             if statuses and proto.status not in statuses:
                 continue
             if name_re is not None and not name_re.fullmatch(member.name):
                 continue
             if any(
-                key not in proto.tags or not regex.fullmatch(proto.tags[key])
+                key not in member.tags or not regex.fullmatch(member.tags[key])
                 for key, regex in tag_res.items()
             ):
                 continue
             members.append(proto)
-        return membership_pb2.ListMembersResponse(members=members)
+        return pb.ListMembersResponse(members=members)
 
     async def GetLocalMember(
-        self,
-        request: membership_pb2.GetLocalMemberRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
-    ) -> membership_pb2.GetLocalMemberResponse:
-        node = self._node
-        member = node.member(node.name)
-        assert member is not None, "the local member is always in its own map"
-        return membership_pb2.GetLocalMemberResponse(member=member_to_proto(member))
+        self, request: pb.GetLocalMemberRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetLocalMemberResponse:
+        return pb.GetLocalMemberResponse(member=member_to_proto(self._layer.local_member()))
+
+    async def Join(
+        self, request: pb.JoinRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.JoinResponse:
+        addresses = list(request.addresses)
+        if not 1 <= len(addresses) <= JOIN_ADDRESSES_MAX:
+            raise InvalidArgument.for_field(
+                "addresses", f"must hold 1 to {JOIN_ADDRESSES_MAX} addresses, got {len(addresses)}"
+            )
+        for index, address in enumerate(addresses):
+            if not address.strip():
+                raise InvalidArgument.for_field(f"addresses[{index}]", "must not be empty")
+        contacted = await self._runtime.join(
+            addresses, self._default_port, replay=request.replay_events
+        )
+        if contacted == 0:
+            raise Unavailable(f"none of {len(addresses)} addresses answered a state exchange")
+        return pb.JoinResponse(contacted=contacted)
+
+    async def Leave(
+        self, request: pb.LeaveRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.LeaveResponse:
+        await self._leave()
+        return pb.LeaveResponse()
+
+    async def UpdateTags(
+        self, request: pb.UpdateTagsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.UpdateTagsResponse:
+        effects = self._layer.update_tags(
+            dict(request.set), list(request.delete), self._runtime.now
+        )
+        self._runtime.apply(effects)
+        return pb.UpdateTagsResponse(member=member_to_proto(self._layer.local_member()))
+
+    async def ForceLeave(
+        self, request: pb.ForceLeaveRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ForceLeaveResponse:
+        if not request.name:
+            raise InvalidArgument.for_field("name", "must name a member (1 to 128 characters)")
+        effects = self._layer.force_leave(request.name, request.prune, self._runtime.now)
+        self._runtime.apply(effects)
+        return pb.ForceLeaveResponse()
+
+    async def FireUserEvent(
+        self, request: pb.FireUserEventRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.FireUserEventResponse:
+        lamport_time, effects = self._layer.fire_user_event(
+            request.name, request.payload, request.coalesce, self._runtime.now
+        )
+        self._runtime.apply(effects)
+        return pb.FireUserEventResponse(lamport_time=lamport_time)
+
+    async def WatchMembers(
+        self, request: pb.WatchMembersRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.WatchMembersResponse]:
+        with self._events.subscribe() as subscription:
+            yield pb.WatchMembersResponse(
+                change=pb.MEMBER_CHANGE_SNAPSHOT,
+                members=[
+                    member_to_proto(m) for m in sorted(self._layer.members(), key=lambda m: m.name)
+                ],
+            )
+            async for event in subscription:
+                if not isinstance(event, MemberEvent):
+                    continue
+                if event.type is EventType.MEMBER_REAP:
+                    change, members = pb.MEMBER_CHANGE_REMOVED, list(event.members)
+                else:
+                    # The member's state now, not as the (possibly coalesced) event saw it.
+                    change = pb.MEMBER_CHANGE_UPSERT
+                    members = [self._layer.member(m.name) or m for m in event.members]
+                yield pb.WatchMembersResponse(
+                    change=change, members=[member_to_proto(m) for m in members]
+                )
+
+    async def WatchEvents(
+        self, request: pb.WatchEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.WatchEventsResponse]:
+        types = _no_unspecified("types", request.types)
+        with self._events.subscribe() as subscription:
+            async for event in subscription:
+                proto = event_to_proto(event)
+                if types and proto.type not in types:
+                    continue
+                if (
+                    request.user_event_name
+                    and isinstance(event, UserEvent)
+                    and event.name != request.user_event_name
+                ):
+                    continue
+                yield pb.WatchEventsResponse(event=proto)

@@ -80,16 +80,22 @@ KEYRING = PublicService(
 PUBLIC_SERVICES = (MEMBERSHIP, SERVER_POOL, RING, KEYRING)
 
 
-def pending_servicer(service: PublicService, missing: str, implemented: object = None) -> Any:
-    """A servicer for `service` whose RPCs, except those `implemented` provides,
-    answer UNIMPLEMENTED naming what this version lacks (`missing`)."""
+def pending_servicer(service: PublicService, missing: str, *implemented: object) -> Any:
+    """A servicer for `service` whose RPCs, except those the `implemented` objects
+    provide, answer UNIMPLEMENTED naming what this version lacks (`missing`)."""
     namespace: dict[str, object] = {}
     for method in service.method_names:
-        if implemented is not None and hasattr(implemented, method):
-            namespace[method] = getattr(implemented, method)
+        provider = next((impl for impl in implemented if hasattr(impl, method)), None)
+        if provider is not None:
+            namespace[method] = _bound(getattr(provider, method))
             continue
         namespace[method] = _unimplemented(f"/{service.full_name}/{method}", missing)
     return type(f"Pending{service.name}Servicer", (service.servicer_base,), namespace)()
+
+
+def _bound(method: Callable[..., Any]) -> Any:
+    """Exposes a bound method of another object as a method of the servicer class."""
+    return staticmethod(method)
 
 
 def _unimplemented(path: str, missing: str) -> Callable[..., Any]:

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +57,35 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
         time.sleep(interval)
 
 
+class StreamCollector:
+    """Reads a server stream on a thread and keeps every message, until stopped."""
+
+    def __init__(self, call: grpc.Call, name: str) -> None:
+        self._call = call
+        self.messages: list[object] = []
+        self.error: grpc.RpcError | None = None
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for message in self._call:  # type: ignore[attr-defined]
+                with self._lock:
+                    self.messages.append(message)
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.CANCELLED:
+                self.error = error
+
+    def snapshot(self) -> list[object]:
+        with self._lock:
+            return list(self.messages)
+
+    def stop(self) -> None:
+        self._call.cancel()
+        self._thread.join(timeout=5)
+
+
 @dataclass
 class AgentProcess:
     """A running agent child process and how to reach it."""
@@ -83,6 +113,16 @@ class AgentProcess:
             m.name: membership_pb2.MemberStatus.Name(m.status).removeprefix("MEMBER_STATUS_")
             for m in response.members
         }
+
+    def channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(self.target)
+
+    def watch(self, method: str, request: object) -> StreamCollector:
+        """Starts a Membership.Watch* stream (e.g. "WatchEvents") collected on a thread."""
+        channel = self.channel()
+        stub = membership_pb2_grpc.MembershipStub(channel)
+        call = getattr(stub, method)(request)
+        return StreamCollector(call, f"{self.name}-{method}")
 
     def health(self, service: str = "", timeout: float = 1.0) -> HealthStatus:
         with grpc.insecure_channel(self.target) as channel:

@@ -15,46 +15,25 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol
 
-from controlplane.gossip import (
-    Effect,
-    GossipConfig,
-    MemberJoined,
-    MemberLeft,
-    MemberReaped,
-    MemberUpdated,
-    SendPacket,
-    StartPushPull,
+from controlplane.gossip import SendPacket, StartPushPull
+from controlplane.membership import Effect as MembershipEffect
+from controlplane.membership import (
+    EventType,
+    MemberEvent,
+    Membership,
+    SnapshotRecord,
+    UserEvent,
 )
 from controlplane.transport.pushpull import PushPullClient
+from controlplane.transport.snapshot import SnapshotFile
 from controlplane.transport.udp import UdpEndpoint
 
 log = logging.getLogger("controlplane.gossip")
 
 Address = tuple[str, int]
-EventListener = Callable[[Any], None]
-
-
-class GossipCore(Protocol):
-    """What the runtime drives: a GossipNode, or a layer with the same surface."""
-
-    @property
-    def config(self) -> GossipConfig: ...
-    @property
-    def address(self) -> Address: ...
-    @property
-    def broadcast_queue_depth(self) -> int: ...
-    def num_alive(self) -> int: ...
-    def receive_packet(self, src: Address, data: bytes, now: float) -> list[Any]: ...
-    def tick(self, now: float) -> list[Any]: ...
-    def next_deadline(self) -> float: ...
-    def handle_push_pull(
-        self, src: Address, request: bytes, now: float
-    ) -> tuple[bytes, list[Any]]: ...
-    def push_pull_response(self, src: Address, response: bytes | None, now: float) -> list[Any]: ...
-    def join(self, seeds: Sequence[Address], now: float) -> list[Any]: ...
-    def leave(self, now: float) -> list[Any]: ...
+Event = MemberEvent | UserEvent
+EventListener = Callable[[Event], None]
 
 
 def parse_address(text: str, default_port: int) -> tuple[str, int]:
@@ -86,10 +65,16 @@ async def resolve(text: str, default_port: int) -> list[Address]:
 
 
 class GossipRuntime:
-    """One gossip member, live: core + UDP endpoint + push-pull client + timer."""
+    """One gossip member, live: membership layer + UDP + push-pull client + timer."""
 
-    def __init__(self, node: GossipCore, push_pull: PushPullClient | None = None) -> None:
-        self.node = node
+    def __init__(
+        self,
+        layer: Membership,
+        push_pull: PushPullClient | None = None,
+        snapshot: SnapshotFile | None = None,
+    ) -> None:
+        self.layer = layer
+        self._snapshot = snapshot
         self.udp = UdpEndpoint(self._on_datagram)
         self._push_pull = push_pull or PushPullClient()
         self._listeners: list[EventListener] = []
@@ -118,9 +103,11 @@ class GossipRuntime:
                 await task
         self.udp.close()
         await self._push_pull.close()
+        if self._snapshot is not None:
+            self._snapshot.close()
 
     def subscribe(self, listener: EventListener) -> None:
-        """Calls `listener` with every member event effect the core emits."""
+        """Calls `listener` with every member and user event the layer emits."""
         self._listeners.append(listener)
 
     @property
@@ -133,12 +120,12 @@ class GossipRuntime:
     def _on_datagram(self, source: Address, data: bytes) -> None:
         if self._closed:
             return
-        self._apply(self.node.receive_packet(source, data, self.now))
+        self.apply(self.layer.receive_packet(source, data, self.now))
 
     def serve_push_pull(self, source: Address, frame: bytes) -> bytes:
         """The gRPC PushPull handler's entry into the core."""
-        response, effects = self.node.handle_push_pull(source, frame, self.now)
-        self._apply(effects)
+        response, effects = self.layer.handle_push_pull(source, frame, self.now)
+        self.apply(effects)
         return response
 
     def _on_timer(self) -> None:
@@ -146,28 +133,28 @@ class GossipRuntime:
         self._timer_at = float("inf")
         if self._closed:
             return
-        self._apply(self.node.tick(self.now))
+        self.apply(self.layer.tick(self.now))
 
     # ----------------------------------------------------------------- effects
 
-    def _apply(self, effects: Iterable[Effect]) -> None:
+    def apply(self, effects: Iterable[MembershipEffect]) -> None:
+        """Carries out the layer's effects: packets, exchanges, snapshot lines, events."""
         for effect in effects:
             if isinstance(effect, SendPacket):
                 self.udp.send(effect.dest, effect.data)
             elif isinstance(effect, StartPushPull):
                 self._spawn(self._run_push_pull(effect))
+            elif isinstance(effect, SnapshotRecord):
+                if self._snapshot is not None:
+                    self._snapshot.write(effect)
             else:
                 self._publish(effect)
         self._reschedule()
 
-    def _publish(self, effect: Effect) -> None:
-        if isinstance(effect, MemberJoined):
-            log.info("member joined: %s %s", effect.member.name, effect.member.address)
-        elif isinstance(effect, MemberLeft):
-            verb = "left" if effect.left else "failed"
-            log.info("member %s: %s", verb, effect.member.name)
-        elif isinstance(effect, MemberUpdated | MemberReaped):
-            log.debug("member event %s: %s", type(effect).__name__, effect.member.name)
+    def _publish(self, effect: Event) -> None:
+        if isinstance(effect, MemberEvent) and effect.type is not EventType.MEMBER_UPDATE:
+            names = ", ".join(member.name for member in effect.members)
+            log.info("%s: %s", effect.type.name.lower().replace("_", "-"), names)
         for listener in self._listeners:
             try:
                 listener(effect)
@@ -177,7 +164,7 @@ class GossipRuntime:
     def _reschedule(self) -> None:
         if self._closed or self._loop is None:
             return
-        deadline = self.node.next_deadline()
+        deadline = self.layer.next_deadline()
         if deadline >= self._timer_at:
             return
         if self._timer is not None:
@@ -191,10 +178,10 @@ class GossipRuntime:
         task.add_done_callback(self._tasks.discard)
 
     async def _run_push_pull(self, effect: StartPushPull) -> bool:
-        timeout = self.node.config.push_pull_timeout
+        timeout = self.layer.node.config.push_pull_timeout
         response = await self._push_pull.exchange(effect.dest, effect.request, timeout)
         if not self._closed:
-            self._apply(self.node.push_pull_response(effect.dest, response, self.now))
+            self.apply(self.layer.push_pull_response(effect.dest, response, self.now))
         return response is not None
 
     # ------------------------------------------------------------- operations
@@ -212,19 +199,27 @@ class GossipRuntime:
                 all_resolved = False
                 log.warning("cannot resolve join address %r: %s", text, error)
         # Every agent of a cluster may be given the same seed list, itself included.
-        own = {self.node.address, self.udp.local_address}
+        own = {self.layer.node.address, self.udp.local_address}
         return [seed for seed in dict.fromkeys(seeds) if seed not in own], all_resolved
 
-    async def join(self, addresses: Sequence[str], default_port: int) -> int:
+    async def join(
+        self, addresses: Sequence[str], default_port: int, *, replay: bool = False
+    ) -> int:
         """Full state exchange with every address; returns how many answered."""
         seeds, _ = await self._resolve_seeds(addresses, default_port)
         if not seeds:
             return 0
+        return await self._exchange_all(self.layer.join(seeds, self.now, replay=replay))
+
+    async def rejoin(self) -> int:
+        """Joins the members the snapshot remembers; returns how many answered."""
+        return await self._exchange_all(self.layer.rejoin(self.now))
+
+    async def _exchange_all(self, effects: Sequence[MembershipEffect]) -> int:
         exchanges = [
-            self._run_push_pull(effect)
-            for effect in self.node.join(seeds, self.now)
-            if isinstance(effect, StartPushPull)
+            self._run_push_pull(effect) for effect in effects if isinstance(effect, StartPushPull)
         ]
+        self.apply(effect for effect in effects if not isinstance(effect, StartPushPull))
         results = await asyncio.gather(*exchanges, return_exceptions=True)
         self._reschedule()
         return sum(1 for result in results if result is True)
@@ -258,11 +253,10 @@ class GossipRuntime:
             interval = min(interval * 2, max_interval)
         return 0
 
-    async def leave(self, timeout: float) -> None:
-        """Announces a graceful leave and waits (up to `timeout`) for it to spread."""
-        self._apply(self.node.leave(self.now))
-        if self.node.num_alive() <= 1:
-            return
-        deadline = self.now + timeout
-        while self.node.broadcast_queue_depth > 0 and self.now < deadline:
-            await asyncio.sleep(self.node.config.gossip_interval)
+    async def leave(self) -> None:
+        """Announces a graceful leave and waits until the layer says it has spread
+        (bounded by Serf's BroadcastTimeout plus LeavePropagateDelay)."""
+        self.apply(self.layer.leave(self.now))
+        while not self.layer.leave_done(self.now):
+            await asyncio.sleep(self.layer.node.config.gossip_interval)
+            self.apply(self.layer.tick(self.now))

@@ -1,0 +1,85 @@
+"""The snapshot file on disk: read once at start, appended while running.
+
+The membership layer decides what to record (Serf's line format) and when to
+compact; this shell only performs the I/O. Appends are flushed as they happen so
+a crash loses at most the line being written; a compaction writes a temporary
+file, fsyncs it and renames it over the old one, so the file is always either the
+old or the new version, never half of each.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+from controlplane.membership import SnapshotRecord, SnapshotState, parse_snapshot
+
+log = logging.getLogger("controlplane.snapshot")
+
+
+def snapshot_path(data_dir: str) -> Path:
+    # Serf keeps its snapshot at <data_dir>/serf/local.snapshot.
+    return Path(data_dir) / "serf" / "local.snapshot"
+
+
+def read_snapshot(path: Path) -> SnapshotState | None:
+    """The parsed snapshot, or None when there is none; problems are logged, not raised."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        log.error("cannot read snapshot %s (%s); starting without it", path, error.strerror)
+        return None
+    state, problems = parse_snapshot(data)
+    for problem in problems:
+        log.warning("snapshot %s: %s", path, problem)
+    if problems:
+        log.warning(
+            "snapshot %s is damaged; kept what could be read (%d members)",
+            path,
+            len(state.members),
+        )
+    return state
+
+
+class SnapshotFile:
+    """Appends and rewrites the snapshot file as the layer asks."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle: BinaryIO | None = open(path, "ab")  # noqa: SIM115 - held open
+
+    def write(self, record: SnapshotRecord) -> None:
+        try:
+            if record.rewrite:
+                self._rewrite(record.data)
+            elif self._handle is not None:
+                self._handle.write(record.data)
+                self._handle.flush()
+        except OSError as error:
+            log.error("cannot write snapshot %s: %s", self.path, error.strerror)
+
+    def _rewrite(self, data: bytes) -> None:
+        temporary = self.path.with_suffix(".compact")
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if self._handle is not None:
+            self._handle.close()
+        os.replace(temporary, self.path)
+        self._handle = open(self.path, "ab")  # noqa: SIM115 - held open
+
+    def close(self) -> None:
+        if self._handle is None:
+            return
+        try:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        finally:
+            self._handle.close()
+            self._handle = None

@@ -1,0 +1,177 @@
+"""The `controlplane` command against real agents: output, JSON and exit codes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controlplane.testing.agents import AgentProcess, free_port, start_agent, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+FAST = ["--profile", "local", "--drain-period", "0"]
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("CONTROLPLANE_")}
+    child_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "controlplane.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env,
+        check=False,
+    )
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[AgentProcess, AgentProcess]]:
+    port = free_port("127.0.0.1", "127.0.0.2")
+    first = start_agent("cli-1", host="127.0.0.1", port=port, args=FAST, log_dir=tmp_path)
+    second = start_agent("cli-2", host="127.0.0.2", port=port, args=FAST, log_dir=tmp_path)
+    try:
+        yield first, second
+    finally:
+        first.kill()
+        second.kill()
+
+
+def test_join_members_tags_event_and_force_leave(pair: tuple[AgentProcess, AgentProcess]) -> None:
+    first, second = pair
+    joined = cli("join", "--addr", second.target, first.target)
+    assert joined.returncode == 0, joined.stderr
+    assert joined.stdout == "Successfully joined cluster by contacting 1 nodes.\n"
+    assert wait_until(lambda: len(first.members()) == 2, timeout=20)
+
+    text = cli("members", "--addr", first.target)
+    assert text.returncode == 0
+    lines = text.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["cli-1", "cli-2"]
+    assert lines[0].split()[1:3] == [first.target, "alive"]
+    # Columns are aligned: the status column starts at the same offset on every line.
+    assert len({line.index("alive") for line in lines}) == 1
+
+    tagged = cli("tags", "--addr", second.target, "--set", "zone=z2", "--set", "rack=r9")
+    assert tagged.returncode == 0, tagged.stderr
+    assert "rack=r9" in tagged.stdout
+    untagged = cli("tags", "--addr", second.target, "--delete", "rack")
+    assert "rack=" not in untagged.stdout
+
+    def second_seen_with_zone() -> bool:
+        listed = cli("members", "--addr", first.target, "--format", "json", "--tag", "zone=z2")
+        members = json.loads(listed.stdout)["members"]
+        return [m["name"] for m in members] == ["cli-2"]
+
+    assert wait_until(second_seen_with_zone, timeout=15)
+    detailed = json.loads(cli("members", "--addr", first.target, "--format", "json").stdout)
+    cli2 = next(m for m in detailed["members"] if m["name"] == "cli-2")
+    assert cli2["tags"]["zone"] == "z2"
+    assert cli2["status"] == "alive"
+    assert cli2["port"] == first.port
+    assert {"min", "max", "current"} <= set(cli2["protocol"])
+
+    fired = cli("event", "--addr", first.target, "deploy", "v42", "--coalesce")
+    assert fired.returncode == 0
+    assert fired.stdout.startswith("Event 'deploy' dispatched! Coalescing enabled: true")
+
+    second.kill()
+    assert wait_until(lambda: first.members().get("cli-2") == "FAILED", timeout=30)
+    failed = cli("members", "--addr", first.target, "--status", "failed")
+    assert [line.split()[0] for line in failed.stdout.splitlines()] == ["cli-2"]
+    forced = cli("force-leave", "--addr", first.target, "cli-2")
+    assert forced.returncode == 0, forced.stderr
+    assert wait_until(lambda: first.members().get("cli-2") == "LEFT", timeout=15)
+    pruned = cli("force-leave", "--addr", first.target, "cli-2", "--prune")
+    assert pruned.returncode == 0
+    assert wait_until(lambda: "cli-2" not in first.members(), timeout=15)
+
+
+def test_monitor_streams_events_until_interrupted(pair: tuple[AgentProcess, AgentProcess]) -> None:
+    first, second = pair
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTROLPLANE_")}
+    env["CONTROLPLANE_ADDR"] = first.target
+    monitor = subprocess.Popen(
+        [sys.executable, "-m", "controlplane.cli", "monitor", "--format", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        time.sleep(1.0)  # let the stream open before the events it must see
+        assert cli("join", "--addr", second.target, first.target).returncode == 0
+        assert cli("event", "--addr", second.target, "hello", "world").returncode == 0
+        assert monitor.stdout is not None
+        seen: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(e["type"] == "user" for e in seen):
+            line = monitor.stdout.readline()
+            if line:
+                seen.append(json.loads(line))
+        kinds = [event["type"] for event in seen]
+        assert "member-join" in kinds
+        assert {"name": "hello", "payload": "world"}.items() <= next(
+            e["user"] for e in seen if e["type"] == "user"
+        ).items()
+    finally:
+        monitor.send_signal(signal.SIGINT)
+        assert monitor.wait(timeout=15) == 0
+
+
+def test_leave_command_stops_the_agent(pair: tuple[AgentProcess, AgentProcess]) -> None:
+    first, second = pair
+    assert cli("join", "--addr", second.target, first.target).returncode == 0
+    assert wait_until(lambda: len(first.members()) == 2, timeout=20)
+    left = cli("leave", "--addr", second.target)
+    assert left.returncode == 0, left.stderr
+    assert left.stdout == "Graceful leave complete\n"
+    assert second.process.wait(timeout=30) == 0
+    assert wait_until(lambda: first.members().get("cli-2") == "LEFT", timeout=15)
+
+
+def test_exit_codes(pair: tuple[AgentProcess, AgentProcess]) -> None:
+    first, _ = pair
+    # 1: the agent answers with an error.
+    missing = cli("force-leave", "--addr", first.target, "nobody")
+    assert missing.returncode == 1
+    assert missing.stderr.strip().splitlines() == [missing.stderr.strip()]
+    assert "NOT_FOUND" in missing.stderr
+    # 1: no agent there.
+    unreachable = cli("members", "--addr", f"127.0.0.1:{free_port()}", "--timeout", "2")
+    assert unreachable.returncode == 1
+    assert "cannot reach the agent" in unreachable.stderr
+    # 2: usage errors, one line.
+    for args in (
+        ["members", "--status", "sleeping"],
+        ["tags"],
+        ["tags", "--set", "novalue"],
+        ["monitor", "--type", "nope"],
+        ["frobnicate"],
+    ):
+        result = cli(*args, "--addr", first.target) if args[0] != "frobnicate" else cli(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
+
+
+def test_keygen_prints_a_usable_key(tmp_path: Path) -> None:
+    generated = cli("keygen")
+    assert generated.returncode == 0
+    assert len(base64.b64decode(generated.stdout.strip(), validate=True)) == 32
+
+
+def test_addr_falls_back_to_the_environment(pair: tuple[AgentProcess, AgentProcess]) -> None:
+    first, _ = pair
+    listed = cli("members", env={"CONTROLPLANE_ADDR": first.target})
+    assert listed.returncode == 0
+    assert listed.stdout.split()[0] == "cli-1"
