@@ -37,10 +37,13 @@ from controlplane.api.heartbeat import (
 )
 from controlplane.api.hub import EventHub
 from controlplane.api.membership import Event, MembershipService
+from controlplane.api.ring import CHANNEL as RING_CHANNEL
+from controlplane.api.ring import RegistrationStore, RingService
 from controlplane.api.server_pool import AGENT_API_VERSION, PoolRegistry, ServerPoolRpcs
 from controlplane.api.services import (
     MEMBERSHIP,
     PUBLIC_SERVICES,
+    RING,
     SERVER_POOL,
     PublicService,
     pending_servicer,
@@ -49,7 +52,8 @@ from controlplane.config import AgentConfig
 from controlplane.gossip import PROFILES, Keyring
 from controlplane.gossip.v1 import gossip_pb2_grpc
 from controlplane.heartbeat import HeartbeatTracker
-from controlplane.membership import Membership, MembershipConfig
+from controlplane.membership import MemberEvent, Membership, MembershipConfig
+from controlplane.rings import RingDirectory
 from controlplane.transport.pushpull import GossipServicer
 from controlplane.transport.runtime import GossipRuntime
 from controlplane.transport.snapshot import SnapshotFile, read_snapshot, snapshot_path
@@ -60,7 +64,7 @@ log = logging.getLogger("controlplane.agent")
 MISSING_FEATURES: dict[str, str] = {
     "Membership": "leader election is not part of this build yet",
     "ServerPool": "every ServerPool RPC is served",
-    "Ring": "hash rings are not part of this build yet",
+    "Ring": "every Ring RPC is served",
     "Keyring": "gossip encryption keys are not managed through the API yet",
 }
 
@@ -121,6 +125,7 @@ class Agent:
         self.layer: Membership | None = None
         self.runtime: GossipRuntime | None = None
         self.pools: PoolRegistry | None = None
+        self.rings: RingService | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -166,6 +171,9 @@ class Agent:
                     leave=self.leave_cluster,
                 )
             )
+        elif service is RING:
+            assert self.rings is not None
+            implemented.append(self.rings)
         elif service is SERVER_POOL:
             assert self.pools is not None
             tracker = HeartbeatTracker(random.Random())
@@ -185,6 +193,18 @@ class Agent:
         runtime = GossipRuntime(layer, snapshot=snapshot_file)
         runtime.subscribe(self.events.publish)
         self.pools = PoolRegistry(loop.time)
+        self.rings = RingService(
+            RingDirectory(config.node),
+            layer,
+            runtime.send,
+            loop.time,
+            RegistrationStore(config.data_dir) if config.data_dir else None,
+        )
+        runtime.on_channel(RING_CHANNEL, self.rings.on_channel, self.rings.local_state)
+        rings = self.rings
+        runtime.subscribe(
+            lambda event: rings.refresh_members() if isinstance(event, MemberEvent) else None
+        )
         self._leaving = asyncio.Lock()
 
         server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()], options=SERVER_OPTIONS)
@@ -275,6 +295,8 @@ class Agent:
             task.cancel()
         await self._drain_and_leave()
         self.events.close()
+        if self.rings is not None:
+            self.rings.changes.close()
         await self._server.stop(self.config.shutdown_grace)
         if self.pools is not None:
             await self.pools.close()

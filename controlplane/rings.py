@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from controlplane.errors import InvalidArgument
+from controlplane.gossip.v1 import ring_pb2
 from controlplane.ring import HashRing, RingNode
 
 RING_TAG = "ring"
@@ -31,7 +32,10 @@ MAX_WEIGHT = 1000
 MAX_KEY_BYTES = 1024
 MAX_ADDRESS_CHARS = 253
 MAX_METADATA_ENTRIES = 16
-MAX_METADATA_BYTES = 256
+# Registrations travel in one gossip datagram, so their metadata is bounded like tags.
+MAX_METADATA_BYTES = 512
+# A bound on replicated state: registrations are for services that cannot gossip.
+MAX_REGISTRATIONS = 10_000
 # Serf's TombstoneTimeout: how long a removal outlives the registration it removed.
 TOMBSTONE_TIMEOUT = 24 * 3600.0
 
@@ -69,12 +73,11 @@ def check_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
         raise InvalidArgument.for_field(
             "metadata", f"must have at most {MAX_METADATA_ENTRIES} entries, got {len(metadata)}"
         )
-    for key, value in metadata.items():
-        size = len(key.encode()) + len(value.encode())
-        if size > MAX_METADATA_BYTES:
-            raise InvalidArgument.for_field(
-                f"metadata[{key}]", f"must be at most {MAX_METADATA_BYTES} bytes, got {size}"
-            )
+    size = sum(len(key.encode()) + len(value.encode()) for key, value in metadata.items())
+    if size > MAX_METADATA_BYTES:
+        raise InvalidArgument.for_field(
+            "metadata", f"must be at most {MAX_METADATA_BYTES} bytes in all, got {size}"
+        )
     return dict(metadata)
 
 
@@ -296,3 +299,72 @@ class RingDirectory:
             self._views[ring] = RingView(ring, version, entries, hash_ring)
             changed.append(ring)
         return sorted(changed)
+
+
+# ------------------------------------------------------------------ wire format
+
+
+def _to_proto(registration: Registration) -> ring_pb2.RingRegistration:
+    return ring_pb2.RingRegistration(
+        ring=registration.ring,
+        id=registration.id,
+        address=registration.address,
+        port=registration.port,
+        weight=registration.weight,
+        metadata=[
+            ring_pb2.RingMetadata(key=k, value=v) for k, v in sorted(registration.metadata.items())
+        ],
+        lamport_time=registration.lamport_time,
+        origin=registration.origin,
+        removed=registration.removed,
+    )
+
+
+def _from_proto(message: ring_pb2.RingRegistration) -> Registration | None:
+    """A registration, or None when it breaks a rule (foreign or hostile input)."""
+    if not (
+        RING_NAME_RE.fullmatch(message.ring)
+        and message.origin
+        and 1 <= message.port <= 65535
+        and 1 <= message.weight <= MAX_WEIGHT
+        and message.id == node_id(message.address, message.port)
+    ):
+        return None
+    return Registration(
+        message.ring,
+        message.id,
+        message.address,
+        message.port,
+        message.weight,
+        {entry.key: entry.value for entry in message.metadata},
+        message.lamport_time,
+        message.origin,
+        message.removed,
+    )
+
+
+def encode_registration(registration: Registration) -> bytes:
+    return _to_proto(registration).SerializeToString()
+
+
+def decode_registration(data: bytes) -> Registration | None:
+    try:
+        message = ring_pb2.RingRegistration.FromString(data)
+    except Exception:  # protobuf DecodeError and friends: hostile or foreign input
+        return None
+    return _from_proto(message)
+
+
+def encode_state(registrations: Iterable[Registration]) -> bytes:
+    return ring_pb2.RingState(
+        registrations=[_to_proto(r) for r in registrations]
+    ).SerializeToString()
+
+
+def decode_state(data: bytes) -> list[Registration] | None:
+    try:
+        state = ring_pb2.RingState.FromString(data)
+    except Exception:  # protobuf DecodeError and friends
+        return None
+    decoded = (_from_proto(message) for message in state.registrations)
+    return [registration for registration in decoded if registration is not None]

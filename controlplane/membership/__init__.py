@@ -22,6 +22,8 @@ from controlplane.membership.config import (
     MembershipConfig,
 )
 from controlplane.membership.events import (
+    ChannelDelivery,
+    ChannelStateReceived,
     EventType,
     MemberEvent,
     MemberInfo,
@@ -39,6 +41,8 @@ __all__ = [
     "MAX_EVENT_NAME_SIZE",
     "MAX_NODE_NAME_LENGTH",
     "USER_EVENT_SIZE_HARD_LIMIT",
+    "ChannelDelivery",
+    "ChannelStateReceived",
     "Effect",
     "EventType",
     "InvalidConfig",

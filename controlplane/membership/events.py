@@ -83,3 +83,20 @@ class UserEvent:
     @property
     def type(self) -> EventType:
         return EventType.USER
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelDelivery:
+    """A subsystem message received over gossip, delivered once per member."""
+
+    channel: str
+    origin: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelStateReceived:
+    """A peer's full state of a subsystem channel, from a push-pull exchange."""
+
+    channel: str
+    state: bytes

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
@@ -54,6 +56,8 @@ from controlplane.membership.buffers import (
 from controlplane.membership.coalesce import MemberCoalescer, UserCoalescer
 from controlplane.membership.config import MembershipConfig
 from controlplane.membership.events import (
+    ChannelDelivery,
+    ChannelStateReceived,
     EventType,
     MemberEvent,
     MemberInfo,
@@ -66,7 +70,21 @@ from controlplane.membership.stats import MembershipStats
 from controlplane.membership.tags import check_tags, decode_tags
 from controlplane.membership.validation import check_node_name, check_user_event, valid_node_name
 
-Effect = SendPacket | StartPushPull | MemberEvent | UserEvent | SnapshotRecord
+Effect = (
+    SendPacket
+    | StartPushPull
+    | MemberEvent
+    | UserEvent
+    | SnapshotRecord
+    | ChannelDelivery
+    | ChannelStateReceived
+)
+
+CHANNEL_NAME = re.compile(r"[a-z0-9_-]{1,32}")
+# Channel messages already delivered, remembered to drop the copies that gossip
+# brings back; a few thousand covers several broadcast lifetimes at agent rates.
+CHANNEL_DEDUPE_SIZE = 8192
+StateProvider = Callable[[], bytes]
 """Everything :class:`Membership` entry points return."""
 
 _NO_TAGS: Mapping[str, str] = MappingProxyType({})
@@ -167,6 +185,9 @@ class Membership:
         self._join_ignore_old = False
         self._leave_started = 0.0
         self._leave_drained: float | None = None
+        self._rng = rng
+        self._channel_providers: dict[str, StateProvider] = {}
+        self._channel_seen: OrderedDict[tuple[str, str, int], None] = OrderedDict()
         self._node = GossipNode(
             core_config,
             name,
@@ -411,6 +432,37 @@ class Membership:
             self._broadcast(messages.encode_leave_intent(name, ltime, prune), now)
         return out
 
+    # ------------------------------------------------------------------ channels
+
+    def add_channel(self, channel: str, state_provider: StateProvider | None = None) -> None:
+        """Registers a subsystem channel; `state_provider` supplies its full state for
+        push-pull exchanges (peers receive it as ChannelStateReceived)."""
+        if not CHANNEL_NAME.fullmatch(channel):
+            raise InvalidArgument.for_field("channel", "must be 1 to 32 bytes of [a-z0-9_-]")
+        if state_provider is not None:
+            self._channel_providers[channel] = state_provider
+
+    def send(self, channel: str, payload: bytes, now: float) -> None:
+        """Broadcasts a subsystem message to every other member (not delivered here)."""
+        if not CHANNEL_NAME.fullmatch(channel):
+            raise InvalidArgument.for_field("channel", "must be 1 to 32 bytes of [a-z0-9_-]")
+        message_id = self._rng.getrandbits(64)
+        self._remember_channel_message((channel, self.name, message_id))
+        raw = messages.encode_channel_message(channel, self.name, message_id, payload)
+        try:
+            self._node.broadcast_user(raw, now)
+        except PayloadTooLarge as error:
+            raise InvalidArgument.for_field("payload", str(error)) from None
+
+    def _remember_channel_message(self, key: tuple[str, str, int]) -> bool:
+        """True the first time `key` is seen."""
+        if key in self._channel_seen:
+            return False
+        self._channel_seen[key] = None
+        if len(self._channel_seen) > CHANNEL_DEDUPE_SIZE:
+            self._channel_seen.popitem(last=False)
+        return True
+
     # ------------------------------------------------------------------ StateDelegate
 
     def local_state(self, join: bool) -> bytes:
@@ -421,6 +473,7 @@ class Membership:
             [name for name, state in self._members.items() if state.status is MemberStatus.LEFT],
             self._event_clock.time(),
             self._events.events(),
+            {channel: provide() for channel, provide in self._channel_providers.items()},
         )
 
     def merge_remote_state(self, data: bytes, join: bool) -> None:
@@ -582,6 +635,14 @@ class Membership:
                 rebroadcast = self._on_user_event(messages.buffered(event), now, out)
             else:
                 self.stats.drop("invalid_message")
+        elif kind == "channel_message":
+            body = message.channel_message
+            if CHANNEL_NAME.fullmatch(body.channel) and valid_node_name(body.origin):
+                rebroadcast = self._remember_channel_message((body.channel, body.origin, body.id))
+                if rebroadcast and body.origin != self.name:
+                    out.append(ChannelDelivery(body.channel, body.origin, body.payload))
+            else:
+                self.stats.drop("invalid_message")
         else:
             self.stats.drop("invalid_message")
         if rebroadcast:
@@ -693,6 +754,9 @@ class Membership:
         for record in state.recent_events:
             if record.name:
                 self._on_user_event(messages.buffered(record), now, out)
+        for channel_state in state.channel_states:
+            if CHANNEL_NAME.fullmatch(channel_state.channel):
+                out.append(ChannelStateReceived(channel_state.channel, channel_state.state))
 
     # --- reaping and events
 

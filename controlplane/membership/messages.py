@@ -38,6 +38,11 @@ def encode_user_event(event: BufferedEvent) -> bytes:
     return pb.MembershipMessage(user_event=_user_event(event)).SerializeToString()
 
 
+def encode_channel_message(channel: str, origin: str, message_id: int, payload: bytes) -> bytes:
+    body = pb.ChannelMessage(channel=channel, origin=origin, id=message_id, payload=payload)
+    return pb.MembershipMessage(channel_message=body).SerializeToString()
+
+
 def decode_message(data: bytes) -> pb.MembershipMessage | None:
     """A broadcast, or None when it is not a valid ``MembershipMessage`` (never raises)."""
     try:
@@ -52,12 +57,15 @@ def encode_state(
     left_members: Iterable[str],
     event_time: int,
     events: Iterable[BufferedEvent],
+    channel_states: Mapping[str, bytes] | None = None,
 ) -> bytes:
     state = pb.MembershipState(lamport_time=lamport_time, event_lamport_time=event_time)
     for name in sorted(status_times):
         state.status_times.add(node=name, lamport_time=status_times[name])
     state.left_members.extend(sorted(left_members))
     state.recent_events.extend(_user_event(event) for event in events)
+    for channel in sorted(channel_states or {}):
+        state.channel_states.add(channel=channel, state=(channel_states or {})[channel])
     return state.SerializeToString()
 
 

@@ -17,6 +17,8 @@ from controlplane.gossip.config import GossipConfig
 from controlplane.gossip.keyring import Keyring
 from controlplane.gossip.state import Address
 from controlplane.membership import (
+    ChannelDelivery,
+    ChannelStateReceived,
     EventType,
     MemberEvent,
     MemberInfo,
@@ -53,6 +55,8 @@ class MembershipSimCluster(SimCluster):
         self.user_events: dict[str, list[tuple[float, UserEvent]]] = {}
         # The snapshot file of each member, as its shell would have written it.
         self.snapshot_files: dict[str, bytearray] = {}
+        # Subsystem channel messages and states each member received.
+        self.channel_events: dict[str, list[ChannelDelivery | ChannelStateReceived]] = {}
         self._options = _StartOptions({}, None)
 
     # ------------------------------------------------------------------ building
@@ -78,6 +82,7 @@ class MembershipSimCluster(SimCluster):
         self.member_events.setdefault(name, [])
         self.user_events.setdefault(name, [])
         self.snapshot_files.setdefault(name, bytearray())
+        self.channel_events.setdefault(name, [])
         return SimMember(name, address, layer.node, layer=layer)
 
     def start(
@@ -113,6 +118,11 @@ class MembershipSimCluster(SimCluster):
         member = self.members[name]
         self._apply(member, self.layers[name].update_tags(set_tags, delete, self.now))
 
+    def send(self, name: str, channel: str, payload: bytes) -> None:
+        """A subsystem message broadcast from ``name``."""
+        self.layers[name].send(channel, payload, self.now)
+        self._reschedule(self.members[name])
+
     def force_leave(self, name: str, target: str, *, prune: bool = False) -> None:
         member = self.members[name]
         self._apply(member, self.layers[name].force_leave(target, prune, self.now))
@@ -147,6 +157,8 @@ class MembershipSimCluster(SimCluster):
                 self.member_events[name].append((self.now, effect))
             elif isinstance(effect, UserEvent):
                 self.user_events[name].append((self.now, effect))
+            elif isinstance(effect, ChannelDelivery | ChannelStateReceived):
+                self.channel_events[name].append(effect)
             elif isinstance(effect, SnapshotRecord):
                 file = self.snapshot_files[name]
                 if effect.rewrite:

@@ -17,14 +17,16 @@ import socket
 from collections.abc import Callable, Iterable, Sequence
 
 from controlplane.gossip import SendPacket, StartPushPull
-from controlplane.membership import Effect as MembershipEffect
 from controlplane.membership import (
+    ChannelDelivery,
+    ChannelStateReceived,
     EventType,
     MemberEvent,
     Membership,
     SnapshotRecord,
     UserEvent,
 )
+from controlplane.membership import Effect as MembershipEffect
 from controlplane.transport.pushpull import PushPullClient
 from controlplane.transport.snapshot import SnapshotFile
 from controlplane.transport.udp import UdpEndpoint
@@ -34,6 +36,7 @@ log = logging.getLogger("controlplane.gossip")
 Address = tuple[str, int]
 Event = MemberEvent | UserEvent
 EventListener = Callable[[Event], None]
+ChannelHandler = Callable[[ChannelDelivery | ChannelStateReceived], None]
 
 
 def parse_address(text: str, default_port: int) -> tuple[str, int]:
@@ -78,6 +81,7 @@ class GossipRuntime:
         self.udp = UdpEndpoint(self._on_datagram)
         self._push_pull = push_pull or PushPullClient()
         self._listeners: list[EventListener] = []
+        self._channel_handlers: dict[str, ChannelHandler] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         self._tasks: set[asyncio.Task[None]] = set()
@@ -109,6 +113,21 @@ class GossipRuntime:
     def subscribe(self, listener: EventListener) -> None:
         """Calls `listener` with every member and user event the layer emits."""
         self._listeners.append(listener)
+
+    def on_channel(
+        self,
+        channel: str,
+        handler: ChannelHandler,
+        state_provider: Callable[[], bytes] | None = None,
+    ) -> None:
+        """Routes a subsystem channel's messages and peer states to `handler`."""
+        self.layer.add_channel(channel, state_provider)
+        self._channel_handlers[channel] = handler
+
+    def send(self, channel: str, payload: bytes) -> None:
+        """Broadcasts a subsystem message to every other member."""
+        self.layer.send(channel, payload, self.now)
+        self._reschedule()
 
     @property
     def now(self) -> float:
@@ -147,6 +166,13 @@ class GossipRuntime:
             elif isinstance(effect, SnapshotRecord):
                 if self._snapshot is not None:
                     self._snapshot.write(effect)
+            elif isinstance(effect, ChannelDelivery | ChannelStateReceived):
+                handler = self._channel_handlers.get(effect.channel)
+                if handler is not None:
+                    try:
+                        handler(effect)
+                    except Exception:
+                        log.exception("channel %s handler failed", effect.channel)
             else:
                 self._publish(effect)
         self._reschedule()

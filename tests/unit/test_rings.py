@@ -7,6 +7,10 @@ import pytest
 from controlplane.errors import InvalidArgument
 from controlplane.rings import (
     Registration,
+    decode_registration,
+    decode_state,
+    encode_registration,
+    encode_state,
     RingDirectory,
     RingMember,
     check_key,
@@ -116,7 +120,7 @@ def test_unregister_of_an_unknown_node_is_none() -> None:
         (check_key, "k" * 1025, "got 1025"),
         (check_weight, 1001, "weight: must be 1 to 1000"),
         (check_metadata, {f"k{i}": "v" for i in range(17)}, "at most 16 entries"),
-        (check_metadata, {"k": "v" * 256}, "metadata[k]: must be at most 256 bytes"),
+        (check_metadata, {"k": "v" * 512}, "metadata: must be at most 512 bytes in all, got 513"),
     ],
 )
 def test_limits_name_the_field(check, value, needle: str) -> None:
@@ -130,4 +134,15 @@ def test_limits_accept_their_boundaries() -> None:
     assert check_key("k" * 1024) == b"k" * 1024
     assert check_weight(0) == 1
     assert check_weight(1000) == 1000
-    assert len(check_metadata({"k": "v" * 255})) == 1
+    assert len(check_metadata({"k": "v" * 511})) == 1
+
+
+def test_registrations_round_trip_and_garbage_is_refused() -> None:
+    directory = RingDirectory("agent-a")
+    registration = directory.register("r", "10.0.0.1", 80, 3, {"b": "2", "a": "1"})
+    assert decode_registration(encode_registration(registration)) == registration
+    assert decode_state(encode_state([registration])) == [registration]
+    assert decode_registration(b"\xff\x00garbage") is None
+    assert decode_state(b"\xff\xff") is None
+    forged = Registration("r", "10.0.0.9:81", "10.0.0.1", 80, 1, {}, 1, "x")
+    assert decode_registration(encode_registration(forged)) is None  # id must match

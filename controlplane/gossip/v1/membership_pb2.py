@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'controlplane/gossip/v1/membership.proto\x12\x16\x63ontrolplane.gossip.v1\"=\n\nMemberTags\x12/\n\x04tags\x18\x01 \x03(\x0b\x32!.controlplane.gossip.v1.MemberTag\"\'\n\tMemberTag\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xd3\x01\n\x11MembershipMessage\x12\x39\n\x0bjoin_intent\x18\x01 \x01(\x0b\x32\".controlplane.gossip.v1.JoinIntentH\x00\x12;\n\x0cleave_intent\x18\x02 \x01(\x0b\x32#.controlplane.gossip.v1.LeaveIntentH\x00\x12>\n\nuser_event\x18\x03 \x01(\x0b\x32(.controlplane.gossip.v1.UserEventMessageH\x00\x42\x06\n\x04\x62ody\"0\n\nJoinIntent\x12\x14\n\x0clamport_time\x18\x01 \x01(\x04\x12\x0c\n\x04node\x18\x02 \x01(\t\"@\n\x0bLeaveIntent\x12\x14\n\x0clamport_time\x18\x01 \x01(\x04\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\r\n\x05prune\x18\x03 \x01(\x08\"Y\n\x10UserEventMessage\x12\x14\n\x0clamport_time\x18\x01 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x10\n\x08\x63oalesce\x18\x04 \x01(\x08\"6\n\x10MemberStatusTime\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x14\n\x0clamport_time\x18\x02 \x01(\x04\"\xda\x01\n\x0fMembershipState\x12\x14\n\x0clamport_time\x18\x01 \x01(\x04\x12>\n\x0cstatus_times\x18\x02 \x03(\x0b\x32(.controlplane.gossip.v1.MemberStatusTime\x12\x14\n\x0cleft_members\x18\x03 \x03(\t\x12\x1a\n\x12\x65vent_lamport_time\x18\x04 \x01(\x04\x12?\n\rrecent_events\x18\x05 \x03(\x0b\x32(.controlplane.gossip.v1.UserEventMessageb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'controlplane/gossip/v1/membership.proto\x12\x16\x63ontrolplane.gossip.v1\"=\n\nMemberTags\x12/\n\x04tags\x18\x01 \x03(\x0b\x32!.controlplane.gossip.v1.MemberTag\"\'\n\tMemberTag\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x96\x02\n\x11MembershipMessage\x12\x39\n\x0bjoin_intent\x18\x01 \x01(\x0b\x32\".controlplane.gossip.v1.JoinIntentH\x00\x12;\n\x0cleave_intent\x18\x02 \x01(\x0b\x32#.controlplane.gossip.v1.LeaveIntentH\x00\x12>\n\nuser_event\x18\x03 \x01(\x0b\x32(.controlplane.gossip.v1.UserEventMessageH\x00\x12\x41\n\x0f\x63hannel_message\x18\x04 \x01(\x0b\x32&.controlplane.gossip.v1.ChannelMessageH\x00\x42\x06\n\x04\x62ody\"N\n\x0e\x43hannelMessage\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x0e\n\x06origin\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\x04\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\".\n\x0c\x43hannelState\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\x0c\"0\n\nJoinIntent\x12\x14\n\x0clamport_time\x18\x01 \x01(\x04\x12\x0c\n\x04node\x18\x02 \x01(\t\"@\n\x0bLeaveIntent\x12\x14\n\x0clamport_time\x18\x01 \x01(\x04\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\r\n\x05prune\x18\x03 \x01(\x08\"Y\n\x10UserEventMessage\x12\x14\n\x0clamport_time\x18\x01 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x10\n\x08\x63oalesce\x18\x04 \x01(\x08\"6\n\x10MemberStatusTime\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x14\n\x0clamport_time\x18\x02 \x01(\x04\"\x98\x02\n\x0fMembershipState\x12\x14\n\x0clamport_time\x18\x01 \x01(\x04\x12>\n\x0cstatus_times\x18\x02 \x03(\x0b\x32(.controlplane.gossip.v1.MemberStatusTime\x12\x14\n\x0cleft_members\x18\x03 \x03(\t\x12\x1a\n\x12\x65vent_lamport_time\x18\x04 \x01(\x04\x12?\n\rrecent_events\x18\x05 \x03(\x0b\x32(.controlplane.gossip.v1.UserEventMessage\x12<\n\x0e\x63hannel_states\x18\x06 \x03(\x0b\x32$.controlplane.gossip.v1.ChannelStateb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,15 +36,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MEMBERTAG']._serialized_start=130
   _globals['_MEMBERTAG']._serialized_end=169
   _globals['_MEMBERSHIPMESSAGE']._serialized_start=172
-  _globals['_MEMBERSHIPMESSAGE']._serialized_end=383
-  _globals['_JOININTENT']._serialized_start=385
-  _globals['_JOININTENT']._serialized_end=433
-  _globals['_LEAVEINTENT']._serialized_start=435
-  _globals['_LEAVEINTENT']._serialized_end=499
-  _globals['_USEREVENTMESSAGE']._serialized_start=501
-  _globals['_USEREVENTMESSAGE']._serialized_end=590
-  _globals['_MEMBERSTATUSTIME']._serialized_start=592
-  _globals['_MEMBERSTATUSTIME']._serialized_end=646
-  _globals['_MEMBERSHIPSTATE']._serialized_start=649
-  _globals['_MEMBERSHIPSTATE']._serialized_end=867
+  _globals['_MEMBERSHIPMESSAGE']._serialized_end=450
+  _globals['_CHANNELMESSAGE']._serialized_start=452
+  _globals['_CHANNELMESSAGE']._serialized_end=530
+  _globals['_CHANNELSTATE']._serialized_start=532
+  _globals['_CHANNELSTATE']._serialized_end=578
+  _globals['_JOININTENT']._serialized_start=580
+  _globals['_JOININTENT']._serialized_end=628
+  _globals['_LEAVEINTENT']._serialized_start=630
+  _globals['_LEAVEINTENT']._serialized_end=694
+  _globals['_USEREVENTMESSAGE']._serialized_start=696
+  _globals['_USEREVENTMESSAGE']._serialized_end=785
+  _globals['_MEMBERSTATUSTIME']._serialized_start=787
+  _globals['_MEMBERSTATUSTIME']._serialized_end=841
+  _globals['_MEMBERSHIPSTATE']._serialized_start=844
+  _globals['_MEMBERSHIPSTATE']._serialized_end=1124
 # @@protoc_insertion_point(module_scope)

@@ -89,6 +89,7 @@ class MembershipMessage(_message.Message):
     JOIN_INTENT_FIELD_NUMBER: _builtins.int
     LEAVE_INTENT_FIELD_NUMBER: _builtins.int
     USER_EVENT_FIELD_NUMBER: _builtins.int
+    CHANNEL_MESSAGE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def join_intent(self) -> Global___JoinIntent:
         """A member announces (or re-asserts) that it is alive."""
@@ -103,22 +104,94 @@ class MembershipMessage(_message.Message):
     def user_event(self) -> Global___UserEventMessage:
         """An application event fired on some member."""
 
+    @_builtins.property
+    def channel_message(self) -> Global___ChannelMessage:
+        """A message of an agent subsystem (hash rings, leader election)."""
+
     def __init__(
         self,
         *,
         join_intent: Global___JoinIntent | None = ...,
         leave_intent: Global___LeaveIntent | None = ...,
         user_event: Global___UserEventMessage | None = ...,
+        channel_message: Global___ChannelMessage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "join_intent", b"join_intent", "leave_intent", b"leave_intent", "user_event", b"user_event"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "channel_message", b"channel_message", "join_intent", b"join_intent", "leave_intent", b"leave_intent", "user_event", b"user_event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "join_intent", b"join_intent", "leave_intent", b"leave_intent", "user_event", b"user_event"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "channel_message", b"channel_message", "join_intent", b"join_intent", "leave_intent", b"leave_intent", "user_event", b"user_event"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["join_intent", "leave_intent", "user_event"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["join_intent", "leave_intent", "user_event", "channel_message"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___MembershipMessage: _TypeAlias = MembershipMessage  # noqa: Y015
+
+@_typing.final
+class ChannelMessage(_message.Message):
+    """ChannelMessage carries a subsystem's message over gossip. Receivers deliver it
+    to the subsystem once, identified by (channel, origin, id), and re-broadcast it
+    once, like user events.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    PAYLOAD_FIELD_NUMBER: _builtins.int
+    channel: _builtins.str
+    """The subsystem, e.g. "ring" or "election": 1 to 32 bytes of [a-z0-9_-]."""
+    origin: _builtins.str
+    """Name of the member that sent the message first."""
+    id: _builtins.int
+    """Random 64-bit identifier chosen by the origin; restarts cannot reuse one by
+    counting from zero again.
+    """
+    payload: _builtins.bytes
+    """The subsystem's payload; the whole broadcast must fit in one datagram."""
+    def __init__(
+        self,
+        *,
+        channel: _builtins.str = ...,
+        origin: _builtins.str = ...,
+        id: _builtins.int = ...,
+        payload: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "id", b"id", "origin", b"origin", "payload", b"payload"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChannelMessage: _TypeAlias = ChannelMessage  # noqa: Y015
+
+@_typing.final
+class ChannelState(_message.Message):
+    """ChannelState is a subsystem's full state in a push-pull exchange, so members
+    that missed broadcasts (partitions, restarts) converge.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    channel: _builtins.str
+    """The subsystem, as in ChannelMessage.channel."""
+    state: _builtins.bytes
+    """The subsystem's encoding of its state."""
+    def __init__(
+        self,
+        *,
+        channel: _builtins.str = ...,
+        state: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChannelState: _TypeAlias = ChannelState  # noqa: Y015
 
 @_typing.final
 class JoinIntent(_message.Message):
@@ -268,6 +341,7 @@ class MembershipState(_message.Message):
     LEFT_MEMBERS_FIELD_NUMBER: _builtins.int
     EVENT_LAMPORT_TIME_FIELD_NUMBER: _builtins.int
     RECENT_EVENTS_FIELD_NUMBER: _builtins.int
+    CHANNEL_STATES_FIELD_NUMBER: _builtins.int
     lamport_time: _builtins.int
     """The sender's membership Lamport clock (the next time it would use)."""
     event_lamport_time: _builtins.int
@@ -284,6 +358,10 @@ class MembershipState(_message.Message):
     def recent_events(self) -> _containers.RepeatedCompositeFieldContainer[Global___UserEventMessage]:
         """The sender's recent user events (its event buffer), oldest first."""
 
+    @_builtins.property
+    def channel_states(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChannelState]:
+        """The full state of each subsystem channel the sender runs, sorted by channel."""
+
     def __init__(
         self,
         *,
@@ -292,10 +370,11 @@ class MembershipState(_message.Message):
         left_members: _abc.Iterable[_builtins.str] | None = ...,
         event_lamport_time: _builtins.int = ...,
         recent_events: _abc.Iterable[Global___UserEventMessage] | None = ...,
+        channel_states: _abc.Iterable[Global___ChannelState] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_lamport_time", b"event_lamport_time", "lamport_time", b"lamport_time", "left_members", b"left_members", "recent_events", b"recent_events", "status_times", b"status_times"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_states", b"channel_states", "event_lamport_time", b"event_lamport_time", "lamport_time", b"lamport_time", "left_members", b"left_members", "recent_events", b"recent_events", "status_times", b"status_times"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -90,7 +90,7 @@ class RingNode(_message.Message):
     """member_name is the member behind a membership node; empty for registered ones."""
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """metadata describes the node (at most 16 entries of at most 256 bytes each)."""
+        """metadata describes the node (at most 16 entries and 512 bytes in all)."""
 
     def __init__(
         self,
@@ -404,7 +404,7 @@ class AddNodeRequest(_message.Message):
     """weight scales the node's share of keys (1 to 1000; 0 means 1)."""
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """metadata describes the node (at most 16 entries of at most 256 bytes each)."""
+        """metadata describes the node (at most 16 entries and 512 bytes in all)."""
 
     def __init__(
         self,

@@ -33,8 +33,8 @@ class RingStub:
     The ring name "" means "default".
 
     Limits: ring names 0 to 128 characters of [A-Za-z0-9._-]; keys 1 to 1024 bytes
-    of UTF-8; weights 1 to 1000; node metadata at most 16 entries of at most 256
-    bytes each.
+    of UTF-8; weights 1 to 1000; node metadata at most 16 entries and 512 bytes in
+    all (registrations travel in one gossip datagram).
     """
 
     def __init__(self, channel):
@@ -88,8 +88,8 @@ class RingServicer:
     The ring name "" means "default".
 
     Limits: ring names 0 to 128 characters of [A-Za-z0-9._-]; keys 1 to 1024 bytes
-    of UTF-8; weights 1 to 1000; node metadata at most 16 entries of at most 256
-    bytes each.
+    of UTF-8; weights 1 to 1000; node metadata at most 16 entries and 512 bytes in
+    all (registrations travel in one gossip datagram).
     """
 
     def GetNode(self, request, context):
@@ -198,8 +198,8 @@ class Ring:
     The ring name "" means "default".
 
     Limits: ring names 0 to 128 characters of [A-Za-z0-9._-]; keys 1 to 1024 bytes
-    of UTF-8; weights 1 to 1000; node metadata at most 16 entries of at most 256
-    bytes each.
+    of UTF-8; weights 1 to 1000; node metadata at most 16 entries and 512 bytes in
+    all (registrations travel in one gossip datagram).
     """
 
     @staticmethod

@@ -34,8 +34,8 @@ class RingStub:
     The ring name "" means "default".
 
     Limits: ring names 0 to 128 characters of [A-Za-z0-9._-]; keys 1 to 1024 bytes
-    of UTF-8; weights 1 to 1000; node metadata at most 16 entries of at most 256
-    bytes each.
+    of UTF-8; weights 1 to 1000; node metadata at most 16 entries and 512 bytes in
+    all (registrations travel in one gossip datagram).
     """
 
     @_typing.overload
@@ -72,8 +72,8 @@ class RingAsyncStub(RingStub):
     The ring name "" means "default".
 
     Limits: ring names 0 to 128 characters of [A-Za-z0-9._-]; keys 1 to 1024 bytes
-    of UTF-8; weights 1 to 1000; node metadata at most 16 entries of at most 256
-    bytes each.
+    of UTF-8; weights 1 to 1000; node metadata at most 16 entries and 512 bytes in
+    all (registrations travel in one gossip datagram).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -106,8 +106,8 @@ class RingServicer(metaclass=_abc_1.ABCMeta):
     The ring name "" means "default".
 
     Limits: ring names 0 to 128 characters of [A-Za-z0-9._-]; keys 1 to 1024 bytes
-    of UTF-8; weights 1 to 1000; node metadata at most 16 entries of at most 256
-    bytes each.
+    of UTF-8; weights 1 to 1000; node metadata at most 16 entries and 512 bytes in
+    all (registrations travel in one gossip datagram).
     """
 
     @_abc_1.abstractmethod
