@@ -806,6 +806,16 @@ class GossipNode:
 
     # ------------------------------------------------------------------ healing and reaping
 
+    def mark_left(self, name: str) -> bool:
+        """Records that a dead member was made to leave (Serf's RemoveFailedNode), so it
+        is no longer retried by reconnect. Nothing is gossiped: the layer above
+        broadcasts its own leave intent. True if the member was dead and is now left."""
+        node = self._nodes.get(name)
+        if node is None or node.status is not NodeStatus.DEAD or name == self.name:
+            return False
+        node.status = NodeStatus.LEFT
+        return True
+
     def _reconnect(self, now: float, effects: list[Effect]) -> None:
         """Serf-style reconnect, extended to seeds: push-pull with one failed member or seed."""
         timeout = self.config.reconnect_timeout

@@ -687,6 +687,9 @@ class Membership:
             return True
         if state.status is MemberStatus.FAILED:
             state.status = MemberStatus.LEFT
+            # A left member is not retried: it must not come back by reconnect (Serf
+            # removes it from failedMembers).
+            self._node.mark_left(node)
             self._emit_member(EventType.MEMBER_LEAVE, state, now, out)
             if prune:
                 self._erase(state, now, out, pruned=True)

@@ -4,7 +4,7 @@ and without prune, name reuse after a leave, and a restart from a snapshot."""
 
 from __future__ import annotations
 
-from controlplane.gossip import GossipConfig
+from controlplane.gossip import GossipConfig, NodeStatus
 from controlplane.membership import EventType, MembershipConfig, MemberStatus, parse_snapshot
 from controlplane.testing.membership_sim import MembershipSimCluster
 
@@ -203,3 +203,25 @@ def test_restart_from_snapshot_rejoins_without_seeds_and_replays_nothing_old():
     cluster.run_for(20)
     after = delivered(cluster, "n5")[before:]
     assert after == [("deploy", b"missed", missed)]
+
+
+def test_a_force_left_member_is_no_longer_retried_by_reconnect() -> None:
+    config = GossipConfig.local(reconnect_interval=2.0)
+    cluster = MembershipSimCluster(config, seed=21)
+    for name in ("a", "b", "c"):
+        cluster.start(name, seeds=["a"] if name != "a" else [])
+    assert cluster.run_until_true(lambda: cluster.converged(["a", "b", "c"]), timeout=60)
+    cluster.pause("c")
+    assert cluster.run_until_true(
+        lambda: cluster.all_status("c", {MemberStatus.FAILED}, ["a", "b"]), timeout=60
+    )
+    cluster.force_leave("a", "c")
+    assert cluster.run_until_true(
+        lambda: cluster.all_status("c", {MemberStatus.LEFT}, ["a", "b"]), timeout=30
+    )
+    assert cluster.layers["a"].node.member("c").status is NodeStatus.LEFT
+    attempts = cluster.layers["a"].node.stats.reconnect_attempts
+    cluster.run_for(20)
+    # Nothing but the seed (already alive) could be retried: c is left, not failed.
+    assert cluster.all_status("c", {MemberStatus.LEFT}, ["a", "b"])
+    assert cluster.layers["a"].node.stats.reconnect_attempts == attempts
