@@ -10,7 +10,6 @@ import pytest
 
 from controlplane.client.health import HealthStatus
 from controlplane.testing.agents import AgentProcess
-from controlplane.v1 import ring_pb2, ring_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
@@ -64,13 +63,6 @@ def test_health_of_unknown_service_is_not_found(agent: AgentProcess) -> None:
     with pytest.raises(grpc.RpcError) as raised:
         agent.health("controlplane.v1.Nope")
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
-
-
-def test_pending_rpc_is_unimplemented_with_a_message(agent: AgentProcess) -> None:
-    with grpc.insecure_channel(agent.target) as channel, pytest.raises(grpc.RpcError) as raised:
-        ring_pb2_grpc.RingStub(channel).GetNode(ring_pb2.GetNodeRequest(key="k"), timeout=5)
-    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "/controlplane.v1.Ring/GetNode is not available" in (raised.value.details() or "")
 
 
 def test_sigterm_stops_gracefully_with_exit_zero(agent: AgentProcess) -> None:

@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -108,22 +108,31 @@ def test_monitor_streams_events_until_interrupted(pair: tuple[AgentProcess, Agen
         text=True,
         env=env,
     )
+    assert monitor.stdout is not None
+    lines: list[dict[str, Any]] = []
+    reader = threading.Thread(
+        target=lambda: lines.extend(json.loads(line) for line in monitor.stdout or ()),
+        daemon=True,
+    )
+    reader.start()
     try:
-        time.sleep(1.0)  # let the stream open before the events it must see
+        # The stream only carries what happens after it is subscribed: wait until it is.
+        def subscribed() -> bool:
+            cli("event", "--addr", first.target, "warm-up")
+            return any(e.get("user", {}).get("name") == "warm-up" for e in list(lines))
+
+        assert wait_until(subscribed, timeout=30, interval=0.5)
         assert cli("join", "--addr", second.target, first.target).returncode == 0
         assert cli("event", "--addr", second.target, "hello", "world").returncode == 0
-        assert monitor.stdout is not None
-        seen: list[dict[str, Any]] = []
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not any(e["type"] == "user" for e in seen):
-            line = monitor.stdout.readline()
-            if line:
-                seen.append(json.loads(line))
-        kinds = [event["type"] for event in seen]
+
+        def user_event_seen() -> bool:
+            return any(e.get("user", {}).get("name") == "hello" for e in list(lines))
+
+        assert wait_until(user_event_seen, timeout=30), lines
+        kinds = [event["type"] for event in lines]
         assert "member-join" in kinds
-        assert {"name": "hello", "payload": "world"}.items() <= next(
-            e["user"] for e in seen if e["type"] == "user"
-        ).items()
+        hello = next(e["user"] for e in lines if e.get("user", {}).get("name") == "hello")
+        assert {"name": "hello", "payload": "world"}.items() <= hello.items()
     finally:
         monitor.send_signal(signal.SIGINT)
         assert monitor.wait(timeout=15) == 0

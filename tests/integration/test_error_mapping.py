@@ -12,6 +12,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from controlplane.api.errors import ErrorMappingInterceptor
+from controlplane.api.services import RING, pending_servicer
 from controlplane.errors import InvalidArgument, NotFound, Unavailable
 from controlplane.v1 import ring_pb2, ring_pb2_grpc
 
@@ -84,3 +85,20 @@ async def test_error_in_a_stream_after_the_first_message(stub: Any) -> None:
         await call.read()
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
     assert raised.value.details() == "agent is draining; reconnect to another agent"
+
+
+async def test_a_pending_rpc_is_unimplemented_and_says_what_is_missing() -> None:
+    server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
+    RING.add_to_server(pending_servicer(RING, "rings arrive in a later release"), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await ring_pb2_grpc.RingStub(channel).GetNode(ring_pb2.GetNodeRequest(key="k"))
+    finally:
+        await server.stop(None)
+    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    details = raised.value.details() or ""
+    assert details.startswith("/controlplane.v1.Ring/GetNode is not available in controlplane")
+    assert details.endswith("rings arrive in a later release")

@@ -88,6 +88,14 @@ def test_every_event_type_reaches_the_watch_streams(cluster: Cluster) -> None:
     events = observer.watch("WatchEvents", pb.WatchEventsRequest())
     members = observer.watch("WatchMembers", pb.WatchMembersRequest())
     try:
+        # Streams carry what happens after they are subscribed: wait until both are.
+        def subscribed() -> bool:
+            stub(observer).FireUserEvent(pb.FireUserEventRequest(name="warm-up"), timeout=5)
+            return bool(members.snapshot()) and ("USER", ("warm-up",)) in event_kinds(
+                events.snapshot()
+            )
+
+        assert wait_until(subscribed, timeout=30, interval=0.5)
         joiner = cluster.start(4)
         stub(joiner).UpdateTags(pb.UpdateTagsRequest(set={"zone": "z4"}), timeout=5)
         stub(cluster.agents["node-2"]).FireUserEvent(
@@ -134,19 +142,31 @@ def test_a_user_event_reaches_every_member_exactly_once(cluster: Cluster) -> Non
         for name, agent in cluster.agents.items()
     }
     try:
+        # Streams carry only events that happen after they are subscribed: wait until
+        # each one demonstrably receives events before firing the one that counts.
+        def ready() -> bool:
+            stub(cluster.agents["node-1"]).FireUserEvent(
+                pb.FireUserEventRequest(name="warm-up"), timeout=5
+            )
+            return all(
+                any(m.event.user.name == "warm-up" for m in w.snapshot())  # type: ignore[attr-defined]
+                for w in watchers.values()
+            )
+
+        assert wait_until(ready, timeout=30, interval=0.5)
         answer = stub(cluster.agents["node-3"]).FireUserEvent(
             pb.FireUserEventRequest(name="reload", payload=b"cfg-7"), timeout=5
         )
         assert answer.lamport_time >= 1
 
-        def everyone_has_it() -> bool:
-            return all(len(w.snapshot()) >= 1 for w in watchers.values())
+        def reloads(name: str) -> list[pb.UserEvent]:
+            events = [m.event.user for m in watchers[name].snapshot()]  # type: ignore[attr-defined]
+            return [u for u in events if u.name == "reload"]
 
-        assert wait_until(everyone_has_it, timeout=20)
+        assert wait_until(lambda: all(reloads(name) for name in watchers), timeout=20)
         wait_until(lambda: False, timeout=3)  # time for duplicates to show up, if any
-        for name, watcher in watchers.items():
-            received = [m.event.user for m in watcher.snapshot()]  # type: ignore[attr-defined]
-            assert [(u.name, u.payload, u.lamport_time) for u in received] == [
+        for name in watchers:
+            assert [(u.name, u.payload, u.lamport_time) for u in reloads(name)] == [
                 ("reload", b"cfg-7", answer.lamport_time)
             ], name
     finally:

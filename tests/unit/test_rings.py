@@ -7,15 +7,15 @@ import pytest
 from controlplane.errors import InvalidArgument
 from controlplane.rings import (
     Registration,
-    decode_registration,
-    decode_state,
-    encode_registration,
-    encode_state,
     RingDirectory,
     RingMember,
     check_key,
     check_metadata,
     check_weight,
+    decode_registration,
+    decode_state,
+    encode_registration,
+    encode_state,
     ring_name,
 )
 

@@ -1,0 +1,799 @@
+"""The asyncio client: `AsyncClient`, its resumable watches and `AsyncLiveRing`.
+
+The same API as the blocking `Client` (`controlplane.client.sync`), awaited: one
+`grpc.aio` channel per agent address, the same failover rule and idempotency
+table, a background heartbeat/rebalance task, and watches that resume on another
+agent after a failure. Create it inside a running event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+import grpc
+import grpc.aio
+
+from controlplane.client import requests
+from controlplane.client.common import (
+    CHANNEL_OPTIONS,
+    HEARTBEAT_RETRY,
+    PING_TIMEOUT,
+    ClientOptions,
+    Failover,
+    classify,
+    exhausted,
+    heartbeat_interval,
+)
+from controlplane.client.health import HealthStatus, check_health_async
+from controlplane.client.ringview import RingState
+from controlplane.client.views import (
+    EventUpdate,
+    LeaderTracker,
+    LeaderUpdate,
+    MembersUpdate,
+    MemberView,
+    RingTracker,
+    RingUpdate,
+    UserEventDeduper,
+)
+from controlplane.errors import ControlPlaneError, DeadlineExceeded, Unavailable
+from controlplane.pool import Server
+from controlplane.v1 import (
+    membership_pb2,
+    membership_pb2_grpc,
+    ring_pb2,
+    ring_pb2_grpc,
+    server_pool_pb2,
+    server_pool_pb2_grpc,
+)
+
+__all__ = ["AsyncClient", "AsyncLiveRing", "AsyncWatch"]
+
+T = TypeVar("T")
+M = TypeVar("M")
+U = TypeVar("U")
+
+
+@dataclass(frozen=True, slots=True)
+class _Stubs:
+    channel: grpc.aio.Channel
+    membership: membership_pb2_grpc.MembershipAsyncStub
+    server_pool: server_pool_pb2_grpc.ServerPoolAsyncStub
+    ring: ring_pb2_grpc.RingAsyncStub
+
+
+class AsyncClient:
+    """An asyncio controlplane client with failover across agents.
+
+    >>> async with AsyncClient(["127.0.0.1:7946"]) as client:   # doctest: +SKIP
+    ...     names = [m.name for m in await client.members()]
+
+    Same semantics as `Client`: deadlines over all attempts, idempotent calls
+    retried on the next server, `controlplane.errors` exceptions only.
+    """
+
+    def __init__(
+        self,
+        seeds: Sequence[str] | str,
+        options: ClientOptions | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> None:
+        options = options or ClientOptions()
+        if timeout is not None:
+            options = dataclasses.replace(options, timeout=timeout)
+        self._options = options
+        self._failover = Failover([seeds] if isinstance(seeds, str) else seeds, options)
+        # The first resolution may block on DNS; seeds are usually IP literals, and
+        # later re-discoveries resolve in a worker thread.
+        self._failover.rediscover()
+        self._conns: dict[str, _Stubs] = {}
+        self._closed = False
+        self._watches: set[AsyncWatch[Any, Any]] = set()
+        self._last_heartbeat: server_pool_pb2.HeartbeatResponse | None = None
+        self._stop = asyncio.Event()
+        self._maintenance: asyncio.Task[None] | None = None
+        if options.heartbeat:
+            self._maintenance = asyncio.get_running_loop().create_task(
+                self._maintain(), name="controlplane-client-maintenance"
+            )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def close(self) -> None:
+        """Stops the maintenance task, cancels watches, closes every channel."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        for watch in list(self._watches):
+            watch.close()
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+        conns, self._conns = list(self._conns.values()), {}
+        for conn in conns:
+            await conn.channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ pool view
+
+    @property
+    def options(self) -> ClientOptions:
+        return self._options
+
+    @property
+    def current_server(self) -> str | None:
+        """Address of the agent that answered the last successful call."""
+        current = self._failover.current
+        return current.address if current is not None else None
+
+    def servers(self) -> tuple[Server, ...]:
+        """Every server the client knows, in the pool's stored order."""
+        return self._failover.servers()
+
+    @property
+    def last_heartbeat(self) -> server_pool_pb2.HeartbeatResponse | None:
+        return self._last_heartbeat
+
+    # ------------------------------------------------------------------ Membership
+
+    async def members(
+        self,
+        *,
+        statuses: Iterable[membership_pb2.MemberStatus.ValueType] = (),
+        tags: Mapping[str, str] | None = None,
+        name_pattern: str = "",
+        timeout: float | None = None,
+    ) -> list[membership_pb2.Member]:
+        """Members the answering agent knows, filtered, sorted by name."""
+        request = requests.list_members(statuses, tags, name_pattern)
+        response = await self._unary(
+            "Membership/ListMembers",
+            lambda s, t: s.membership.ListMembers(request, timeout=t),
+            timeout,
+        )
+        return list(response.members)
+
+    async def local_member(self, *, timeout: float | None = None) -> membership_pb2.Member:
+        """The answering agent as a member."""
+        request = membership_pb2.GetLocalMemberRequest()
+        return (
+            await self._unary(
+                "Membership/GetLocalMember",
+                lambda s, t: s.membership.GetLocalMember(request, timeout=t),
+                timeout,
+            )
+        ).member
+
+    async def join(
+        self, addresses: Sequence[str], *, replay_events: bool = False, timeout: float | None = None
+    ) -> int:
+        """Asks the answering agent to join these addresses; returns how many answered."""
+        request = membership_pb2.JoinRequest(addresses=list(addresses), replay_events=replay_events)
+        return (
+            await self._unary(
+                "Membership/Join", lambda s, t: s.membership.Join(request, timeout=t), timeout
+            )
+        ).contacted
+
+    async def leave(self, *, timeout: float | None = None) -> None:
+        """Makes the answering agent leave the cluster gracefully."""
+        request = membership_pb2.LeaveRequest()
+        await self._unary(
+            "Membership/Leave", lambda s, t: s.membership.Leave(request, timeout=t), timeout
+        )
+
+    async def update_tags(
+        self,
+        *,
+        set: Mapping[str, str] | None = None,
+        delete: Iterable[str] = (),
+        timeout: float | None = None,
+    ) -> membership_pb2.Member:
+        """Sets then deletes tags of the answering agent; returns it as a member."""
+        request = requests.update_tags(set, delete)
+        return (
+            await self._unary(
+                "Membership/UpdateTags",
+                lambda s, t: s.membership.UpdateTags(request, timeout=t),
+                timeout,
+            )
+        ).member
+
+    async def force_leave(
+        self, name: str, *, prune: bool = False, timeout: float | None = None
+    ) -> None:
+        """Moves a failed member to left (with `prune`, erases it at once)."""
+        request = membership_pb2.ForceLeaveRequest(name=name, prune=prune)
+        await self._unary(
+            "Membership/ForceLeave",
+            lambda s, t: s.membership.ForceLeave(request, timeout=t),
+            timeout,
+        )
+
+    async def fire_event(
+        self,
+        name: str,
+        payload: bytes = b"",
+        *,
+        coalesce: bool = False,
+        timeout: float | None = None,
+    ) -> int:
+        """Fires a user event cluster-wide; returns its Lamport time."""
+        request = membership_pb2.FireUserEventRequest(name=name, payload=payload, coalesce=coalesce)
+        return (
+            await self._unary(
+                "Membership/FireUserEvent",
+                lambda s, t: s.membership.FireUserEvent(request, timeout=t),
+                timeout,
+            )
+        ).lamport_time
+
+    async def leader(self, *, timeout: float | None = None) -> membership_pb2.Leader | None:
+        """The leader as the answering agent sees it, or None."""
+        request = membership_pb2.GetLeaderRequest()
+        response = await self._unary(
+            "Membership/GetLeader", lambda s, t: s.membership.GetLeader(request, timeout=t), timeout
+        )
+        return response.leader if response.HasField("leader") else None
+
+    # ------------------------------------------------------------------ ServerPool
+
+    async def heartbeat(self, *, timeout: float | None = None) -> server_pool_pb2.HeartbeatResponse:
+        """Heartbeats now and feeds the answer's server list into the client's pool."""
+        version = self._options.api_version
+        request = requests.heartbeat(
+            self._options.client_id, version.major, version.minor, self._options.metadata
+        )
+        response = await self._unary(
+            "ServerPool/Heartbeat",
+            lambda s, t: s.server_pool.Heartbeat(request, timeout=t),
+            timeout,
+        )
+        self._failover.refresh(response)
+        self._last_heartbeat = response
+        return response
+
+    async def find_server(
+        self, pool: str = "", *, timeout: float | None = None
+    ) -> server_pool_pb2.FindServerResponse:
+        """The head of a pool held by the answering agent."""
+        request = server_pool_pb2.FindServerRequest(pool=pool)
+        return await self._unary(
+            "ServerPool/FindServer",
+            lambda s, t: s.server_pool.FindServer(request, timeout=t),
+            timeout,
+        )
+
+    async def list_servers(
+        self, pool: str = "", *, timeout: float | None = None
+    ) -> server_pool_pb2.ListServersResponse:
+        request = server_pool_pb2.ListServersRequest(pool=pool)
+        return await self._unary(
+            "ServerPool/ListServers",
+            lambda s, t: s.server_pool.ListServers(request, timeout=t),
+            timeout,
+        )
+
+    async def list_clients(
+        self, *, timeout: float | None = None
+    ) -> list[server_pool_pb2.HeartbeatClient]:
+        request = server_pool_pb2.ListClientsRequest()
+        return list(
+            (
+                await self._unary(
+                    "ServerPool/ListClients",
+                    lambda s, t: s.server_pool.ListClients(request, timeout=t),
+                    timeout,
+                )
+            ).clients
+        )
+
+    async def refresh_server_lists(
+        self, request: server_pool_pb2.RefreshServerListsRequest, *, timeout: float | None = None
+    ) -> server_pool_pb2.RefreshServerListsResponse:
+        return await self._unary(
+            "ServerPool/RefreshServerLists",
+            lambda s, t: s.server_pool.RefreshServerLists(request, timeout=t),
+            timeout,
+        )
+
+    async def set_backup_servers(
+        self,
+        servers: Sequence[server_pool_pb2.Server],
+        pool: str = "",
+        *,
+        timeout: float | None = None,
+    ) -> int:
+        request = server_pool_pb2.SetBackupServersRequest(pool=pool, servers=list(servers))
+        return (
+            await self._unary(
+                "ServerPool/SetBackupServers",
+                lambda s, t: s.server_pool.SetBackupServers(request, timeout=t),
+                timeout,
+            )
+        ).num_backups
+
+    async def notify_failed_server(
+        self, address: str, pool: str = "", *, timeout: float | None = None
+    ) -> server_pool_pb2.NotifyFailedServerResponse:
+        request = server_pool_pb2.NotifyFailedServerRequest(pool=pool, address=address)
+        return await self._unary(
+            "ServerPool/NotifyFailedServer",
+            lambda s, t: s.server_pool.NotifyFailedServer(request, timeout=t),
+            timeout,
+        )
+
+    async def rebalance_servers(
+        self, pool: str = "", *, timeout: float | None = None
+    ) -> server_pool_pb2.RebalanceServersResponse:
+        request = server_pool_pb2.RebalanceServersRequest(pool=pool)
+        return await self._unary(
+            "ServerPool/RebalanceServers",
+            lambda s, t: s.server_pool.RebalanceServers(request, timeout=t),
+            timeout,
+        )
+
+    # ------------------------------------------------------------------ Ring
+
+    async def get_node(
+        self, key: str, *, ring: str = "", timeout: float | None = None
+    ) -> ring_pb2.RingNode:
+        """The node owning `key`, asked of an agent (see `ring()` for local lookups)."""
+        request = ring_pb2.GetNodeRequest(ring=ring, key=key)
+        return (
+            await self._unary(
+                "Ring/GetNode", lambda s, t: s.ring.GetNode(request, timeout=t), timeout
+            )
+        ).node
+
+    async def get_nodes(
+        self, key: str, n: int, *, ring: str = "", timeout: float | None = None
+    ) -> list[ring_pb2.RingNode]:
+        """Up to `n` distinct nodes for `key`, clockwise (replicas)."""
+        request = ring_pb2.GetNodesRequest(ring=ring, key=key, count=n)
+        return list(
+            (
+                await self._unary(
+                    "Ring/GetNodes", lambda s, t: s.ring.GetNodes(request, timeout=t), timeout
+                )
+            ).nodes
+        )
+
+    async def list_nodes(
+        self, ring: str = "", *, timeout: float | None = None
+    ) -> ring_pb2.ListNodesResponse:
+        request = ring_pb2.ListNodesRequest(ring=ring)
+        return await self._unary(
+            "Ring/ListNodes", lambda s, t: s.ring.ListNodes(request, timeout=t), timeout
+        )
+
+    async def get_ring(
+        self, ring: str = "", *, timeout: float | None = None
+    ) -> ring_pb2.RingSnapshot:
+        request = ring_pb2.GetRingRequest(ring=ring)
+        return (
+            await self._unary(
+                "Ring/GetRing", lambda s, t: s.ring.GetRing(request, timeout=t), timeout
+            )
+        ).ring
+
+    async def add_node(
+        self,
+        address: str,
+        port: int,
+        *,
+        ring: str = "",
+        weight: int = 0,
+        metadata: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> ring_pb2.AddNodeResponse:
+        """Registers a node on a ring (replicated cluster-wide)."""
+        request = requests.add_node(address, port, ring, weight, metadata)
+        return await self._unary(
+            "Ring/AddNode", lambda s, t: s.ring.AddNode(request, timeout=t), timeout
+        )
+
+    async def remove_node(
+        self, node_id: str, *, ring: str = "", timeout: float | None = None
+    ) -> int:
+        """Removes a registered node (`address:port`); returns the ring version."""
+        request = ring_pb2.RemoveNodeRequest(ring=ring, id=node_id)
+        return (
+            await self._unary(
+                "Ring/RemoveNode", lambda s, t: s.ring.RemoveNode(request, timeout=t), timeout
+            )
+        ).version
+
+    # ------------------------------------------------------------------ watches
+
+    def watch_members(self) -> AsyncWatch[membership_pb2.WatchMembersResponse, MembersUpdate]:
+        """Member changes: a SNAPSHOT, then UPSERT / REMOVED; resumes without repeats."""
+        view = MemberView()
+        request = membership_pb2.WatchMembersRequest()
+        return AsyncWatch(
+            self,
+            "Membership/WatchMembers",
+            lambda s: s.membership.WatchMembers(request),
+            lambda message, first, resumed: view.apply(message, first=first, resumed=resumed),
+        )
+
+    def watch_events(
+        self,
+        *,
+        types: Iterable[membership_pb2.EventType.ValueType] = (),
+        user_event_name: str = "",
+    ) -> AsyncWatch[membership_pb2.WatchEventsResponse, EventUpdate]:
+        """Events as agents emit them; see docs/client.md for resume semantics."""
+        request = requests.watch_events(types, user_event_name)
+        deduper = UserEventDeduper()
+        gap = [False]
+
+        def handle(
+            message: membership_pb2.WatchEventsResponse, first: bool, resumed: bool
+        ) -> list[EventUpdate]:
+            if first and resumed:
+                gap[0] = True
+            if not deduper.first_time(message.event):
+                return []
+            update = EventUpdate(message.event, gap[0])
+            gap[0] = False
+            return [update]
+
+        return AsyncWatch(
+            self, "Membership/WatchEvents", lambda s: s.membership.WatchEvents(request), handle
+        )
+
+    def watch_leader(self) -> AsyncWatch[membership_pb2.WatchLeaderResponse, LeaderUpdate]:
+        """Leader changes; a resumed stream emits only if the leader or epoch changed."""
+        tracker = LeaderTracker()
+        request = membership_pb2.WatchLeaderRequest()
+
+        def handle(
+            message: membership_pb2.WatchLeaderResponse, first: bool, resumed: bool
+        ) -> list[LeaderUpdate]:
+            leader = message.leader if message.HasField("leader") else None
+            update = tracker.accept(leader, resumed=resumed and first)
+            return [update] if update else []
+
+        return AsyncWatch(
+            self, "Membership/WatchLeader", lambda s: s.membership.WatchLeader(request), handle
+        )
+
+    def watch_ring(self, name: str = "") -> AsyncWatch[ring_pb2.WatchRingResponse, RingUpdate]:
+        """Ring snapshots, emitted only when the nodes (checksum) change."""
+        tracker = RingTracker()
+        request = ring_pb2.WatchRingRequest(ring=name)
+
+        def handle(
+            message: ring_pb2.WatchRingResponse, first: bool, resumed: bool
+        ) -> list[RingUpdate]:
+            update = tracker.accept(message.ring, resumed=resumed and first)
+            return [update] if update else []
+
+        return AsyncWatch(self, "Ring/WatchRing", lambda s: s.ring.WatchRing(request), handle)
+
+    async def ring(self, name: str = "", *, timeout: float | None = None) -> AsyncLiveRing:
+        """A local copy of a ring kept current by a background task; lookups do no
+        RPC. Waits for the first snapshot (at most `timeout`)."""
+        live = AsyncLiveRing(self, name)
+        await live.wait_ready(self._options.timeout if timeout is None else timeout)
+        return live
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Unavailable("the client is closed; create a new AsyncClient")
+
+    def _stubs(self, address: str) -> _Stubs:
+        conn = self._conns.get(address)
+        if conn is None:
+            self._check_open()
+            channel = grpc.aio.insecure_channel(
+                address, options=[*CHANNEL_OPTIONS, *self._options.channel_options]
+            )
+            conn = _Stubs(
+                channel,
+                membership_pb2_grpc.MembershipStub(channel),
+                server_pool_pb2_grpc.ServerPoolStub(channel),
+                ring_pb2_grpc.RingStub(channel),
+            )
+            self._conns[address] = conn
+        return conn
+
+    async def _rediscover(self) -> None:
+        """Re-resolves the seeds in a worker thread (DNS blocks), then updates the pool."""
+        loop = asyncio.get_running_loop()
+        resolved: dict[str, Sequence[str]] = {}
+        for seed in self._failover.seeds:
+            with contextlib.suppress(OSError, ValueError):
+                resolved[seed] = await loop.run_in_executor(None, self._options.resolver, seed)
+        self._failover.rediscover(resolved)
+
+    async def _next_server(self, tried: Sequence[Server]) -> Server | None:
+        tried_names = {s.name for s in tried}
+        tried_addresses = {s.address for s in tried}
+        for attempt in range(2):
+            if attempt == 1 or self._failover.needs_rediscovery():
+                await self._rediscover()
+            for server in self._failover.candidates():
+                if server.name not in tried_names and server.address not in tried_addresses:
+                    return server
+        return None
+
+    async def _unary(
+        self, method: str, invoke: Callable[[_Stubs, float], Awaitable[T]], timeout: float | None
+    ) -> T:
+        self._check_open()
+        budget = self._options.timeout if timeout is None else timeout
+        deadline = time.monotonic() + budget
+        tried: list[Server] = []
+        last: ControlPlaneError | None = None
+        while True:
+            server = self._failover.find_server() if not tried else None
+            if server is None:
+                server = await self._next_server(tried)
+            if server is None:
+                raise exhausted(method, tried, last)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineExceeded(
+                    f"{method}: the {budget:g} s deadline passed before a server answered "
+                    f"(tried {', '.join(s.address for s in tried) or 'none'}); raise the timeout"
+                )
+            try:
+                response = await invoke(self._stubs(server.address), remaining)
+            except grpc.RpcError as error:
+                verdict = classify(
+                    error, method, server, deadline_passed=time.monotonic() >= deadline
+                )
+                if verdict.server_failed:
+                    self._failover.failed(server)
+                if not verdict.retry:
+                    raise verdict.error from None
+                tried.append(server)
+                last = verdict.error
+                continue
+            self._failover.succeeded(server)
+            return response
+
+    async def _ping(self, server: Server) -> bool:
+        try:
+            status = await check_health_async(
+                self._stubs(server.address).channel, timeout=PING_TIMEOUT
+            )
+        except (grpc.RpcError, ControlPlaneError):
+            return False
+        return status == HealthStatus.SERVING
+
+    async def _rebalance(self) -> None:
+        plan = self._failover.plan_rebalance()
+        answers: list[bool] = []
+        for server in plan.ping_order:
+            answers.append(await self._ping(server))
+            if answers[-1]:
+                break
+        self._failover.commit_rebalance(plan, answers)
+
+    async def _maintain(self) -> None:
+        """Heartbeats at the server's interval, rebalances at the pool's interval."""
+        next_heartbeat = time.monotonic()
+        next_rebalance = time.monotonic() + self._failover.next_rebalance_interval()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_heartbeat:
+                try:
+                    response = await self.heartbeat()
+                    next_heartbeat = time.monotonic() + heartbeat_interval(response, self._options)
+                except ControlPlaneError:
+                    next_heartbeat = time.monotonic() + min(
+                        HEARTBEAT_RETRY,
+                        self._options.heartbeat_interval_override or HEARTBEAT_RETRY,
+                    )
+            if now >= next_rebalance:
+                await self._rebalance()
+                next_rebalance = time.monotonic() + self._failover.next_rebalance_interval()
+            wait = max(0.0, min(next_heartbeat, next_rebalance) - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), wait)
+
+
+class AsyncWatch(Generic[M, U]):
+    """A resumable server stream, iterated with `async for` for updates of type U.
+
+    Same rules as the blocking `Watch`: on failure it reopens the stream on the
+    next server and emits only the difference; it raises `Unavailable` once every
+    known server failed in a row without delivering a message. `close()` ends it.
+    """
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        method: str,
+        open_stream: Callable[[_Stubs], grpc.aio.UnaryStreamCall[Any, M]],
+        handle: Callable[[M, bool, bool], list[U]],
+    ) -> None:
+        client._check_open()
+        self._client = client
+        self._method = method
+        self._open = open_stream
+        self._handle = handle
+        self._pending: collections.deque[U] = collections.deque()
+        self._call: grpc.aio.UnaryStreamCall[Any, M] | None = None
+        self._stream: AsyncIterator[M] | None = None
+        self._server: Server | None = None
+        self._closed = False
+        self._streams_with_data = 0
+        self._first = True
+        self._tried: list[Server] = []
+        self.resumptions = 0
+        """How many times the stream was reopened after delivering data."""
+        client._watches.add(self)
+
+    @property
+    def server(self) -> str | None:
+        """Address of the agent currently streaming."""
+        return self._server.address if self._server is not None else None
+
+    def close(self) -> None:
+        self._closed = True
+        if self._call is not None:
+            self._call.cancel()
+        self._client._watches.discard(self)
+
+    async def __aenter__(self) -> AsyncWatch[M, U]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __aiter__(self) -> AsyncIterator[U]:
+        return self
+
+    async def __anext__(self) -> U:
+        while not self._pending:
+            await self._receive()
+        return self._pending.popleft()
+
+    async def _receive(self) -> None:
+        if self._closed:
+            raise StopAsyncIteration
+        if self._stream is None:
+            server = await self._client._next_server(self._tried)
+            if server is None:
+                tried, self._tried = self._tried, []
+                self.close()
+                raise exhausted(self._method, tried, None)
+            self._call = self._open(self._client._stubs(server.address))
+            self._stream = self._call.__aiter__()
+            self._server = server
+            self._first = True
+        server = self._server
+        assert server is not None
+        try:
+            message = await self._stream.__anext__()
+        except StopAsyncIteration:
+            if self._closed:
+                raise
+            self._drop(server, failed=False)
+            return
+        except asyncio.CancelledError:
+            if self._closed:
+                raise StopAsyncIteration from None
+            raise
+        except grpc.RpcError as error:
+            if self._closed:
+                raise StopAsyncIteration from None
+            verdict = classify(error, self._method, server, deadline_passed=False)
+            if not verdict.retry:
+                self.close()
+                raise verdict.error from None
+            self._drop(server, failed=True)
+            return
+        first, self._first = self._first, False
+        if first:
+            self._tried = []
+            self._streams_with_data += 1
+            if self._streams_with_data > 1:
+                self.resumptions += 1
+        self._client._failover.succeeded(server)
+        self._pending.extend(self._handle(message, first, self._streams_with_data > 1))
+
+    def _drop(self, server: Server, *, failed: bool) -> None:
+        if failed:
+            self._client._failover.failed(server)
+        self._tried.append(server)
+        self._call = None
+        self._stream = None
+
+
+class AsyncLiveRing:
+    """A ring kept current by a background WatchRing task; lookups are local."""
+
+    def __init__(self, client: AsyncClient, name: str = "") -> None:
+        self.name = name or "default"
+        self._state = RingState.empty(self.name)
+        self._ready = asyncio.Event()
+        self._error: ControlPlaneError | None = None
+        self._watch = client.watch_ring(name)
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"controlplane-ring-{self.name}"
+        )
+
+    async def _run(self) -> None:
+        try:
+            async for update in self._watch:
+                self._state = RingState.of(update.ring)
+                self._ready.set()
+        except ControlPlaneError as error:
+            self._error = error
+        finally:
+            self._ready.set()
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Waits for the first snapshot; raises the watch's error or DeadlineExceeded."""
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except TimeoutError:
+            self.close()
+            raise DeadlineExceeded(
+                f"ring {self.name!r}: no snapshot within {timeout:g} s; check the agents"
+            ) from None
+        if self._error is not None:
+            raise self._error
+
+    @property
+    def error(self) -> ControlPlaneError | None:
+        return self._error
+
+    @property
+    def state(self) -> RingState:
+        return self._state
+
+    @property
+    def checksum(self) -> int:
+        return self._state.snapshot.checksum
+
+    @property
+    def version(self) -> int:
+        return self._state.snapshot.version
+
+    def nodes(self) -> Mapping[str, ring_pb2.RingNode]:
+        return self._state.nodes
+
+    def get_node(self, key: str | bytes) -> str:
+        """Id (`address:port`) of the node owning `key`; FailedPrecondition if empty."""
+        return self._state.get_node(key)
+
+    def get_nodes(self, key: str | bytes, n: int) -> list[str]:
+        return self._state.get_nodes(key, n)
+
+    def close(self) -> None:
+        self._watch.close()
+        self._task.cancel()

@@ -1,0 +1,795 @@
+"""The blocking client: `Client`, its resumable watches and `LiveRing`.
+
+`Client` owns one gRPC channel per agent address, the failover loop around every
+unary call, the background maintenance thread (heartbeat at the interval the
+server asks for, periodic rebalance, re-discovery) and the watch iterators that
+resume on another agent after a failure. See docs/client.md.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Generic, Protocol, TypeVar
+
+import grpc
+
+from controlplane.client import requests
+from controlplane.client.common import (
+    CHANNEL_OPTIONS,
+    HEARTBEAT_RETRY,
+    PING_TIMEOUT,
+    ClientOptions,
+    Failover,
+    classify,
+    exhausted,
+    heartbeat_interval,
+)
+from controlplane.client.health import HealthStatus, check_health
+from controlplane.client.ringview import RingState
+from controlplane.client.views import (
+    EventUpdate,
+    LeaderTracker,
+    LeaderUpdate,
+    MembersUpdate,
+    MemberView,
+    RingTracker,
+    RingUpdate,
+    UserEventDeduper,
+)
+from controlplane.errors import ControlPlaneError, DeadlineExceeded, Unavailable
+from controlplane.pool import Server
+from controlplane.v1 import (
+    membership_pb2,
+    membership_pb2_grpc,
+    ring_pb2,
+    ring_pb2_grpc,
+    server_pool_pb2,
+    server_pool_pb2_grpc,
+)
+
+__all__ = ["Client", "LiveRing", "Watch"]
+
+T = TypeVar("T")
+M = TypeVar("M")
+M_co = TypeVar("M_co", covariant=True)
+U = TypeVar("U")
+
+
+@dataclass(frozen=True, slots=True)
+class _Stubs:
+    channel: grpc.Channel
+    membership: membership_pb2_grpc.MembershipStub
+    server_pool: server_pool_pb2_grpc.ServerPoolStub
+    ring: ring_pb2_grpc.RingStub
+
+
+class _Stream(Protocol[M_co]):
+    """What a server-streaming call returns: an iterator that can be cancelled."""
+
+    def __next__(self) -> M_co: ...
+
+    def cancel(self) -> bool: ...
+
+
+class Client:
+    """A blocking controlplane client with failover across agents.
+
+    >>> with Client(["127.0.0.1:7946"]) as client:   # doctest: +SKIP
+    ...     names = [m.name for m in client.members()]
+
+    Every unary call has a deadline (`options.timeout`, or `timeout=` per call)
+    covering all its attempts. Idempotent calls that fail with UNAVAILABLE or
+    DEADLINE_EXCEEDED are retried on the next server, at most once per known
+    server; other calls raise `Unavailable` saying they may have been applied.
+    Errors are `controlplane.errors` exceptions, never `grpc.RpcError`.
+    """
+
+    def __init__(
+        self,
+        seeds: Sequence[str] | str,
+        options: ClientOptions | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> None:
+        options = options or ClientOptions()
+        if timeout is not None:
+            options = dataclasses.replace(options, timeout=timeout)
+        self._options = options
+        self._failover = Failover([seeds] if isinstance(seeds, str) else seeds, options)
+        self._failover.rediscover()
+        self._conns: dict[str, _Stubs] = {}
+        self._conns_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._closed = False
+        self._watches: set[Watch[Any, Any]] = set()
+        self._last_heartbeat: server_pool_pb2.HeartbeatResponse | None = None
+        self._maintenance: threading.Thread | None = None
+        if options.heartbeat:
+            self._maintenance = threading.Thread(
+                target=self._maintain, name="controlplane-client-maintenance", daemon=True
+            )
+            self._maintenance.start()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Stops the maintenance thread, cancels watches, closes every channel."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        for watch in list(self._watches):
+            watch.close()
+        if self._maintenance is not None and self._maintenance is not threading.current_thread():
+            self._maintenance.join(timeout=10)
+        with self._conns_lock:
+            conns, self._conns = list(self._conns.values()), {}
+        for conn in conns:
+            conn.channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ pool view
+
+    @property
+    def options(self) -> ClientOptions:
+        return self._options
+
+    @property
+    def current_server(self) -> str | None:
+        """Address of the agent that answered the last successful call."""
+        current = self._failover.current
+        return current.address if current is not None else None
+
+    def servers(self) -> tuple[Server, ...]:
+        """Every server the client knows, in the pool's stored order."""
+        return self._failover.servers()
+
+    @property
+    def last_heartbeat(self) -> server_pool_pb2.HeartbeatResponse | None:
+        return self._last_heartbeat
+
+    # ------------------------------------------------------------------ Membership
+
+    def members(
+        self,
+        *,
+        statuses: Iterable[membership_pb2.MemberStatus.ValueType] = (),
+        tags: Mapping[str, str] | None = None,
+        name_pattern: str = "",
+        timeout: float | None = None,
+    ) -> list[membership_pb2.Member]:
+        """Members the answering agent knows, filtered, sorted by name."""
+        request = requests.list_members(statuses, tags, name_pattern)
+        response = self._unary(
+            "Membership/ListMembers",
+            lambda s, t: s.membership.ListMembers(request, timeout=t),
+            timeout,
+        )
+        return list(response.members)
+
+    def local_member(self, *, timeout: float | None = None) -> membership_pb2.Member:
+        """The answering agent as a member."""
+        request = membership_pb2.GetLocalMemberRequest()
+        return self._unary(
+            "Membership/GetLocalMember",
+            lambda s, t: s.membership.GetLocalMember(request, timeout=t),
+            timeout,
+        ).member
+
+    def join(
+        self, addresses: Sequence[str], *, replay_events: bool = False, timeout: float | None = None
+    ) -> int:
+        """Asks the answering agent to join these addresses; returns how many answered."""
+        request = membership_pb2.JoinRequest(addresses=list(addresses), replay_events=replay_events)
+        return self._unary(
+            "Membership/Join", lambda s, t: s.membership.Join(request, timeout=t), timeout
+        ).contacted
+
+    def leave(self, *, timeout: float | None = None) -> None:
+        """Makes the answering agent leave the cluster gracefully."""
+        request = membership_pb2.LeaveRequest()
+        self._unary(
+            "Membership/Leave", lambda s, t: s.membership.Leave(request, timeout=t), timeout
+        )
+
+    def update_tags(
+        self,
+        *,
+        set: Mapping[str, str] | None = None,
+        delete: Iterable[str] = (),
+        timeout: float | None = None,
+    ) -> membership_pb2.Member:
+        """Sets then deletes tags of the answering agent; returns it as a member."""
+        request = requests.update_tags(set, delete)
+        return self._unary(
+            "Membership/UpdateTags",
+            lambda s, t: s.membership.UpdateTags(request, timeout=t),
+            timeout,
+        ).member
+
+    def force_leave(self, name: str, *, prune: bool = False, timeout: float | None = None) -> None:
+        """Moves a failed member to left (with `prune`, erases it at once)."""
+        request = membership_pb2.ForceLeaveRequest(name=name, prune=prune)
+        self._unary(
+            "Membership/ForceLeave",
+            lambda s, t: s.membership.ForceLeave(request, timeout=t),
+            timeout,
+        )
+
+    def fire_event(
+        self,
+        name: str,
+        payload: bytes = b"",
+        *,
+        coalesce: bool = False,
+        timeout: float | None = None,
+    ) -> int:
+        """Fires a user event cluster-wide; returns its Lamport time."""
+        request = membership_pb2.FireUserEventRequest(name=name, payload=payload, coalesce=coalesce)
+        return self._unary(
+            "Membership/FireUserEvent",
+            lambda s, t: s.membership.FireUserEvent(request, timeout=t),
+            timeout,
+        ).lamport_time
+
+    def leader(self, *, timeout: float | None = None) -> membership_pb2.Leader | None:
+        """The leader as the answering agent sees it, or None."""
+        request = membership_pb2.GetLeaderRequest()
+        response = self._unary(
+            "Membership/GetLeader", lambda s, t: s.membership.GetLeader(request, timeout=t), timeout
+        )
+        return response.leader if response.HasField("leader") else None
+
+    # ------------------------------------------------------------------ ServerPool
+
+    def heartbeat(self, *, timeout: float | None = None) -> server_pool_pb2.HeartbeatResponse:
+        """Heartbeats now and feeds the answer's server list into the client's pool."""
+        version = self._options.api_version
+        request = requests.heartbeat(
+            self._options.client_id, version.major, version.minor, self._options.metadata
+        )
+        response = self._unary(
+            "ServerPool/Heartbeat",
+            lambda s, t: s.server_pool.Heartbeat(request, timeout=t),
+            timeout,
+        )
+        self._failover.refresh(response)
+        self._last_heartbeat = response
+        return response
+
+    def find_server(
+        self, pool: str = "", *, timeout: float | None = None
+    ) -> server_pool_pb2.FindServerResponse:
+        """The head of a pool held by the answering agent."""
+        request = server_pool_pb2.FindServerRequest(pool=pool)
+        return self._unary(
+            "ServerPool/FindServer",
+            lambda s, t: s.server_pool.FindServer(request, timeout=t),
+            timeout,
+        )
+
+    def list_servers(
+        self, pool: str = "", *, timeout: float | None = None
+    ) -> server_pool_pb2.ListServersResponse:
+        request = server_pool_pb2.ListServersRequest(pool=pool)
+        return self._unary(
+            "ServerPool/ListServers",
+            lambda s, t: s.server_pool.ListServers(request, timeout=t),
+            timeout,
+        )
+
+    def list_clients(
+        self, *, timeout: float | None = None
+    ) -> list[server_pool_pb2.HeartbeatClient]:
+        request = server_pool_pb2.ListClientsRequest()
+        return list(
+            self._unary(
+                "ServerPool/ListClients",
+                lambda s, t: s.server_pool.ListClients(request, timeout=t),
+                timeout,
+            ).clients
+        )
+
+    def refresh_server_lists(
+        self, request: server_pool_pb2.RefreshServerListsRequest, *, timeout: float | None = None
+    ) -> server_pool_pb2.RefreshServerListsResponse:
+        return self._unary(
+            "ServerPool/RefreshServerLists",
+            lambda s, t: s.server_pool.RefreshServerLists(request, timeout=t),
+            timeout,
+        )
+
+    def set_backup_servers(
+        self,
+        servers: Sequence[server_pool_pb2.Server],
+        pool: str = "",
+        *,
+        timeout: float | None = None,
+    ) -> int:
+        request = server_pool_pb2.SetBackupServersRequest(pool=pool, servers=list(servers))
+        return self._unary(
+            "ServerPool/SetBackupServers",
+            lambda s, t: s.server_pool.SetBackupServers(request, timeout=t),
+            timeout,
+        ).num_backups
+
+    def notify_failed_server(
+        self, address: str, pool: str = "", *, timeout: float | None = None
+    ) -> server_pool_pb2.NotifyFailedServerResponse:
+        request = server_pool_pb2.NotifyFailedServerRequest(pool=pool, address=address)
+        return self._unary(
+            "ServerPool/NotifyFailedServer",
+            lambda s, t: s.server_pool.NotifyFailedServer(request, timeout=t),
+            timeout,
+        )
+
+    def rebalance_servers(
+        self, pool: str = "", *, timeout: float | None = None
+    ) -> server_pool_pb2.RebalanceServersResponse:
+        request = server_pool_pb2.RebalanceServersRequest(pool=pool)
+        return self._unary(
+            "ServerPool/RebalanceServers",
+            lambda s, t: s.server_pool.RebalanceServers(request, timeout=t),
+            timeout,
+        )
+
+    # ------------------------------------------------------------------ Ring
+
+    def get_node(
+        self, key: str, *, ring: str = "", timeout: float | None = None
+    ) -> ring_pb2.RingNode:
+        """The node owning `key`, asked of an agent (see `ring()` for local lookups)."""
+        request = ring_pb2.GetNodeRequest(ring=ring, key=key)
+        return self._unary(
+            "Ring/GetNode", lambda s, t: s.ring.GetNode(request, timeout=t), timeout
+        ).node
+
+    def get_nodes(
+        self, key: str, n: int, *, ring: str = "", timeout: float | None = None
+    ) -> list[ring_pb2.RingNode]:
+        """Up to `n` distinct nodes for `key`, clockwise (replicas)."""
+        request = ring_pb2.GetNodesRequest(ring=ring, key=key, count=n)
+        return list(
+            self._unary(
+                "Ring/GetNodes", lambda s, t: s.ring.GetNodes(request, timeout=t), timeout
+            ).nodes
+        )
+
+    def list_nodes(
+        self, ring: str = "", *, timeout: float | None = None
+    ) -> ring_pb2.ListNodesResponse:
+        request = ring_pb2.ListNodesRequest(ring=ring)
+        return self._unary(
+            "Ring/ListNodes", lambda s, t: s.ring.ListNodes(request, timeout=t), timeout
+        )
+
+    def get_ring(self, ring: str = "", *, timeout: float | None = None) -> ring_pb2.RingSnapshot:
+        request = ring_pb2.GetRingRequest(ring=ring)
+        return self._unary(
+            "Ring/GetRing", lambda s, t: s.ring.GetRing(request, timeout=t), timeout
+        ).ring
+
+    def add_node(
+        self,
+        address: str,
+        port: int,
+        *,
+        ring: str = "",
+        weight: int = 0,
+        metadata: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> ring_pb2.AddNodeResponse:
+        """Registers a node on a ring (replicated cluster-wide)."""
+        request = requests.add_node(address, port, ring, weight, metadata)
+        return self._unary("Ring/AddNode", lambda s, t: s.ring.AddNode(request, timeout=t), timeout)
+
+    def remove_node(self, node_id: str, *, ring: str = "", timeout: float | None = None) -> int:
+        """Removes a registered node (`address:port`); returns the ring version."""
+        request = ring_pb2.RemoveNodeRequest(ring=ring, id=node_id)
+        return self._unary(
+            "Ring/RemoveNode", lambda s, t: s.ring.RemoveNode(request, timeout=t), timeout
+        ).version
+
+    # ------------------------------------------------------------------ watches
+
+    def watch_members(self) -> Watch[membership_pb2.WatchMembersResponse, MembersUpdate]:
+        """Member changes: a SNAPSHOT, then UPSERT / REMOVED; resumes without repeats."""
+        view = MemberView()
+        request = membership_pb2.WatchMembersRequest()
+        return Watch(
+            self,
+            "Membership/WatchMembers",
+            lambda s: s.membership.WatchMembers(request),
+            lambda message, first, resumed: view.apply(message, first=first, resumed=resumed),
+        )
+
+    def watch_events(
+        self,
+        *,
+        types: Iterable[membership_pb2.EventType.ValueType] = (),
+        user_event_name: str = "",
+    ) -> Watch[membership_pb2.WatchEventsResponse, EventUpdate]:
+        """Events as agents emit them. No replay: see docs/client.md for the
+        semantics across a resume (`EventUpdate.resumed`)."""
+        request = requests.watch_events(types, user_event_name)
+        deduper = UserEventDeduper()
+        gap = [False]
+
+        def handle(
+            message: membership_pb2.WatchEventsResponse, first: bool, resumed: bool
+        ) -> list[EventUpdate]:
+            if first and resumed:
+                gap[0] = True
+            if not deduper.first_time(message.event):
+                return []
+            update = EventUpdate(message.event, gap[0])
+            gap[0] = False
+            return [update]
+
+        return Watch(
+            self, "Membership/WatchEvents", lambda s: s.membership.WatchEvents(request), handle
+        )
+
+    def watch_leader(self) -> Watch[membership_pb2.WatchLeaderResponse, LeaderUpdate]:
+        """Leader changes; a resumed stream emits only if the leader or epoch changed."""
+        tracker = LeaderTracker()
+        request = membership_pb2.WatchLeaderRequest()
+
+        def handle(
+            message: membership_pb2.WatchLeaderResponse, first: bool, resumed: bool
+        ) -> list[LeaderUpdate]:
+            leader = message.leader if message.HasField("leader") else None
+            update = tracker.accept(leader, resumed=resumed and first)
+            return [update] if update else []
+
+        return Watch(
+            self, "Membership/WatchLeader", lambda s: s.membership.WatchLeader(request), handle
+        )
+
+    def watch_ring(self, name: str = "") -> Watch[ring_pb2.WatchRingResponse, RingUpdate]:
+        """Ring snapshots, emitted only when the nodes (checksum) change."""
+        tracker = RingTracker()
+        request = ring_pb2.WatchRingRequest(ring=name)
+
+        def handle(
+            message: ring_pb2.WatchRingResponse, first: bool, resumed: bool
+        ) -> list[RingUpdate]:
+            update = tracker.accept(message.ring, resumed=resumed and first)
+            return [update] if update else []
+
+        return Watch(self, "Ring/WatchRing", lambda s: s.ring.WatchRing(request), handle)
+
+    def ring(self, name: str = "", *, timeout: float | None = None) -> LiveRing:
+        """A local copy of a ring kept current in the background; lookups do no RPC.
+        Blocks until the first snapshot arrived (at most `timeout`)."""
+        live = LiveRing(self, name)
+        live.wait_ready(self._options.timeout if timeout is None else timeout)
+        return live
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Unavailable("the client is closed; create a new Client")
+
+    def _stubs(self, address: str) -> _Stubs:
+        conn = self._conns.get(address)
+        if conn is not None:
+            return conn
+        with self._conns_lock:
+            conn = self._conns.get(address)
+            if conn is None:
+                self._check_open()
+                channel = grpc.insecure_channel(
+                    address, options=[*CHANNEL_OPTIONS, *self._options.channel_options]
+                )
+                conn = _Stubs(
+                    channel,
+                    membership_pb2_grpc.MembershipStub(channel),
+                    server_pool_pb2_grpc.ServerPoolStub(channel),
+                    ring_pb2_grpc.RingStub(channel),
+                )
+                self._conns[address] = conn
+            return conn
+
+    def _next_server(self, tried: Sequence[Server]) -> Server | None:
+        """The pool's best server not tried yet in this call; re-discovers from the
+        seeds when the pool has nothing usable left."""
+        tried_names = {s.name for s in tried}
+        for attempt in range(2):
+            if attempt == 1 or self._failover.needs_rediscovery():
+                self._failover.rediscover()
+            for server in self._failover.candidates():
+                if server.name not in tried_names and server.address not in {
+                    s.address for s in tried
+                }:
+                    return server
+        return None
+
+    def _unary(self, method: str, invoke: Callable[[_Stubs, float], T], timeout: float | None) -> T:
+        self._check_open()
+        budget = self._options.timeout if timeout is None else timeout
+        deadline = time.monotonic() + budget
+        tried: list[Server] = []
+        last: ControlPlaneError | None = None
+        while True:
+            server = self._failover.find_server() if not tried else None
+            if server is None:
+                server = self._next_server(tried)
+            if server is None:
+                raise exhausted(method, tried, last)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineExceeded(
+                    f"{method}: the {budget:g} s deadline passed before a server answered "
+                    f"(tried {', '.join(s.address for s in tried) or 'none'}); raise the timeout"
+                )
+            try:
+                response = invoke(self._stubs(server.address), remaining)
+            except grpc.RpcError as error:
+                verdict = classify(
+                    error, method, server, deadline_passed=time.monotonic() >= deadline
+                )
+                if verdict.server_failed:
+                    self._failover.failed(server)
+                if not verdict.retry:
+                    raise verdict.error from None
+                tried.append(server)
+                last = verdict.error
+                continue
+            self._failover.succeeded(server)
+            return response
+
+    def _ping(self, server: Server) -> bool:
+        try:
+            status = check_health(self._stubs(server.address).channel, timeout=PING_TIMEOUT)
+        except (grpc.RpcError, ControlPlaneError):
+            return False
+        return status == HealthStatus.SERVING
+
+    def _rebalance(self) -> None:
+        plan = self._failover.plan_rebalance()
+        answers: list[bool] = []
+        for server in plan.ping_order:
+            if self._stop.is_set():
+                return
+            answers.append(self._ping(server))
+            if answers[-1]:
+                break
+        self._failover.commit_rebalance(plan, answers)
+
+    def _maintain(self) -> None:
+        """Heartbeats at the server's interval, rebalances at the pool's interval."""
+        next_heartbeat = time.monotonic()
+        next_rebalance = time.monotonic() + self._failover.next_rebalance_interval()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_heartbeat:
+                try:
+                    response = self.heartbeat()
+                    next_heartbeat = time.monotonic() + heartbeat_interval(response, self._options)
+                except ControlPlaneError:
+                    next_heartbeat = time.monotonic() + min(
+                        HEARTBEAT_RETRY,
+                        self._options.heartbeat_interval_override or HEARTBEAT_RETRY,
+                    )
+            if now >= next_rebalance:
+                self._rebalance()
+                next_rebalance = time.monotonic() + self._failover.next_rebalance_interval()
+            self._stop.wait(max(0.0, min(next_heartbeat, next_rebalance) - time.monotonic()))
+
+
+class Watch(Generic[M, U]):
+    """A resumable server stream, iterated for updates of type U.
+
+    When the stream fails (agent gone, UNAVAILABLE), the watch reopens it on the
+    next server; the fresh stream starts from a snapshot and the handler emits
+    only the difference with what was already emitted. It gives up (raising
+    `Unavailable`) when every known server failed in a row without delivering
+    a message. `close()` (from any thread) ends the iteration.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        method: str,
+        open_stream: Callable[[_Stubs], _Stream[M]],
+        handle: Callable[[M, bool, bool], list[U]],
+    ) -> None:
+        client._check_open()
+        self._client = client
+        self._method = method
+        self._open = open_stream
+        self._handle = handle
+        self._pending: collections.deque[U] = collections.deque()
+        self._lock = threading.Lock()
+        self._call: _Stream[M] | None = None
+        self._server: Server | None = None
+        self._closed = False
+        self._streams_with_data = 0
+        self._first = True
+        self._tried: list[Server] = []
+        self.resumptions = 0
+        """How many times the stream was reopened after delivering data."""
+        client._watches.add(self)
+
+    @property
+    def server(self) -> str | None:
+        """Address of the agent currently streaming."""
+        return self._server.address if self._server is not None else None
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            call = self._call
+        if call is not None:
+            call.cancel()
+        self._client._watches.discard(self)
+
+    def __enter__(self) -> Watch[M, U]:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[U]:
+        return self
+
+    def __next__(self) -> U:
+        while not self._pending:
+            self._receive()
+        return self._pending.popleft()
+
+    def _connect(self) -> _Stream[M]:
+        server = self._client._next_server(self._tried)
+        if server is None:
+            tried, self._tried = self._tried, []
+            self.close()
+            raise exhausted(self._method, tried, None)
+        call = self._open(self._client._stubs(server.address))
+        with self._lock:
+            if self._closed:
+                call.cancel()
+                raise StopIteration
+            self._call, self._server = call, server
+        self._first = True
+        return call
+
+    def _receive(self) -> None:
+        if self._closed:
+            raise StopIteration
+        call = self._call or self._connect()
+        server = self._server
+        assert server is not None
+        try:
+            message = next(call)
+        except StopIteration:
+            # The agent ended the stream (shutting down): resume elsewhere.
+            self._drop(server, failed=False)
+            return
+        except grpc.RpcError as error:
+            if self._closed:
+                raise StopIteration from None
+            verdict = classify(error, self._method, server, deadline_passed=False)
+            if not verdict.retry:
+                self.close()
+                raise verdict.error from None
+            self._drop(server, failed=True)
+            return
+        first, self._first = self._first, False
+        if first:
+            self._tried = []
+            self._streams_with_data += 1
+            if self._streams_with_data > 1:
+                self.resumptions += 1
+        self._client._failover.succeeded(server)
+        self._pending.extend(self._handle(message, first, self._streams_with_data > 1))
+
+    def _drop(self, server: Server, *, failed: bool) -> None:
+        if failed:
+            self._client._failover.failed(server)
+        self._tried.append(server)
+        with self._lock:
+            self._call = None
+
+
+class LiveRing:
+    """A ring kept current by a background WatchRing; lookups are local.
+
+    `get_node` / `get_nodes` answer from an immutable `HashRing` snapshot that is
+    swapped atomically when the ring changes, so lookups never block and never
+    call the network.
+    """
+
+    def __init__(self, client: Client, name: str = "") -> None:
+        self.name = name or "default"
+        self._state = RingState.empty(self.name)
+        self._ready = threading.Event()
+        self._error: ControlPlaneError | None = None
+        self._watch = client.watch_ring(name)
+        self._thread = threading.Thread(
+            target=self._run, name=f"controlplane-ring-{self.name}", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for update in self._watch:
+                self._state = RingState.of(update.ring)
+                self._ready.set()
+        except ControlPlaneError as error:
+            self._error = error
+        finally:
+            self._ready.set()
+
+    def wait_ready(self, timeout: float) -> None:
+        """Waits for the first snapshot; raises the watch's error or DeadlineExceeded."""
+        if not self._ready.wait(timeout):
+            self.close()
+            raise DeadlineExceeded(
+                f"ring {self.name!r}: no snapshot within {timeout:g} s; check the agents"
+            )
+        if self._error is not None:
+            raise self._error
+
+    @property
+    def error(self) -> ControlPlaneError | None:
+        """Why the background watch stopped, if it did."""
+        return self._error
+
+    @property
+    def state(self) -> RingState:
+        return self._state
+
+    @property
+    def checksum(self) -> int:
+        return self._state.snapshot.checksum
+
+    @property
+    def version(self) -> int:
+        return self._state.snapshot.version
+
+    def nodes(self) -> Mapping[str, ring_pb2.RingNode]:
+        return self._state.nodes
+
+    def get_node(self, key: str | bytes) -> str:
+        """Id (`address:port`) of the node owning `key`; FailedPrecondition if empty."""
+        return self._state.get_node(key)
+
+    def get_nodes(self, key: str | bytes, n: int) -> list[str]:
+        return self._state.get_nodes(key, n)
+
+    def close(self) -> None:
+        self._watch.close()
+
+    def __enter__(self) -> LiveRing:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
