@@ -36,7 +36,7 @@ from controlplane.api.heartbeat import (
     HeartbeatRpcs,
 )
 from controlplane.api.hub import EventHub
-from controlplane.api.membership import Event, MembershipService
+from controlplane.api.membership import Event, LeaderRpcs, MembershipService, leader_to_proto
 from controlplane.api.ring import CHANNEL as RING_CHANNEL
 from controlplane.api.ring import RegistrationStore, RingService
 from controlplane.api.server_pool import AGENT_API_VERSION, PoolRegistry, ServerPoolRpcs
@@ -49,11 +49,13 @@ from controlplane.api.services import (
     pending_servicer,
 )
 from controlplane.config import AgentConfig
+from controlplane.election import Election, ElectionConfig, LeaderView
 from controlplane.gossip import PROFILES, Keyring
 from controlplane.gossip.v1 import gossip_pb2_grpc
 from controlplane.heartbeat import HeartbeatTracker
 from controlplane.membership import MemberEvent, Membership, MembershipConfig
 from controlplane.rings import RingDirectory
+from controlplane.transport.election import RANK_TAG, ElectionDriver, EpochStore
 from controlplane.transport.pushpull import GossipServicer
 from controlplane.transport.runtime import GossipRuntime
 from controlplane.transport.snapshot import SnapshotFile, read_snapshot, snapshot_path
@@ -62,7 +64,7 @@ log = logging.getLogger("controlplane.agent")
 
 # What each public service still lacks in this version; answered as UNIMPLEMENTED.
 MISSING_FEATURES: dict[str, str] = {
-    "Membership": "leader election is not part of this build yet",
+    "Membership": "every Membership RPC is served",
     "ServerPool": "every ServerPool RPC is served",
     "Ring": "every Ring RPC is served",
     "Keyring": "gossip encryption keys are not managed through the API yet",
@@ -105,7 +107,11 @@ def _port_in_use(host: str, port: int, kind: socket.SocketKind) -> bool:
 
 def agent_tags(config: AgentConfig) -> dict[str, str]:
     """The member's tags: the configured ones plus the agent's role and API version."""
-    tags = {ROLE_TAG: config.role, API_VERSION_TAG: str(AGENT_API_VERSION).removeprefix("v")}
+    tags = {
+        ROLE_TAG: config.role,
+        API_VERSION_TAG: str(AGENT_API_VERSION).removeprefix("v"),
+        RANK_TAG: str(config.rank),
+    }
     tags.update(config.tags)
     return tags
 
@@ -126,6 +132,8 @@ class Agent:
         self.runtime: GossipRuntime | None = None
         self.pools: PoolRegistry | None = None
         self.rings: RingService | None = None
+        self.election: ElectionDriver | None = None
+        self.leader_changes: EventHub[LeaderView | None] = EventHub()
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -162,6 +170,8 @@ class Agent:
         clock = asyncio.get_running_loop().time
         implemented: list[object] = []
         if service is MEMBERSHIP:
+            assert self.election is not None
+            implemented.append(LeaderRpcs(layer, self.election.leader, self.leader_changes))
             implemented.append(
                 MembershipService(
                     layer,
@@ -178,7 +188,7 @@ class Agent:
             assert self.pools is not None
             tracker = HeartbeatTracker(random.Random())
             implemented.append(ServerPoolRpcs(self.pools))
-            implemented.append(HeartbeatRpcs(layer, tracker, clock, leader=lambda: None))
+            implemented.append(HeartbeatRpcs(layer, tracker, clock, leader=self._leader_address))
         return pending_servicer(service, MISSING_FEATURES[service.name], *implemented)
 
     async def start(self) -> None:
@@ -204,6 +214,19 @@ class Agent:
         rings = self.rings
         runtime.subscribe(
             lambda event: rings.refresh_members() if isinstance(event, MemberEvent) else None
+        )
+        epochs = EpochStore(config.data_dir) if config.data_dir else None
+        election = Election(
+            ElectionConfig(quorum=config.election_quorum),
+            config.node,
+            rank=config.rank if config.role == "server" else None,
+            now=loop.time(),
+            epoch=epochs.load() if epochs else 0,
+        )
+        self.election = ElectionDriver(election, runtime, self.leader_changes.publish, epochs)
+        driver = self.election
+        runtime.subscribe(
+            lambda event: driver.refresh_members() if isinstance(event, MemberEvent) else None
         )
         self._leaving = asyncio.Lock()
 
@@ -232,6 +255,7 @@ class Agent:
         await server.start()
         self._server, self.layer, self.runtime = server, layer, runtime
         self.pools.start()
+        self.election.start()
         for name in ["", *self.service_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -249,6 +273,16 @@ class Agent:
             # Membership is NOT_SERVING until the agent has reached the cluster.
             await self.health.set(MEMBERSHIP.full_name, health_pb2.HealthCheckResponse.NOT_SERVING)
             self._tasks.append(asyncio.create_task(self._join(config.join)))
+
+    def _leader_address(self) -> tuple[str, int] | None:
+        """The leader's gRPC address and epoch, for heartbeat responses."""
+        if self.election is None or self.layer is None:
+            return None
+        view = self.election.leader()
+        if view is None:
+            return None
+        leader = leader_to_proto(view, self.layer)
+        return (leader.address, leader.epoch) if leader.address else None
 
     async def _rejoin(self) -> None:
         assert self.runtime is not None
@@ -295,6 +329,9 @@ class Agent:
             task.cancel()
         await self._drain_and_leave()
         self.events.close()
+        self.leader_changes.close()
+        if self.election is not None:
+            self.election.close()
         if self.rings is not None:
             self.rings.changes.close()
         await self._server.stop(self.config.shutdown_grace)

@@ -254,6 +254,40 @@ def cmd_tags(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_leader(args: argparse.Namespace, out: TextIO) -> int:
+    with _membership(args) as stub:
+        response = stub.GetLeader(
+            membership_pb2.GetLeaderRequest(), timeout=args.timeout, metadata=_metadata(args)
+        )
+    if not response.HasField("leader"):
+        if args.format == "json":
+            out.write(json.dumps({"leader": None}) + "\n")
+        else:
+            out.write("No leader\n")
+        return EXIT_OK
+    leader = response.leader
+    remaining = leader.lease_remaining.ToTimedelta().total_seconds()
+    if args.format == "json":
+        document = {
+            "leader": {
+                "name": leader.name,
+                "address": leader.address,
+                "epoch": leader.epoch,
+                "lease_remaining_seconds": round(remaining, 3),
+            }
+        }
+        out.write(json.dumps(document) + "\n")
+    else:
+        _columns(
+            [
+                ["Name", "Address", "Epoch", "Lease remaining"],
+                [leader.name, leader.address, str(leader.epoch), f"{remaining:.1f}s"],
+            ],
+            out,
+        )
+    return EXIT_OK
+
+
 def _event_line(event: membership_pb2.Event) -> str:
     kind = EVENT_NAMES.get(event.type, "unknown")
     if event.type == membership_pb2.EVENT_TYPE_USER:
@@ -370,6 +404,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client_flags(monitor, with_format=True)
     monitor.add_argument("--type", action="append", help="event type filter (repeatable)")
     monitor.set_defaults(run=cmd_monitor)
+
+    leader = commands.add_parser("leader", help="show the elected leader and its epoch")
+    _add_client_flags(leader, with_format=True)
+    leader.set_defaults(run=cmd_leader)
 
     tags = commands.add_parser("tags", help="set or delete tags of the agent")
     _add_client_flags(tags)

@@ -50,6 +50,8 @@ class AgentConfig:
     advertise: str = ""
     profile: str = "lan"
     role: str = "server"
+    rank: int = 0
+    election_quorum: int = 0
     join: tuple[str, ...] = ()
     tags: Mapping[str, str] = field(default_factory=dict)
     data_dir: str = ""
@@ -198,6 +200,16 @@ def _one_of(choices: Sequence[str]) -> Callable[[str], None]:
     return check
 
 
+def _check_rank(value: int) -> None:
+    if not 0 <= value <= 1_000_000:
+        raise ValueError(f"must be an integer from 0 to 1000000, got {value}")
+
+
+def _check_quorum(value: int) -> None:
+    if not 0 <= value <= 1000:
+        raise ValueError(f"must be 0 (off) or the number of voters, up to 1000; got {value}")
+
+
 def _check_grace(value: float) -> None:
     if not 0 <= value <= 300:
         raise ValueError(f"must be from 0 to 300 seconds, got {value}")
@@ -263,6 +275,13 @@ SETTINGS: dict[str, Setting] = {
         Setting("advertise", _parse_str, _check_optional_ip, "address announced to others"),
         Setting("profile", _parse_str, _one_of(PROFILES), "timing profile: lan, wan or local"),
         Setting("role", _parse_str, _one_of(ROLES), "server (serves clients) or client"),
+        Setting("rank", _parse_int, _check_rank, "election rank; the lowest alive server leads"),
+        Setting(
+            "election_quorum",
+            _parse_int,
+            _check_quorum,
+            "expected voters; a leader needs a majority (0 = off)",
+        ),
         Setting("join", _parse_list, _check_join, "address of a member to join (repeatable)"),
         Setting("tags", _parse_tags, _check_tags, "tag key=value (repeatable)"),
         Setting("data_dir", _parse_str, _no_check, "directory for the snapshot and state"),

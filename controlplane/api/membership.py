@@ -14,8 +14,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc.aio
+from google.protobuf.duration_pb2 import Duration
 
 from controlplane.api.hub import EventHub
+from controlplane.election import LeaderView
 from controlplane.errors import InvalidArgument, Unavailable
 from controlplane.membership import (
     EventType,
@@ -241,3 +243,48 @@ class MembershipService:
                 ):
                     continue
                 yield pb.WatchEventsResponse(event=proto)
+
+
+def leader_to_proto(view: LeaderView, layer: Membership) -> pb.Leader:
+    member = layer.member(view.name)
+    address = ""
+    if member is not None:
+        host, port = member.address
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    remaining = Duration()
+    remaining.FromNanoseconds(max(0, round(view.lease_remaining * 1e9)))
+    return pb.Leader(name=view.name, address=address, epoch=view.epoch, lease_remaining=remaining)
+
+
+class LeaderRpcs:
+    """GetLeader and WatchLeader over the agent's election."""
+
+    def __init__(
+        self,
+        layer: Membership,
+        leader: Callable[[], LeaderView | None],
+        changes: EventHub[LeaderView | None],
+    ) -> None:
+        self._layer = layer
+        self._leader = leader
+        self._changes = changes
+
+    def _response(self, view: LeaderView | None) -> pb.Leader | None:
+        return None if view is None else leader_to_proto(view, self._layer)
+
+    async def GetLeader(
+        self, request: pb.GetLeaderRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetLeaderResponse:
+        return pb.GetLeaderResponse(leader=self._response(self._leader()))
+
+    async def WatchLeader(
+        self, request: pb.WatchLeaderRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.WatchLeaderResponse]:
+        with self._changes.subscribe() as subscription:
+            last = self._leader()
+            yield pb.WatchLeaderResponse(leader=self._response(last))
+            async for _ in subscription:
+                view = self._leader()
+                if (view and (view.name, view.epoch)) != (last and (last.name, last.epoch)):
+                    last = view
+                    yield pb.WatchLeaderResponse(leader=self._response(view))
