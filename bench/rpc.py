@@ -2,8 +2,9 @@
 lookups, and the time from killing the serving agent to the next success.
 
 Prints numbers and ratios; asserts nothing. Starts its own agents on 127.0.0.x
-(five, so ListMembers returns five members) and an empty echo server in this
-process, measured by the same harness in the same run. Takes about a minute.
+(five, so ListMembers returns five members) and an empty echo server in a process
+of its own (bench/echo_server.py), as the agent runs in one, measured by the same
+harness in the same run. Takes about a minute.
 
     .venv/bin/python bench/rpc.py
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -28,31 +31,23 @@ from controlplane.v1 import server_pool_pb2
 HOSTS = [f"127.0.0.{i}" for i in range(1, 6)]
 SECONDS_PER_RUN = 3.0
 KILLS = 20
-ECHO_METHOD = "/bench.Echo/Empty"
+ECHO_METHOD = "/bench.Echo/Empty"  # bench/echo_server.py
 
 
 def _identity(data: bytes) -> bytes:
     return data
 
 
-async def _empty(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-    return b""
-
-
-async def start_echo() -> tuple[grpc.aio.Server, str]:
-    server = grpc.aio.server()
-    handler = grpc.method_handlers_generic_handler(
-        "bench.Echo",
-        {
-            "Empty": grpc.unary_unary_rpc_method_handler(
-                _empty, request_deserializer=_identity, response_serializer=_identity
-            )
-        },
+def start_echo() -> tuple[subprocess.Popen[bytes], str]:
+    """The empty-RPC baseline server, in its own process like the agent."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("echo_server.py")), str(port)]
     )
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    return server, f"127.0.0.1:{port}"
+    target = f"127.0.0.1:{port}"
+    with grpc.insecure_channel(target) as channel:
+        grpc.channel_ready_future(channel).result(timeout=20)
+    return process, target
 
 
 async def throughput(call: Callable[[], Awaitable[Any]], concurrency: int) -> float:
@@ -71,7 +66,7 @@ async def throughput(call: Callable[[], Awaitable[Any]], concurrency: int) -> fl
 
 
 async def unary_section(agents: list[AgentProcess]) -> None:
-    echo_server, echo_target = await start_echo()
+    echo_server, echo_target = start_echo()
     echo_channel = grpc.aio.insecure_channel(echo_target)
     echo = echo_channel.unary_unary(
         ECHO_METHOD, request_serializer=_identity, response_deserializer=_identity
@@ -109,7 +104,8 @@ async def unary_section(agents: list[AgentProcess]) -> None:
         print(f"local ring lookups: {lookups / (time.perf_counter() - started):,.0f}/s")
         ring.close()
     await echo_channel.close()
-    await echo_server.stop(None)
+    echo_server.kill()
+    echo_server.wait(10)
 
 
 def failover_section(agents: list[AgentProcess], port: int, log_dir: Path) -> None:

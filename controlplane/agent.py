@@ -28,7 +28,6 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from controlplane.api.errors import ErrorMappingInterceptor
 from controlplane.api.heartbeat import (
     API_VERSION_TAG,
     DRAINING_TAG,
@@ -41,6 +40,7 @@ from controlplane.api.ring import CHANNEL as RING_CHANNEL
 from controlplane.api.ring import RegistrationStore, RingService
 from controlplane.api.server_pool import AGENT_API_VERSION, PoolRegistry, ServerPoolRpcs
 from controlplane.api.services import (
+    GOSSIP,
     MEMBERSHIP,
     PUBLIC_SERVICES,
     RING,
@@ -51,7 +51,6 @@ from controlplane.api.services import (
 from controlplane.config import AgentConfig
 from controlplane.election import Election, ElectionConfig, LeaderView
 from controlplane.gossip import PROFILES, Keyring
-from controlplane.gossip.v1 import gossip_pb2_grpc
 from controlplane.heartbeat import HeartbeatTracker
 from controlplane.membership import MemberEvent, Membership, MembershipConfig
 from controlplane.rings import RingDirectory
@@ -230,11 +229,11 @@ class Agent:
         )
         self._leaving = asyncio.Lock()
 
-        server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()], options=SERVER_OPTIONS)
+        server = grpc.aio.server(options=SERVER_OPTIONS)
         for service in PUBLIC_SERVICES:
             service.add_to_server(self._servicers(service, layer, runtime), server)
-        gossip_pb2_grpc.add_GossipServicer_to_server(
-            GossipServicer(runtime.serve_push_pull), server
+        GOSSIP.add_to_server(
+            pending_servicer(GOSSIP, "", GossipServicer(runtime.serve_push_pull)), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(

@@ -1,7 +1,7 @@
 """Maps the domain error taxonomy to gRPC statuses, once, at the edge.
 
-Servicers raise `controlplane.errors.ControlPlaneError` subclasses; the
-interceptor here turns each into its status code with a `google.rpc.Status` in
+Servicers raise `controlplane.errors.ControlPlaneError` subclasses; `guard`,
+applied to every servicer method, turns each into its status code with a `google.rpc.Status` in
 the trailers (with `BadRequest` field violations for invalid arguments), so any
 gRPC client can read the details. Any other exception is a bug: it is logged with
 its traceback and answered INTERNAL, never UNKNOWN.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -97,35 +97,11 @@ def _wrap_stream(method: str, behavior: Behavior) -> Behavior:
     return guarded
 
 
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every async handler so domain errors leave as proper statuses."""
-
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
-        kinds = (
-            ("unary_unary", grpc.unary_unary_rpc_method_handler, _wrap_unary),
-            ("stream_unary", grpc.stream_unary_rpc_method_handler, _wrap_unary),
-            ("unary_stream", grpc.unary_stream_rpc_method_handler, _wrap_stream),
-            ("stream_stream", grpc.stream_stream_rpc_method_handler, _wrap_stream),
-        )
-        for attribute, make_handler, wrap in kinds:
-            behavior = getattr(handler, attribute)
-            if behavior is None:
-                continue
-            if not (inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)):
-                return handler
-            return make_handler(
-                wrap(method, behavior),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+def guard(method: str, behavior: Behavior) -> Behavior:
+    """`behavior` (a unary coroutine or a streaming async generator) with every
+    exception mapped to a status. Applied once, when a servicer is built, rather
+    than by an interceptor on every call: interceptors cost a handler lookup and
+    a new handler object per RPC."""
+    if inspect.isasyncgenfunction(behavior):
+        return _wrap_stream(method, behavior)
+    return _wrap_unary(method, behavior)

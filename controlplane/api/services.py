@@ -15,7 +15,9 @@ from typing import Any
 import grpc.aio
 from google.protobuf.descriptor import FileDescriptor
 
+from controlplane.api.errors import guard
 from controlplane.errors import Unimplemented
+from controlplane.gossip.v1 import gossip_pb2, gossip_pb2_grpc
 from controlplane.v1 import (
     keyring_pb2,
     keyring_pb2_grpc,
@@ -78,6 +80,13 @@ KEYRING = PublicService(
     keyring_pb2_grpc.add_KeyringServicer_to_server,
 )
 PUBLIC_SERVICES = (MEMBERSHIP, SERVER_POOL, RING, KEYRING)
+# The agents' internal service (push-pull anti-entropy); built the same way.
+GOSSIP = PublicService(
+    "Gossip",
+    gossip_pb2.DESCRIPTOR,
+    gossip_pb2_grpc.GossipServicer,
+    gossip_pb2_grpc.add_GossipServicer_to_server,
+)
 
 
 def pending_servicer(service: PublicService, missing: str, *implemented: object) -> Any:
@@ -85,23 +94,19 @@ def pending_servicer(service: PublicService, missing: str, *implemented: object)
     provide, answer UNIMPLEMENTED naming what this version lacks (`missing`)."""
     namespace: dict[str, object] = {}
     for method in service.method_names:
+        path = f"/{service.full_name}/{method}"
         provider = next((impl for impl in implemented if hasattr(impl, method)), None)
-        if provider is not None:
-            namespace[method] = _bound(getattr(provider, method))
-            continue
-        namespace[method] = _unimplemented(f"/{service.full_name}/{method}", missing)
+        behavior = getattr(provider, method) if provider else _unimplemented(path, missing)
+        # A bound method (or plain function) of another object, exposed as a method of
+        # the servicer class, with domain errors mapped to statuses.
+        namespace[method] = staticmethod(guard(path, behavior))
     return type(f"Pending{service.name}Servicer", (service.servicer_base,), namespace)()
-
-
-def _bound(method: Callable[..., Any]) -> Any:
-    """Exposes a bound method of another object as a method of the servicer class."""
-    return staticmethod(method)
 
 
 def _unimplemented(path: str, missing: str) -> Callable[..., Any]:
     message = f"{path} is not available in controlplane {agent_version()}: {missing}"
 
-    async def handler(self: object, request: object, context: object) -> None:
+    async def handler(request: object, context: object) -> None:
         raise Unimplemented(message)
 
     return handler

@@ -10,7 +10,6 @@ import grpc
 import grpc.aio
 import pytest
 
-from controlplane.api.errors import ErrorMappingInterceptor
 from controlplane.api.server_pool import PoolRegistry, ServerPoolRpcs
 from controlplane.api.services import SERVER_POOL, pending_servicer
 from controlplane.pool import Server
@@ -56,7 +55,7 @@ def pinger() -> ScriptedPinger:
 @pytest.fixture
 async def stub(pinger: ScriptedPinger) -> AsyncIterator[Any]:
     registry = PoolRegistry(FakeClock(), pinger=pinger)
-    server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
+    server = grpc.aio.server()
     servicer = pending_servicer(SERVER_POOL, "not in this test", ServerPoolRpcs(registry))
     SERVER_POOL.add_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
