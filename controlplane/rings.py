@@ -149,13 +149,15 @@ class RingView:
     version: int
     entries: tuple[RingEntry, ...]
     ring: HashRing = field(compare=False)
+    # Entries by id, for lookups that must not scan the ring.
+    by_id: Mapping[str, RingEntry] = field(default_factory=dict, compare=False)
 
     @property
     def checksum(self) -> int:
         return self.ring.checksum
 
     def entry(self, node_id: str) -> RingEntry:
-        return next(e for e in self.entries if e.id == node_id)
+        return self.by_id[node_id]
 
 
 def member_entries(member: RingMember) -> list[tuple[str, RingEntry]]:
@@ -296,7 +298,9 @@ class RingDirectory:
                 continue
             hash_ring = HashRing.from_nodes(RingNode(e.id, e.weight, e.metadata) for e in entries)
             version = (previous.version if previous else 0) + 1
-            self._views[ring] = RingView(ring, version, entries, hash_ring)
+            self._views[ring] = RingView(
+                ring, version, entries, hash_ring, {entry.id: entry for entry in entries}
+            )
             changed.append(ring)
         return sorted(changed)
 

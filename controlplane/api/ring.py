@@ -117,6 +117,8 @@ class RingService:
         self._clock = clock
         self._store = store
         self.changes: EventHub[str] = EventHub()
+        # Node messages of the latest version of each ring, built once per version.
+        self._node_protos: dict[str, tuple[int, dict[str, pb.RingNode]]] = {}
         if store is not None and (data := store.load()) is not None:
             registrations = decode_state(data)
             if registrations is None:
@@ -171,6 +173,13 @@ class RingService:
     def _view(self, raw_name: str) -> RingView:
         return self._directory.view(ring_name(raw_name))
 
+    def _node_proto(self, view: RingView, node_id: str) -> pb.RingNode:
+        cached = self._node_protos.get(view.name)
+        if cached is None or cached[0] != view.version:
+            cached = (view.version, {e.id: entry_to_proto(e) for e in view.entries})
+            self._node_protos[view.name] = cached
+        return cached[1][node_id]
+
     @staticmethod
     def _non_empty(view: RingView) -> RingView:
         if not view.entries:
@@ -189,7 +198,7 @@ class RingService:
             node = view.ring.get_node(key)
         except EmptyRingError as error:  # every node has weight 0 vnodes
             raise FailedPrecondition(f"ring {view.name!r} owns no points: {error}") from None
-        return pb.GetNodeResponse(node=entry_to_proto(view.entry(node)), version=view.version)
+        return pb.GetNodeResponse(node=self._node_proto(view, node), version=view.version)
 
     async def GetNodes(
         self, request: pb.GetNodesRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -200,7 +209,7 @@ class RingService:
         view = self._non_empty(self._view(request.ring))
         nodes = view.ring.get_nodes(key, request.count)
         return pb.GetNodesResponse(
-            nodes=[entry_to_proto(view.entry(n)) for n in nodes], version=view.version
+            nodes=[self._node_proto(view, n) for n in nodes], version=view.version
         )
 
     async def ListNodes(
