@@ -35,12 +35,15 @@ from controlplane.api.heartbeat import (
     HeartbeatRpcs,
 )
 from controlplane.api.hub import EventHub
+from controlplane.api.keyring import CHANNEL as KEYRING_CHANNEL
+from controlplane.api.keyring import KeyringFile, KeyringService
 from controlplane.api.membership import Event, LeaderRpcs, MembershipService, leader_to_proto
 from controlplane.api.ring import CHANNEL as RING_CHANNEL
 from controlplane.api.ring import RegistrationStore, RingService
 from controlplane.api.server_pool import AGENT_API_VERSION, PoolRegistry, ServerPoolRpcs
 from controlplane.api.services import (
     GOSSIP,
+    KEYRING,
     MEMBERSHIP,
     PUBLIC_SERVICES,
     RING,
@@ -66,7 +69,7 @@ MISSING_FEATURES: dict[str, str] = {
     "Membership": "every Membership RPC is served",
     "ServerPool": "every ServerPool RPC is served",
     "Ring": "every Ring RPC is served",
-    "Keyring": "gossip encryption keys are not managed through the API yet",
+    "Keyring": "every Keyring RPC is served",
 }
 
 SERVER_OPTIONS: Sequence[tuple[str, int]] = (
@@ -132,12 +135,29 @@ class Agent:
         self.pools: PoolRegistry | None = None
         self.rings: RingService | None = None
         self.election: ElectionDriver | None = None
+        self.keyring: Keyring | None = None
+        self.keys: KeyringService | None = None
         self.leader_changes: EventHub[LeaderView | None] = EventHub()
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def service_names(self) -> list[str]:
         return [service.full_name for service in PUBLIC_SERVICES]
+
+    def _load_keyring(self) -> Keyring | None:
+        """The gossip keyring: the data directory's keyring file wins over --encrypt,
+        as in Serf, because keys may have been rotated since the flag was written."""
+        config = self.config
+        store = KeyringFile(config.data_dir) if config.data_dir else None
+        keys = store.load() if store is not None else None
+        if keys is None and config.encryption_key is not None:
+            keys = [config.encryption_key]
+        if keys is None:
+            return None
+        keyring = Keyring(keys)
+        if store is not None:
+            store.save(keyring)
+        return keyring
 
     def _membership(self, now: float) -> tuple[Membership, SnapshotFile | None]:
         config = self.config
@@ -147,7 +167,6 @@ class Agent:
             path = snapshot_path(config.data_dir)
             snapshot_state = read_snapshot(path)
             snapshot_file = SnapshotFile(path)
-        key = config.encryption_key
         layer = Membership(
             PROFILES[config.profile](),
             MembershipConfig(snapshot_records=snapshot_file is not None),
@@ -157,7 +176,7 @@ class Agent:
             # Production randomness: seeded from the OS; tests seed their own cores.
             rng=random.Random(),
             now=now,
-            keyring=Keyring([key]) if key else None,
+            keyring=self.keyring,
             label=config.cluster_label,
             snapshot=snapshot_state,
         )
@@ -180,6 +199,9 @@ class Agent:
                     leave=self.leave_cluster,
                 )
             )
+        elif service is KEYRING:
+            assert self.keys is not None
+            implemented.append(self.keys)
         elif service is RING:
             assert self.rings is not None
             implemented.append(self.rings)
@@ -198,6 +220,7 @@ class Agent:
                 raise AgentStartError(
                     f"port {config.port} on {config.bind} is already in use ({label})"
                 )
+        self.keyring = self._load_keyring()
         layer, snapshot_file = self._membership(loop.time())
         runtime = GossipRuntime(layer, snapshot=snapshot_file)
         runtime.subscribe(self.events.publish)
@@ -214,6 +237,13 @@ class Agent:
         runtime.subscribe(
             lambda event: rings.refresh_members() if isinstance(event, MemberEvent) else None
         )
+        self.keys = KeyringService(
+            layer,
+            runtime.send,
+            self.keyring,
+            KeyringFile(config.data_dir) if config.data_dir else None,
+        )
+        runtime.on_channel(KEYRING_CHANNEL, self.keys.on_channel)
         epochs = EpochStore(config.data_dir) if config.data_dir else None
         election = Election(
             ElectionConfig(quorum=config.election_quorum),

@@ -23,7 +23,7 @@ import grpc
 
 from controlplane.agent import Agent, AgentStartError
 from controlplane.config import SETTINGS, AgentConfig, ConfigError, build_config, load_file
-from controlplane.v1 import membership_pb2, membership_pb2_grpc
+from controlplane.v1 import keyring_pb2, keyring_pb2_grpc, membership_pb2, membership_pb2_grpc
 
 EXIT_OK = 0
 EXIT_REMOTE_FAILURE = 1
@@ -288,6 +288,79 @@ def cmd_leader(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _decode_key(text: str, flag: str) -> bytes:
+    try:
+        key = base64.b64decode(text, validate=True)
+    except ValueError:
+        raise UsageError(f"{flag} must be a base64 key (controlplane keygen prints one)") from None
+    if len(key) not in (16, 24, 32):
+        raise UsageError(f"{flag} must decode to 16, 24 or 32 bytes, got {len(key)}")
+    return key
+
+
+def cmd_keys(args: argparse.Namespace, out: TextIO) -> int:
+    chosen = [name for name in ("list", "install", "use", "remove") if getattr(args, name)]
+    if len(chosen) != 1:
+        raise UsageError("keys: give exactly one of --list, --install KEY, --use KEY, --remove KEY")
+    action = chosen[0]
+    metadata = _metadata(args)
+    with grpc.insecure_channel(args.addr) as channel:
+        stub = keyring_pb2_grpc.KeyringStub(channel)
+        if action == "list":
+            listed = stub.ListKeys(
+                keyring_pb2.ListKeysRequest(), timeout=args.timeout, metadata=metadata
+            )
+            result = listed.result
+            rows = [["Key", "Members", "Primary"]]
+            rows += [
+                [
+                    base64.b64encode(k.key).decode(),
+                    f"{k.members}/{result.num_nodes}",
+                    str(k.primary_members),
+                ]
+                for k in listed.keys
+            ]
+            if args.format == "json":
+                document = {
+                    "num_nodes": result.num_nodes,
+                    "num_responses": result.num_responses,
+                    "errors": dict(result.errors),
+                    "keys": [
+                        {
+                            "key": base64.b64encode(k.key).decode(),
+                            "members": k.members,
+                            "primary_members": k.primary_members,
+                        }
+                        for k in listed.keys
+                    ],
+                }
+                out.write(json.dumps(document) + "\n")
+            else:
+                _columns(rows, out)
+        else:
+            key = _decode_key(getattr(args, action), f"--{action}")
+            if action == "install":
+                result = stub.InstallKey(
+                    keyring_pb2.InstallKeyRequest(key=key), timeout=args.timeout, metadata=metadata
+                ).result
+            elif action == "use":
+                result = stub.UseKey(
+                    keyring_pb2.UseKeyRequest(key=key), timeout=args.timeout, metadata=metadata
+                ).result
+            else:
+                result = stub.RemoveKey(
+                    keyring_pb2.RemoveKeyRequest(key=key), timeout=args.timeout, metadata=metadata
+                ).result
+            out.write(f"{action}: {result.num_responses}/{result.num_nodes} members answered\n")
+    if result.errors:
+        reported = "; ".join(
+            f"{member}: {error}" for member, error in sorted(result.errors.items())
+        )
+        print(f"controlplane: {len(result.errors)} members refused: {reported}", file=sys.stderr)
+    complete = not result.errors and result.num_responses == result.num_nodes
+    return EXIT_OK if complete else EXIT_REMOTE_FAILURE
+
+
 def _event_line(event: membership_pb2.Event) -> str:
     kind = EVENT_NAMES.get(event.type, "unknown")
     if event.type == membership_pb2.EVENT_TYPE_USER:
@@ -408,6 +481,14 @@ def build_parser() -> argparse.ArgumentParser:
     leader = commands.add_parser("leader", help="show the elected leader and its epoch")
     _add_client_flags(leader, with_format=True)
     leader.set_defaults(run=cmd_leader)
+
+    keys = commands.add_parser("keys", help="list, install, use or remove gossip keys")
+    _add_client_flags(keys, with_format=True)
+    keys.add_argument("--list", action="store_true", help="list the keys across the cluster")
+    keys.add_argument("--install", metavar="KEY", help="install a base64 key everywhere")
+    keys.add_argument("--use", metavar="KEY", help="make an installed key the primary")
+    keys.add_argument("--remove", metavar="KEY", help="remove a key that is not primary")
+    keys.set_defaults(run=cmd_keys)
 
     tags = commands.add_parser("tags", help="set or delete tags of the agent")
     _add_client_flags(tags)

@@ -1,0 +1,234 @@
+"""The Keyring service: gossip encryption keys managed cluster-wide, as Serf's
+`keys` commands do.
+
+The agent that receives an RPC applies the operation to its own keyring, asks
+every member to do the same over the gossip "keyring" channel, and collects one
+reply per member until every alive member has answered or the wait runs out; the
+answer counts the members asked, those that replied, and the errors reported.
+Keyring changes are kept in `<data_dir>/serf/local.keyring` (base64 keys,
+primary first, like Serf's keyring file) so a restarted agent keeps them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc.aio
+
+from controlplane.errors import FailedPrecondition, InvalidArgument
+from controlplane.gossip import Keyring
+from controlplane.gossip.keyring import VALID_KEY_SIZES
+from controlplane.gossip.v1 import keyring_pb2 as wire
+from controlplane.membership import ChannelDelivery, ChannelStateReceived, Membership, MemberStatus
+from controlplane.v1 import keyring_pb2 as pb
+
+log = logging.getLogger("controlplane.keyring")
+
+CHANNEL = "keyring"
+# How long to wait for replies: a few gossip rounds across a large cluster (Serf
+# scales its query timeout the same way: GossipInterval x 16 x log(N+1)).
+MIN_REPLY_WAIT = 2.0
+MAX_REPLY_WAIT = 15.0
+
+
+def check_key(key: bytes) -> bytes:
+    if len(key) not in VALID_KEY_SIZES:
+        raise InvalidArgument.for_field(
+            "key", f"must be 16, 24 or 32 bytes (AES-128/192/256), got {len(key)}"
+        )
+    return key
+
+
+def apply_operation(keyring: Keyring, operation: int, key: bytes) -> str:
+    """Applies one operation; returns the error to report, or "" on success."""
+    try:
+        if operation == wire.KEYRING_OPERATION_INSTALL:
+            keyring.add_key(key)
+        elif operation == wire.KEYRING_OPERATION_USE:
+            if key not in keyring.keys:
+                return "the key is not installed; install it first"
+            keyring.use_key(key)
+        elif operation == wire.KEYRING_OPERATION_REMOVE:
+            if key == keyring.primary_key:
+                return "the primary key cannot be removed; use another key first"
+            if key in keyring.keys:
+                keyring.remove_key(key)
+        elif operation != wire.KEYRING_OPERATION_LIST:
+            return f"unknown keyring operation {operation}"
+    except ValueError as error:
+        return str(error)
+    return ""
+
+
+class KeyringFile:
+    """Serf's keyring file: a JSON list of base64 keys, the primary first."""
+
+    def __init__(self, data_dir: str) -> None:
+        self.path = Path(data_dir) / "serf" / "local.keyring"
+
+    def load(self) -> list[bytes] | None:
+        try:
+            encoded = json.loads(self.path.read_text())
+            keys = [base64.b64decode(item, validate=True) for item in encoded]
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError) as error:
+            log.error("keyring file %s is unusable (%s); using --encrypt", self.path, error)
+            return None
+        if not keys or any(len(key) not in VALID_KEY_SIZES for key in keys):
+            log.error("keyring file %s holds no valid keys; using --encrypt", self.path)
+            return None
+        return keys
+
+    def save(self, keyring: Keyring) -> None:
+        temporary = self.path.with_suffix(".tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temporary.write_text(json.dumps([base64.b64encode(k).decode() for k in keyring.keys]))
+            os.chmod(temporary, 0o600)
+            os.replace(temporary, self.path)
+        except OSError as error:
+            log.error("cannot write keyring file %s: %s", self.path, error.strerror)
+
+
+@dataclass
+class _Pending:
+    expected: set[str]
+    replies: dict[str, wire.KeyringReply] = field(default_factory=dict)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class KeyringService:
+    """controlplane.v1.Keyring over the agent's gossip keyring."""
+
+    def __init__(
+        self,
+        layer: Membership,
+        send: Callable[[str, bytes], None],
+        keyring: Keyring | None,
+        store: KeyringFile | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._layer = layer
+        self._send = send
+        self._keyring = keyring
+        self._store = store
+        self._rng = rng or random.Random()
+        self._pending: dict[int, _Pending] = {}
+
+    # ------------------------------------------------------------ gossip side
+
+    def _reply(self, request: wire.KeyringRequest) -> wire.KeyringReply:
+        assert self._keyring is not None
+        error = apply_operation(self._keyring, request.operation, request.key)
+        if not error and request.operation != wire.KEYRING_OPERATION_LIST and self._store:
+            self._store.save(self._keyring)
+        return wire.KeyringReply(
+            id=request.id,
+            coordinator=request.coordinator,
+            member=self._layer.name,
+            error=error,
+            keys=self._keyring.keys,
+            primary_key=self._keyring.primary_key,
+        )
+
+    def on_channel(self, effect: ChannelDelivery | ChannelStateReceived) -> None:
+        if not isinstance(effect, ChannelDelivery) or self._keyring is None:
+            return
+        try:
+            message = wire.KeyringMessage.FromString(effect.payload)
+        except Exception:  # protobuf DecodeError and friends: foreign input
+            return
+        if message.HasField("request"):
+            reply = self._reply(message.request)
+            self._send(CHANNEL, wire.KeyringMessage(reply=reply).SerializeToString())
+        elif message.HasField("reply") and message.reply.coordinator == self._layer.name:
+            pending = self._pending.get(message.reply.id)
+            if pending is not None and message.reply.member in pending.expected:
+                pending.replies[message.reply.member] = message.reply
+                if set(pending.replies) >= pending.expected:
+                    pending.done.set()
+
+    # ------------------------------------------------------------- RPC side
+
+    async def _cluster_operation(
+        self, operation: int, key: bytes
+    ) -> tuple[pb.KeyringResult, list[wire.KeyringReply]]:
+        if self._keyring is None:
+            raise FailedPrecondition(
+                "gossip encryption is off on this agent; start every agent with --encrypt KEY"
+            )
+        alive = {m.name for m in self._layer.members() if m.status is MemberStatus.ALIVE}
+        request = wire.KeyringRequest(
+            id=self._rng.getrandbits(64),
+            coordinator=self._layer.name,
+            operation=operation,  # type: ignore[arg-type]
+            key=key,
+        )
+        pending = _Pending(expected=alive)
+        pending.replies[self._layer.name] = self._reply(request)
+        others = alive - {self._layer.name}
+        if others:
+            self._pending[request.id] = pending
+            try:
+                self._send(CHANNEL, wire.KeyringMessage(request=request).SerializeToString())
+                wait = min(MAX_REPLY_WAIT, MIN_REPLY_WAIT * max(1, len(alive).bit_length()))
+                # Members that do not answer in time are counted as not responding.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(pending.done.wait(), wait)
+            finally:
+                del self._pending[request.id]
+        replies = list(pending.replies.values())
+        result = pb.KeyringResult(
+            num_nodes=len(alive),
+            num_responses=len(replies),
+            errors={r.member: r.error for r in replies if r.error},
+        )
+        return result, replies
+
+    async def ListKeys(
+        self, request: pb.ListKeysRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListKeysResponse:
+        result, replies = await self._cluster_operation(wire.KEYRING_OPERATION_LIST, b"")
+        holders: dict[bytes, list[int]] = {}
+        for reply in replies:
+            for key in reply.keys:
+                counts = holders.setdefault(key, [0, 0])
+                counts[0] += 1
+                counts[1] += key == reply.primary_key
+        keys = [
+            pb.KeyStatus(key=key, members=counts[0], primary_members=counts[1])
+            for key, counts in sorted(holders.items(), key=lambda item: -item[1][1])
+        ]
+        return pb.ListKeysResponse(result=result, keys=keys)
+
+    async def InstallKey(
+        self, request: pb.InstallKeyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.InstallKeyResponse:
+        key = check_key(request.key)
+        result, _ = await self._cluster_operation(wire.KEYRING_OPERATION_INSTALL, key)
+        return pb.InstallKeyResponse(result=result)
+
+    async def UseKey(
+        self, request: pb.UseKeyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.UseKeyResponse:
+        key = check_key(request.key)
+        result, _ = await self._cluster_operation(wire.KEYRING_OPERATION_USE, key)
+        return pb.UseKeyResponse(result=result)
+
+    async def RemoveKey(
+        self, request: pb.RemoveKeyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RemoveKeyResponse:
+        key = check_key(request.key)
+        result, _ = await self._cluster_operation(wire.KEYRING_OPERATION_REMOVE, key)
+        return pb.RemoveKeyResponse(result=result)
