@@ -7,14 +7,14 @@ BIN := $(VENV)/bin
 NODE_DIR := tests/interop/node
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv proto proto-check lint typecheck pytest node-deps clean
+.PHONY: run test venv proto proto-check lint typecheck pytest cluster-test node-deps clean
 
 ## run: create the environment, install both distributions, start one agent on 127.0.0.1:7946
 run: venv
 	$(BIN)/controlplane agent --bind 127.0.0.1 --port 7946
 
 ## test: everything CI checks
-test: venv node-deps lint typecheck proto-check pytest
+test: venv node-deps lint typecheck proto-check pytest cluster-test
 
 venv: $(STAMP)
 
@@ -47,8 +47,14 @@ typecheck: venv
 	@# strict is the project-wide setting; repeated here so the client can never lose it
 	$(BIN)/mypy --strict clients/python/controlplane
 
+# Unit, property, simulation, integration and interop tiers.
 pytest: venv
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not cluster"
+
+# Containers on a local Docker engine (scripts/docker-engine.sh starts one; with
+# CI=true a missing engine fails the run instead of skipping the tier).
+cluster-test: venv
+	$(BIN)/pytest -m cluster tests/cluster --durations=0
 
 clean:
 	rm -rf $(VENV) $(NODE_DIR)/node_modules .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Tier 4: agents in containers on a local Docker engine (testcontainers)."""
