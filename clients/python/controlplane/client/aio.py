@@ -36,13 +36,13 @@ from controlplane.client.health import HealthStatus, check_health_async
 from controlplane.client.ringview import RingState
 from controlplane.client.views import (
     EventUpdate,
-    LeaderTracker,
     LeaderUpdate,
     MembersUpdate,
-    MemberView,
-    RingTracker,
     RingUpdate,
-    UserEventDeduper,
+    events_handler,
+    leader_handler,
+    members_handler,
+    ring_handler,
 )
 from controlplane.errors import ControlPlaneError, DeadlineExceeded, Unavailable
 from controlplane.pool import Server
@@ -429,13 +429,12 @@ class AsyncClient:
 
     def watch_members(self) -> AsyncWatch[membership_pb2.WatchMembersResponse, MembersUpdate]:
         """Member changes: a SNAPSHOT, then UPSERT / REMOVED; resumes without repeats."""
-        view = MemberView()
         request = membership_pb2.WatchMembersRequest()
         return AsyncWatch(
             self,
             "Membership/WatchMembers",
             lambda s: s.membership.WatchMembers(request),
-            lambda message, first, resumed: view.apply(message, first=first, resumed=resumed),
+            members_handler(),
         )
 
     def watch_events(
@@ -446,52 +445,29 @@ class AsyncClient:
     ) -> AsyncWatch[membership_pb2.WatchEventsResponse, EventUpdate]:
         """Events as agents emit them; see docs/client.md for resume semantics."""
         request = requests.watch_events(types, user_event_name)
-        deduper = UserEventDeduper()
-        gap = [False]
-
-        def handle(
-            message: membership_pb2.WatchEventsResponse, first: bool, resumed: bool
-        ) -> list[EventUpdate]:
-            if first and resumed:
-                gap[0] = True
-            if not deduper.first_time(message.event):
-                return []
-            update = EventUpdate(message.event, gap[0])
-            gap[0] = False
-            return [update]
-
         return AsyncWatch(
-            self, "Membership/WatchEvents", lambda s: s.membership.WatchEvents(request), handle
+            self,
+            "Membership/WatchEvents",
+            lambda s: s.membership.WatchEvents(request),
+            events_handler(),
         )
 
     def watch_leader(self) -> AsyncWatch[membership_pb2.WatchLeaderResponse, LeaderUpdate]:
         """Leader changes; a resumed stream emits only if the leader or epoch changed."""
-        tracker = LeaderTracker()
         request = membership_pb2.WatchLeaderRequest()
-
-        def handle(
-            message: membership_pb2.WatchLeaderResponse, first: bool, resumed: bool
-        ) -> list[LeaderUpdate]:
-            leader = message.leader if message.HasField("leader") else None
-            update = tracker.accept(leader, resumed=resumed and first)
-            return [update] if update else []
-
         return AsyncWatch(
-            self, "Membership/WatchLeader", lambda s: s.membership.WatchLeader(request), handle
+            self,
+            "Membership/WatchLeader",
+            lambda s: s.membership.WatchLeader(request),
+            leader_handler(),
         )
 
     def watch_ring(self, name: str = "") -> AsyncWatch[ring_pb2.WatchRingResponse, RingUpdate]:
         """Ring snapshots, emitted only when the nodes (checksum) change."""
-        tracker = RingTracker()
         request = ring_pb2.WatchRingRequest(ring=name)
-
-        def handle(
-            message: ring_pb2.WatchRingResponse, first: bool, resumed: bool
-        ) -> list[RingUpdate]:
-            update = tracker.accept(message.ring, resumed=resumed and first)
-            return [update] if update else []
-
-        return AsyncWatch(self, "Ring/WatchRing", lambda s: s.ring.WatchRing(request), handle)
+        return AsyncWatch(
+            self, "Ring/WatchRing", lambda s: s.ring.WatchRing(request), ring_handler()
+        )
 
     async def ring(self, name: str = "", *, timeout: float | None = None) -> AsyncLiveRing:
         """A local copy of a ring kept current by a background task; lookups do no

@@ -34,13 +34,13 @@ from controlplane.client.health import HealthStatus, check_health
 from controlplane.client.ringview import RingState
 from controlplane.client.views import (
     EventUpdate,
-    LeaderTracker,
     LeaderUpdate,
     MembersUpdate,
-    MemberView,
-    RingTracker,
     RingUpdate,
-    UserEventDeduper,
+    events_handler,
+    leader_handler,
+    members_handler,
+    ring_handler,
 )
 from controlplane.errors import ControlPlaneError, DeadlineExceeded, Unavailable
 from controlplane.pool import Server
@@ -410,13 +410,12 @@ class Client:
 
     def watch_members(self) -> Watch[membership_pb2.WatchMembersResponse, MembersUpdate]:
         """Member changes: a SNAPSHOT, then UPSERT / REMOVED; resumes without repeats."""
-        view = MemberView()
         request = membership_pb2.WatchMembersRequest()
         return Watch(
             self,
             "Membership/WatchMembers",
             lambda s: s.membership.WatchMembers(request),
-            lambda message, first, resumed: view.apply(message, first=first, resumed=resumed),
+            members_handler(),
         )
 
     def watch_events(
@@ -428,52 +427,27 @@ class Client:
         """Events as agents emit them. No replay: see docs/client.md for the
         semantics across a resume (`EventUpdate.resumed`)."""
         request = requests.watch_events(types, user_event_name)
-        deduper = UserEventDeduper()
-        gap = [False]
-
-        def handle(
-            message: membership_pb2.WatchEventsResponse, first: bool, resumed: bool
-        ) -> list[EventUpdate]:
-            if first and resumed:
-                gap[0] = True
-            if not deduper.first_time(message.event):
-                return []
-            update = EventUpdate(message.event, gap[0])
-            gap[0] = False
-            return [update]
-
         return Watch(
-            self, "Membership/WatchEvents", lambda s: s.membership.WatchEvents(request), handle
+            self,
+            "Membership/WatchEvents",
+            lambda s: s.membership.WatchEvents(request),
+            events_handler(),
         )
 
     def watch_leader(self) -> Watch[membership_pb2.WatchLeaderResponse, LeaderUpdate]:
         """Leader changes; a resumed stream emits only if the leader or epoch changed."""
-        tracker = LeaderTracker()
         request = membership_pb2.WatchLeaderRequest()
-
-        def handle(
-            message: membership_pb2.WatchLeaderResponse, first: bool, resumed: bool
-        ) -> list[LeaderUpdate]:
-            leader = message.leader if message.HasField("leader") else None
-            update = tracker.accept(leader, resumed=resumed and first)
-            return [update] if update else []
-
         return Watch(
-            self, "Membership/WatchLeader", lambda s: s.membership.WatchLeader(request), handle
+            self,
+            "Membership/WatchLeader",
+            lambda s: s.membership.WatchLeader(request),
+            leader_handler(),
         )
 
     def watch_ring(self, name: str = "") -> Watch[ring_pb2.WatchRingResponse, RingUpdate]:
         """Ring snapshots, emitted only when the nodes (checksum) change."""
-        tracker = RingTracker()
         request = ring_pb2.WatchRingRequest(ring=name)
-
-        def handle(
-            message: ring_pb2.WatchRingResponse, first: bool, resumed: bool
-        ) -> list[RingUpdate]:
-            update = tracker.accept(message.ring, resumed=resumed and first)
-            return [update] if update else []
-
-        return Watch(self, "Ring/WatchRing", lambda s: s.ring.WatchRing(request), handle)
+        return Watch(self, "Ring/WatchRing", lambda s: s.ring.WatchRing(request), ring_handler())
 
     def ring(self, name: str = "", *, timeout: float | None = None) -> LiveRing:
         """A local copy of a ring kept current in the background; lookups do no RPC.

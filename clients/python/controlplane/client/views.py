@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -200,3 +200,68 @@ class UserEventDeduper:
         if len(self._seen) > self._capacity:
             self._seen.popitem(last=False)
         return True
+
+
+# ---------------------------------------------------------------- stream handlers
+# A Watch (blocking or asyncio) feeds each stream message to a handler with
+# whether it is the first message of a (re)opened stream and whether the stream
+# was resumed after a failure; the handler returns the updates to emit.
+
+MembersHandler = Callable[[membership_pb2.WatchMembersResponse, bool, bool], list[MembersUpdate]]
+EventsHandler = Callable[[membership_pb2.WatchEventsResponse, bool, bool], list[EventUpdate]]
+LeaderHandler = Callable[[membership_pb2.WatchLeaderResponse, bool, bool], list[LeaderUpdate]]
+RingHandler = Callable[[ring_pb2.WatchRingResponse, bool, bool], list[RingUpdate]]
+
+
+def members_handler() -> MembersHandler:
+    view = MemberView()
+
+    def handle(
+        message: membership_pb2.WatchMembersResponse, first: bool, resumed: bool
+    ) -> list[MembersUpdate]:
+        return view.apply(message, first=first, resumed=resumed)
+
+    return handle
+
+
+def events_handler() -> EventsHandler:
+    """User events deduplicated; the first event after a resume is marked resumed
+    (events emitted while the stream was down are not replayed)."""
+    deduper = UserEventDeduper()
+    gap = [False]
+
+    def handle(
+        message: membership_pb2.WatchEventsResponse, first: bool, resumed: bool
+    ) -> list[EventUpdate]:
+        if first and resumed:
+            gap[0] = True
+        if not deduper.first_time(message.event):
+            return []
+        update = EventUpdate(message.event, gap[0])
+        gap[0] = False
+        return [update]
+
+    return handle
+
+
+def leader_handler() -> LeaderHandler:
+    tracker = LeaderTracker()
+
+    def handle(
+        message: membership_pb2.WatchLeaderResponse, first: bool, resumed: bool
+    ) -> list[LeaderUpdate]:
+        leader = message.leader if message.HasField("leader") else None
+        update = tracker.accept(leader, resumed=resumed and first)
+        return [update] if update else []
+
+    return handle
+
+
+def ring_handler() -> RingHandler:
+    tracker = RingTracker()
+
+    def handle(message: ring_pb2.WatchRingResponse, first: bool, resumed: bool) -> list[RingUpdate]:
+        update = tracker.accept(message.ring, resumed=resumed and first)
+        return [update] if update else []
+
+    return handle
