@@ -39,6 +39,8 @@ CHANNEL = "keyring"
 # scales its query timeout the same way: GossipInterval x 16 x log(N+1)).
 MIN_REPLY_WAIT = 2.0
 MAX_REPLY_WAIT = 15.0
+# How often a request is sent again while members have not answered.
+RESEND_INTERVAL = 1.0
 
 
 def check_key(key: bytes) -> bytes:
@@ -180,12 +182,22 @@ class KeyringService:
         others = alive - {self._layer.name}
         if others:
             self._pending[request.id] = pending
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + min(
+                MAX_REPLY_WAIT, MIN_REPLY_WAIT * max(1, len(alive).bit_length())
+            )
+            payload = wire.KeyringMessage(request=request).SerializeToString()
             try:
-                self._send(CHANNEL, wire.KeyringMessage(request=request).SerializeToString())
-                wait = min(MAX_REPLY_WAIT, MIN_REPLY_WAIT * max(1, len(alive).bit_length()))
-                # Members that do not answer in time are counted as not responding.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(pending.done.wait(), wait)
+                # Gossip delivers a broadcast with high probability, not certainty: a
+                # reply's few transmissions may all go to other members. Until every
+                # member has answered, ask again (operations are idempotent; replies
+                # to the same request id merge), as Serf relays query responses.
+                while not pending.done.is_set() and loop.time() < deadline:
+                    self._send(CHANNEL, payload)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            pending.done.wait(), min(RESEND_INTERVAL, deadline - loop.time())
+                        )
             finally:
                 del self._pending[request.id]
         replies = list(pending.replies.values())
