@@ -28,6 +28,7 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from controlplane.api.auth import TokenCheck
 from controlplane.api.heartbeat import (
     API_VERSION_TAG,
     DRAINING_TAG,
@@ -210,7 +211,8 @@ class Agent:
             tracker = HeartbeatTracker(random.Random())
             implemented.append(ServerPoolRpcs(self.pools))
             implemented.append(HeartbeatRpcs(layer, tracker, clock, leader=self._leader_address))
-        return pending_servicer(service, MISSING_FEATURES[service.name], *implemented)
+        auth = TokenCheck(self.config.api_token) if self.config.api_token else None
+        return pending_servicer(service, MISSING_FEATURES[service.name], *implemented, auth=auth)
 
     async def start(self) -> None:
         config = self.config

@@ -56,6 +56,7 @@ class AgentConfig:
     tags: Mapping[str, str] = field(default_factory=dict)
     data_dir: str = ""
     encrypt: str = ""
+    api_token: str = ""
     cluster_label: str = ""
     log_level: str = "info"
     drain_period: float = 2.0
@@ -238,6 +239,11 @@ def _check_encrypt(value: str) -> None:
         raise ValueError(f"must decode to 16, 24 or 32 bytes (AES-128/192/256), got {len(key)}")
 
 
+def _check_token(value: str) -> None:
+    if value and (len(value) < 8 or any(c.isspace() or not c.isprintable() for c in value)):
+        raise ValueError("must be at least 8 printable characters without spaces")
+
+
 def _check_label(value: str) -> None:
     # The label travels in every frame with a one-byte length (docs/gossip.md).
     if len(value.encode()) > 255:
@@ -286,6 +292,7 @@ SETTINGS: dict[str, Setting] = {
         Setting("tags", _parse_tags, _check_tags, "tag key=value (repeatable)"),
         Setting("data_dir", _parse_str, _no_check, "directory for the snapshot and state"),
         Setting("encrypt", _parse_str, _check_encrypt, "base64 AES key that encrypts gossip"),
+        Setting("api_token", _parse_str, _check_token, "token the public API requires"),
         Setting("cluster_label", _parse_str, _check_label, "label every gossip frame must carry"),
         Setting("log_level", _parse_str, _one_of(LOG_LEVELS), "debug, info, warning or error"),
         Setting(

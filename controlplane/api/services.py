@@ -15,6 +15,7 @@ from typing import Any
 import grpc.aio
 from google.protobuf.descriptor import FileDescriptor
 
+from controlplane.api.auth import TokenCheck, authenticated
 from controlplane.api.errors import guard
 from controlplane.errors import Unimplemented
 from controlplane.gossip.v1 import gossip_pb2, gossip_pb2_grpc
@@ -89,14 +90,19 @@ GOSSIP = PublicService(
 )
 
 
-def pending_servicer(service: PublicService, missing: str, *implemented: object) -> Any:
+def pending_servicer(
+    service: PublicService, missing: str, *implemented: object, auth: TokenCheck | None = None
+) -> Any:
     """A servicer for `service` whose RPCs, except those the `implemented` objects
-    provide, answer UNIMPLEMENTED naming what this version lacks (`missing`)."""
+    provide, answer UNIMPLEMENTED naming what this version lacks (`missing`); with
+    `auth`, every RPC first checks the caller's token."""
     namespace: dict[str, object] = {}
     for method in service.method_names:
         path = f"/{service.full_name}/{method}"
         provider = next((impl for impl in implemented if hasattr(impl, method)), None)
         behavior = getattr(provider, method) if provider else _unimplemented(path, missing)
+        if auth is not None:
+            behavior = authenticated(behavior, auth)
         # A bound method (or plain function) of another object, exposed as a method of
         # the servicer class, with domain errors mapped to statuses.
         namespace[method] = staticmethod(guard(path, behavior))

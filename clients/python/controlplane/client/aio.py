@@ -22,6 +22,7 @@ import grpc
 import grpc.aio
 
 from controlplane.client import requests
+from controlplane.client.auth import async_channel
 from controlplane.client.common import (
     CHANNEL_OPTIONS,
     HEARTBEAT_RETRY,
@@ -486,8 +487,8 @@ class AsyncClient:
         conn = self._conns.get(address)
         if conn is None:
             self._check_open()
-            channel = grpc.aio.insecure_channel(
-                address, options=[*CHANNEL_OPTIONS, *self._options.channel_options]
+            channel = async_channel(
+                address, [*CHANNEL_OPTIONS, *self._options.channel_options], self._options.token
             )
             conn = _Stubs(
                 channel,

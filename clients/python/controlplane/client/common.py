@@ -112,6 +112,7 @@ class ClientOptions:
         resolver: resolves a seed to addresses on every re-discovery.
         channel_options: extra gRPC channel options, appended to CHANNEL_OPTIONS.
         seed: randomness for the pool's shuffles (tests).
+        token: API token sent with every call (agents started with `api_token`).
     """
 
     timeout: float = DEFAULT_TIMEOUT
@@ -123,6 +124,7 @@ class ClientOptions:
     resolver: Resolver = resolve_seed
     channel_options: Sequence[tuple[str, int | str]] = ()
     seed: int | None = None
+    token: str = ""
 
     def __post_init__(self) -> None:
         if not self.timeout > 0:

@@ -20,6 +20,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import grpc
 
 from controlplane.client import requests
+from controlplane.client.auth import sync_channel
 from controlplane.client.common import (
     CHANNEL_OPTIONS,
     HEARTBEAT_RETRY,
@@ -470,8 +471,10 @@ class Client:
             conn = self._conns.get(address)
             if conn is None:
                 self._check_open()
-                channel = grpc.insecure_channel(
-                    address, options=[*CHANNEL_OPTIONS, *self._options.channel_options]
+                channel = sync_channel(
+                    address,
+                    [*CHANNEL_OPTIONS, *self._options.channel_options],
+                    self._options.token,
                 )
                 conn = _Stubs(
                     channel,
