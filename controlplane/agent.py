@@ -59,7 +59,7 @@ from controlplane.heartbeat import HeartbeatTracker
 from controlplane.membership import MemberEvent, Membership, MembershipConfig
 from controlplane.rings import RingDirectory
 from controlplane.transport.election import RANK_TAG, ElectionDriver, EpochStore
-from controlplane.transport.pushpull import GossipServicer
+from controlplane.transport.pushpull import MAX_MESSAGE_BYTES, GossipServicer
 from controlplane.transport.runtime import GossipRuntime
 from controlplane.transport.snapshot import SnapshotFile, read_snapshot, snapshot_path
 
@@ -74,6 +74,10 @@ MISSING_FEATURES: dict[str, str] = {
 }
 
 SERVER_OPTIONS: Sequence[tuple[str, int]] = (
+    # Push-pull exchanges of large clusters exceed gRPC's 4 MiB default; the client
+    # side allows the same (transport/pushpull.py).
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     # gRPC enables SO_REUSEPORT by default on Linux, which would let a second agent
     # bind the same port silently and split traffic; a taken port must be an error.
     ("grpc.so_reuseport", 0),
@@ -140,6 +144,7 @@ class Agent:
         self.keys: KeyringService | None = None
         self.leader_changes: EventHub[LeaderView | None] = EventHub()
         self._tasks: list[asyncio.Task[None]] = []
+        self._leave_task: asyncio.Task[None] | None = None
 
     @property
     def service_names(self) -> list[str]:
@@ -222,8 +227,13 @@ class Agent:
                 raise AgentStartError(
                     f"port {config.port} on {config.bind} is already in use ({label})"
                 )
-        self.keyring = self._load_keyring()
-        layer, snapshot_file = self._membership(loop.time())
+        try:
+            self.keyring = self._load_keyring()
+            layer, snapshot_file = self._membership(loop.time())
+        except OSError as error:
+            raise AgentStartError(
+                f"data directory {config.data_dir!r} is not usable: {error.strerror or error}"
+            ) from None
         runtime = GossipRuntime(layer, snapshot=snapshot_file)
         runtime.subscribe(self.events.publish)
         self.pools = PoolRegistry(loop.time)
@@ -326,10 +336,20 @@ class Agent:
         await self.health.set(MEMBERSHIP.full_name, health_pb2.HealthCheckResponse.SERVING)
 
     async def leave_cluster(self) -> None:
-        """Drain, then leave gracefully; the agent stops once the caller is answered."""
-        await self._drain_and_leave()
-        # Answer the Leave RPC first; the server then stops as on SIGTERM.
-        asyncio.get_running_loop().call_later(0.1, self.request_stop)
+        """Drain, then leave gracefully; the agent stops once the caller is answered.
+
+        The sequence belongs to the agent, not to the RPC: a caller whose deadline
+        passes (or who goes away) must not leave the agent half-drained."""
+        if self._leave_task is None:
+            self._leave_task = asyncio.create_task(self._leave_then_stop())
+        await asyncio.shield(self._leave_task)
+
+    async def _leave_then_stop(self) -> None:
+        try:
+            await self._drain_and_leave()
+        finally:
+            # Answer the Leave RPC first; the server then stops as on SIGTERM.
+            asyncio.get_running_loop().call_later(0.1, self.request_stop)
 
     async def _drain_and_leave(self) -> None:
         assert self._leaving is not None, "the agent has not started"

@@ -328,6 +328,8 @@ def load_file(path: str | Path) -> dict[str, object]:
         raise ConfigError(f"config file {str(path)!r} cannot be read: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {error}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text") from None
 
 
 def build_config(

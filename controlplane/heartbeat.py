@@ -11,6 +11,7 @@ randomness from an injected `random.Random`.
 from __future__ import annotations
 
 import random
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -22,6 +23,9 @@ MIN_HEARTBEAT_TTL = 10.0
 HEARTBEAT_GRACE = 10.0
 # A bound on soft state: client ids are chosen by callers.
 MAX_CLIENTS = 100_000
+# Expired clients are swept at most this often, so a heartbeat costs O(1) however
+# many clients there are; listing sweeps first, so nothing stale is ever shown.
+SWEEP_INTERVAL = 1.0
 
 
 def rate_scaled_interval(rate: float, minimum: float, count: int) -> float:
@@ -56,7 +60,9 @@ class HeartbeatTracker:
     def __init__(self, rng: random.Random, grace: float = HEARTBEAT_GRACE) -> None:
         self._rng = rng
         self._grace = grace
-        self._clients: dict[str, HeartbeatClient] = {}
+        # Least recently seen first: eviction takes the front.
+        self._clients: OrderedDict[str, HeartbeatClient] = OrderedDict()
+        self._next_sweep = float("-inf")
 
     def record(
         self,
@@ -67,18 +73,21 @@ class HeartbeatTracker:
         now: float,
     ) -> float:
         """Notes a heartbeat; returns the interval the client should wait."""
-        self.expire(now)
-        if client_id not in self._clients and len(self._clients) >= MAX_CLIENTS:
-            # Refuse to grow without bound; the oldest silent client goes first.
-            oldest = min(self._clients.values(), key=lambda client: client.last_seen)
-            del self._clients[oldest.client_id]
-        ttl = heartbeat_ttl(len(self._clients) + (client_id not in self._clients), self._rng)
+        if now >= self._next_sweep:
+            self.expire(now)
+        known = client_id in self._clients
+        if not known and len(self._clients) >= MAX_CLIENTS:
+            # Refuse to grow without bound; the least recently seen client goes first.
+            self._clients.popitem(last=False)
+        ttl = heartbeat_ttl(len(self._clients) + (not known), self._rng)
         self._clients[client_id] = HeartbeatClient(
             client_id, peer, api_version, dict(metadata), now, now + ttl + self._grace
         )
+        self._clients.move_to_end(client_id)
         return ttl
 
     def expire(self, now: float) -> list[str]:
+        self._next_sweep = now + SWEEP_INTERVAL
         gone = [cid for cid, client in self._clients.items() if client.expires_at <= now]
         for client_id in gone:
             del self._clients[client_id]

@@ -81,10 +81,21 @@ def check_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
     return dict(metadata)
 
 
+def valid_address(address: str) -> bool:
+    """1 to 253 printable ASCII characters, no spaces (host names and IP literals)."""
+    return (
+        1 <= len(address) <= MAX_ADDRESS_CHARS
+        and address.isascii()
+        and address.isprintable()
+        and not any(c.isspace() for c in address)
+    )
+
+
 def check_address(address: str, port: int) -> str:
-    if not 1 <= len(address) <= MAX_ADDRESS_CHARS or any(c.isspace() for c in address):
+    if not valid_address(address):
         raise InvalidArgument.for_field(
-            "address", f"must be 1 to {MAX_ADDRESS_CHARS} characters without spaces"
+            "address",
+            f"must be 1 to {MAX_ADDRESS_CHARS} printable ASCII characters without spaces",
         )
     if not 1 <= port <= 65535:
         raise InvalidArgument.for_field("port", f"must be 1 to 65535, got {port}")
@@ -195,21 +206,26 @@ class RingDirectory:
         self._members = {member.name: member for member in members}
         return self._rebuild()
 
-    def register(
+    def prepare(
         self, ring: str, address: str, port: int, weight: int, metadata: Mapping[str, str]
     ) -> Registration:
-        """A local AddNode: the registration to apply and broadcast."""
-        self._clock += 1
-        registration = Registration(
+        """A local AddNode, not applied yet: the caller broadcasts it, then applies it."""
+        return Registration(
             ring,
             node_id(address, port),
             address,
             port,
             weight,
             dict(metadata),
-            self._clock,
+            self._clock + 1,
             self._origin,
         )
+
+    def register(
+        self, ring: str, address: str, port: int, weight: int, metadata: Mapping[str, str]
+    ) -> Registration:
+        """A local AddNode, applied: the registration to broadcast."""
+        registration = self.prepare(ring, address, port, weight, metadata)
         self.apply(registration, now=0.0)
         return registration
 
@@ -235,18 +251,35 @@ class RingDirectory:
 
     def apply(self, registration: Registration, now: float) -> bool:
         """Merges a registration from anywhere; True if it was newer and changed state."""
-        self._clock = max(self._clock, registration.lamport_time)
-        key = (registration.ring, registration.id)
-        current = self._registrations.get(key)
-        if current is not None and current.order >= registration.order:
-            return False
-        self._registrations[key] = registration
-        if registration.removed:
-            self._removed_at[key] = now
-        else:
-            self._removed_at.pop(key, None)
-        self._rebuild()
-        return True
+        return bool(self.apply_many([registration], now))
+
+    def apply_many(self, registrations: Iterable[Registration], now: float) -> list[Registration]:
+        """Merges many registrations with one rebuild (a peer's full state, the store
+        at startup); returns those that were newer. If the rings cannot be rebuilt
+        with them (a registration no ring accepts), nothing is kept."""
+        saved = (dict(self._registrations), dict(self._removed_at), self._clock)
+        accepted: list[Registration] = []
+        for registration in registrations:
+            self._clock = max(self._clock, registration.lamport_time)
+            key = (registration.ring, registration.id)
+            current = self._registrations.get(key)
+            if current is not None and current.order >= registration.order:
+                continue
+            self._registrations[key] = registration
+            if registration.removed:
+                self._removed_at[key] = now
+            else:
+                self._removed_at.pop(key, None)
+            accepted.append(registration)
+        if accepted:
+            try:
+                self._rebuild()
+            except (ValueError, TypeError):
+                self._registrations, self._removed_at, self._clock = saved
+                raise InvalidArgument.for_field(
+                    "registration", "cannot be placed on a ring"
+                ) from None
+        return accepted
 
     def registrations(self) -> list[Registration]:
         """Everything to hand a peer in a full state exchange, tombstones included."""
@@ -328,6 +361,7 @@ def _from_proto(message: ring_pb2.RingRegistration) -> Registration | None:
     """A registration, or None when it breaks a rule (foreign or hostile input)."""
     if not (
         RING_NAME_RE.fullmatch(message.ring)
+        and valid_address(message.address)
         and message.origin
         and 1 <= message.port <= 65535
         and 1 <= message.weight <= MAX_WEIGHT

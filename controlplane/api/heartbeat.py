@@ -37,7 +37,7 @@ LeaderLookup = Callable[[], tuple[str, int] | None]
 
 def member_api_version(member: MemberInfo) -> ApiVersion | None:
     major, _, minor = member.tags.get(API_VERSION_TAG, "").partition(".")
-    if not (major.isdigit() and minor.isdigit()):
+    if not (major.isascii() and major.isdigit() and minor.isascii() and minor.isdigit()):
         return None
     return ApiVersion(int(major), int(minor))
 

@@ -9,11 +9,11 @@ seen twice is harmless because every message carries the member's full state.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc.aio
+import re2
 from google.protobuf.duration_pb2 import Duration
 
 from controlplane.api.hub import EventHub
@@ -89,16 +89,16 @@ def event_to_proto(event: Event) -> pb.Event:
     )
 
 
-def _compile(field: str, pattern: str) -> re.Pattern[str]:
+def _compile(field: str, pattern: str) -> Any:
     if len(pattern) > PATTERN_MAX:
         raise InvalidArgument.for_field(
             field, f"must be at most {PATTERN_MAX} characters, got {len(pattern)}"
         )
     try:
-        return re.compile(pattern)
-    except re.error as error:
+        return re2.compile(pattern)
+    except re2.error as error:
         raise InvalidArgument.for_field(
-            field, f"is not a valid regular expression: {error}"
+            field, f"is not a valid RE2 regular expression: {error}"
         ) from None
 
 

@@ -239,10 +239,13 @@ class RingService:
             raise ResourceExhausted(
                 f"at most {MAX_REGISTRATIONS} registered nodes per cluster; remove unused ones"
             )
-        registration = self._directory.register(
+        registration = self._directory.prepare(
             ring, request.address, request.port, weight, metadata
         )
+        # Broadcast first: a registration too large for one datagram is refused
+        # before anything is kept.
         self._send(CHANNEL, encode_registration(registration))
+        self._directory.apply(registration, self._clock())
         self._persist()
         self._publish([ring])
         view = self._directory.view(ring)

@@ -32,6 +32,7 @@ from controlplane.pool import (
     RebalanceResult,
     Server,
     ServerPool,
+    parse_address,
 )
 from controlplane.v1 import server_pool_pb2 as pb
 
@@ -234,8 +235,13 @@ class ServerPoolRpcs:
         name = pool_name(request.pool)
         servers = servers_from_proto(request.servers, "servers")
         api_version = api_version_from_proto(request.api_version, request.HasField("api_version"))
-        entry = self._registry.get_or_create(name, api_version)
         leader = request.leader_address or None
+        if leader is not None:
+            try:
+                parse_address(leader, field="leader_address")
+            except PoolInputError as error:
+                raise InvalidArgument.for_field("leader_address", str(error)) from None
+        entry = self._registry.get_or_create(name, api_version)
         result = entry.pool.refresh_server_lists(
             servers, request.num_nodes, leader, self._registry.now()
         )

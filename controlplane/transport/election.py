@@ -45,7 +45,8 @@ def member_rank(member: MemberInfo) -> int | None:
     if member.tags.get(ROLE_TAG) != SERVER_ROLE:
         return None
     raw = member.tags.get(RANK_TAG, "")
-    return int(raw) if raw.isdigit() else None
+    # isdecimal alone accepts other scripts' digits, which int() may refuse.
+    return int(raw) if raw.isascii() and raw.isdigit() else None
 
 
 def member_views(members: Iterable[MemberInfo]) -> dict[str, MemberView]:

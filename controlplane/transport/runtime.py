@@ -152,7 +152,11 @@ class GossipRuntime:
         self._timer_at = float("inf")
         if self._closed:
             return
-        self.apply(self.layer.tick(self.now))
+        try:
+            self.apply(self.layer.tick(self.now))
+        finally:
+            # Whatever happened, the next deadline must stay armed.
+            self._reschedule()
 
     # ----------------------------------------------------------------- effects
 

@@ -60,8 +60,8 @@ class SnapshotFile:
             elif self._handle is not None:
                 self._handle.write(record.data)
                 self._handle.flush()
-        except OSError as error:
-            log.error("cannot write snapshot %s: %s", self.path, error.strerror)
+        except (OSError, ValueError) as error:
+            log.error("cannot write snapshot %s: %s", self.path, error)
 
     def _rewrite(self, data: bytes) -> None:
         temporary = self.path.with_suffix(".compact")
@@ -71,8 +71,12 @@ class SnapshotFile:
             os.fsync(handle.fileno())
         if self._handle is not None:
             self._handle.close()
-        os.replace(temporary, self.path)
-        self._handle = open(self.path, "ab")  # noqa: SIM115 - held open
+            self._handle = None
+        try:
+            os.replace(temporary, self.path)
+        finally:
+            # Appends go on to whichever file is now in place.
+            self._handle = open(self.path, "ab")  # noqa: SIM115 - held open
 
     def close(self) -> None:
         if self._handle is None:

@@ -11,6 +11,7 @@ allows and SWIM tolerates, and the drop is counted.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,10 +89,14 @@ class UdpEndpoint:
         if sock is None:
             self.stats.send_dropped += 1
             return
+        host, port = dest
         try:
-            sock.sendto(data, dest)
+            # Only IP literals: a host name would make sendto resolve it, blocking the
+            # loop, and a malformed one (NUL bytes, bad encodings) raises ValueError.
+            ipaddress.ip_address(host)
+            sock.sendto(data, (host, port))
             self.stats.sent += 1
-        except OSError:
+        except (OSError, ValueError, TypeError, OverflowError):
             self.stats.send_dropped += 1
 
     def close(self) -> None:

@@ -79,3 +79,14 @@ def test_port_in_use() -> None:
         taken.listen()
         result = run_agent("--port", str(port), "--bind", "127.0.0.1")
     assert_one_line_exit_2(result, f"port {port}", "already in use")
+
+
+def test_config_file_that_is_not_utf8(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_bytes(b'node = "\xff\xfe"\n')
+    assert_one_line_exit_2(run_agent("--config", str(config)), "not UTF-8")
+
+
+def test_unusable_data_directory() -> None:
+    result = run_agent("--port", str(free_port()), "--data-dir", "/proc/controlplane-nope")
+    assert_one_line_exit_2(result, "data directory", "/proc/controlplane-nope")

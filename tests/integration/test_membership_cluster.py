@@ -311,3 +311,30 @@ def test_leave_rpc_leaves_then_stops_the_agent(cluster: Cluster) -> None:
     assert wait_until(lambda: cluster.statuses("node-1").get("node-3") == "LEFT", timeout=15)
     counts = Counter(cluster.statuses("node-2").values())
     assert counts == {"ALIVE": 2, "LEFT": 1}
+
+
+def test_a_pathological_pattern_does_not_stall_the_agent(cluster: Cluster) -> None:
+    membership = stub(cluster.agents["node-1"])
+    membership.UpdateTags(pb.UpdateTagsRequest(set={"x": "a" * 60}), timeout=5)
+    # Exponential for a backtracking engine; linear for RE2.
+    answer = membership.ListMembers(pb.ListMembersRequest(tags={"x": "(.|.)*Z"}), timeout=5)
+    assert list(answer.members) == []
+    with pytest.raises(grpc.RpcError) as lookahead:
+        membership.ListMembers(pb.ListMembersRequest(name_pattern="(?=node)node-1"), timeout=5)
+    assert lookahead.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "RE2" in (lookahead.value.details() or "")
+
+
+def test_a_leave_whose_caller_gives_up_still_completes(tmp_path: Path) -> None:
+    c = Cluster(tmp_path)
+    try:
+        c.start(1)
+        leaver = c.start(2, "--drain-period", "3")
+        assert wait_until(lambda: c.converged({"node-1", "node-2"}), timeout=30)
+        with pytest.raises(grpc.RpcError) as impatient:
+            stub(leaver).Leave(pb.LeaveRequest(), timeout=1)
+        assert impatient.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert leaver.process.wait(timeout=30) == 0
+        assert wait_until(lambda: c.statuses("node-1").get("node-2") == "LEFT", timeout=15)
+    finally:
+        c.stop_all()

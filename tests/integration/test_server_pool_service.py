@@ -170,6 +170,11 @@ async def test_servers_of_another_api_version_are_filtered(stub: Any) -> None:
             "1..65535",
         ),
         (
+            pb.RefreshServerListsRequest(pool="p", leader_address="no-port"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "leader_address",
+        ),
+        (
             pb.RefreshServerListsRequest(pool="bad name!", servers=[]),
             grpc.StatusCode.INVALID_ARGUMENT,
             "pool: must be 1 to 128 characters",
