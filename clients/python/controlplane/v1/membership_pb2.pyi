@@ -350,8 +350,8 @@ class ListMembersRequest(_message.Message):
     TAGS_FIELD_NUMBER: _builtins.int
     NAME_PATTERN_FIELD_NUMBER: _builtins.int
     name_pattern: _builtins.str
-    """name_pattern keeps members whose name fully matches this regular expression
-    (anchored); empty keeps every name. At most 256 characters.
+    """name_pattern keeps members whose name fully matches this RE2 regular
+    expression (anchored); empty keeps every name. At most 256 characters.
     """
     @_builtins.property
     def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___MemberStatus.ValueType]:
@@ -360,7 +360,7 @@ class ListMembersRequest(_message.Message):
     @_builtins.property
     def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """tags keeps members whose tag value fully matches the given regular expression
-        (RE2 syntax subset shared by Python's re, anchored at both ends), per key.
+        (RE2 syntax, anchored at both ends; at most 256 characters), per key.
         """
 
     def __init__(
