@@ -17,6 +17,8 @@ bytes without re-encoding.
 
 from __future__ import annotations
 
+import ipaddress
+
 from controlplane.gossip.keyring import ENCRYPTION_OVERHEAD, DecryptionFailed, Keyring
 from controlplane.gossip.v1 import gossip_pb2 as pb
 
@@ -123,6 +125,19 @@ def decode_packet(body: bytes) -> pb.Packet:
 
 def _address(address: tuple[str, int]) -> pb.Address:
     return pb.Address(host=address[0], port=address[1])
+
+
+def decode_address(address: pb.Address) -> tuple[str, int] | None:
+    """A member address from the wire, or None unless it is an IP literal and a
+    port: members advertise IP addresses, and anything else (a name that would
+    need a DNS lookup, NUL bytes) must not reach a socket."""
+    if not 0 < address.port < 65536:
+        return None
+    try:
+        host = str(ipaddress.ip_address(address.host))
+    except ValueError:
+        return None
+    return host, address.port
 
 
 def encode_ping(seq_no: int, target: str, source_node: str) -> bytes:

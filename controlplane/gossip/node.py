@@ -530,7 +530,10 @@ class GossipNode:
             self._on_ack(message.ack.seq_no, now, effects)
         elif kind == "alive":
             alive = message.alive
-            address = (alive.address.host, alive.address.port)
+            address = codec.decode_address(alive.address)
+            if address is None:
+                self.stats.drop("invalid_message")
+                return
             self._on_alive(alive.incarnation, alive.node, address, alive.meta, now, effects)
         elif kind == "suspect":
             suspect = message.suspect
@@ -561,8 +564,8 @@ class GossipNode:
     def _on_indirect_ping(
         self, src: Address, request: pb.IndirectPing, now: float, effects: list[Effect]
     ) -> None:
-        target = (request.target_address.host, request.target_address.port)
-        if not request.target or not target[0] or not 0 < target[1] < 65536:
+        target = codec.decode_address(request.target_address)
+        if not request.target or target is None:
             self.stats.drop("invalid_message")
             return
         if len(self._pending) >= 4 * self.config.max_broadcast_queue_depth:
@@ -778,7 +781,10 @@ class GossipNode:
         status = record.status
         if status == pb.MEMBER_STATUS_ALIVE:
             existing = self._nodes.get(record.name)
-            address = (record.address.host, record.address.port)
+            address = codec.decode_address(record.address)
+            if address is None:
+                self.stats.drop("invalid_message")
+                return
             # Fast path for anti-entropy in a converged cluster: nothing new. A new address is
             # not "nothing new": a left member's name may be reused at any incarnation.
             if (

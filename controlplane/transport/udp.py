@@ -11,7 +11,6 @@ allows and SWIM tolerates, and the drop is counted.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,12 +88,10 @@ class UdpEndpoint:
         if sock is None:
             self.stats.send_dropped += 1
             return
-        host, port = dest
         try:
-            # Only IP literals: a host name would make sendto resolve it, blocking the
-            # loop, and a malformed one (NUL bytes, bad encodings) raises ValueError.
-            ipaddress.ip_address(host)
-            sock.sendto(data, (host, port))
+            # The core only hands out IP literals (codec.decode_address); the wider
+            # net keeps a malformed destination from escaping into the event loop.
+            sock.sendto(data, dest)
             self.stats.sent += 1
         except (OSError, ValueError, TypeError, OverflowError):
             self.stats.send_dropped += 1
