@@ -35,6 +35,28 @@ def _free_on(host: str, port: int) -> bool:
     return True
 
 
+def clean_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without CONTROLPLANE_* settings, plus `extra`: a
+    child must not pick up the developer's agent address, token or settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTROLPLANE_")}
+    env.update(extra or {})
+    return env
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """Runs `controlplane ARGS...` to completion and captures its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "controlplane.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=clean_environment(env),
+        check=False,
+    )
+
+
 def free_port(host: str = "127.0.0.1", *also_free_on: str) -> int:
     """A port free for both TCP and UDP on `host` (and every `also_free_on`) right now."""
     for _ in range(100):
@@ -186,8 +208,7 @@ def start_agent(
         "1",
         *args,
     ]
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("CONTROLPLANE_")}
-    child_env.update(env or {})
+    child_env = clean_environment(env)
     with open(log_path, "w") as log_file:
         process = subprocess.Popen(
             command, stdout=log_file, stderr=subprocess.STDOUT, text=True, env=child_env

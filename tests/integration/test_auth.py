@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +12,7 @@ from controlplane.client import Client, ClientOptions
 from controlplane.client.health import HealthStatus
 from controlplane.errors import PermissionDenied, Unauthenticated
 from controlplane.testing.agents import AgentProcess, running_agent
+from controlplane.testing.agents import run_cli as cli
 from controlplane.v1 import membership_pb2 as pb
 from controlplane.v1 import membership_pb2_grpc
 
@@ -40,19 +38,6 @@ def list_members(agent: AgentProcess, metadata: tuple[tuple[str, str], ...]) -> 
         except grpc.RpcError as error:
             return error.code()
     return grpc.StatusCode.OK
-
-
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("CONTROLPLANE_")}
-    child_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "controlplane.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=child_env,
-        check=False,
-    )
 
 
 def test_raw_grpc_needs_the_token(secured: AgentProcess) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,24 +14,18 @@ from typing import Any
 
 import pytest
 
-from controlplane.testing.agents import AgentProcess, free_port, start_agent, wait_until
+from controlplane.testing.agents import (
+    AgentProcess,
+    clean_environment,
+    free_port,
+    start_agent,
+    wait_until,
+)
+from controlplane.testing.agents import run_cli as cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FAST = ["--profile", "local", "--drain-period", "0"]
-
-
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("CONTROLPLANE_")}
-    child_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "controlplane.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=child_env,
-        check=False,
-    )
 
 
 @pytest.fixture
@@ -99,8 +92,7 @@ def test_join_members_tags_event_and_force_leave(pair: tuple[AgentProcess, Agent
 
 def test_monitor_streams_events_until_interrupted(pair: tuple[AgentProcess, AgentProcess]) -> None:
     first, second = pair
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTROLPLANE_")}
-    env["CONTROLPLANE_ADDR"] = first.target
+    env = clean_environment({"CONTROLPLANE_ADDR": first.target})
     monitor = subprocess.Popen(
         [sys.executable, "-m", "controlplane.cli", "monitor", "--format", "json"],
         stdout=subprocess.PIPE,

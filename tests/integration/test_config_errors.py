@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from controlplane.testing.agents import free_port
+from controlplane.testing.agents import free_port, run_cli
 
 pytestmark = pytest.mark.integration
-
-
-def run_agent(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("CONTROLPLANE_")}
-    child_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "controlplane.cli", "agent", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=child_env,
-        check=False,
-    )
 
 
 def assert_one_line_exit_2(result: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -90,3 +75,7 @@ def test_config_file_that_is_not_utf8(tmp_path: Path) -> None:
 def test_unusable_data_directory() -> None:
     result = run_agent("--port", str(free_port()), "--data-dir", "/proc/controlplane-nope")
     assert_one_line_exit_2(result, "data directory", "/proc/controlplane-nope")
+
+
+def run_agent(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return run_cli("agent", *args, env=env, timeout=30)

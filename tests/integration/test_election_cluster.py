@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +10,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from controlplane.testing.agents import AgentProcess, free_port, start_agent, wait_until
+from controlplane.testing.agents import (
+    AgentProcess,
+    free_port,
+    run_cli,
+    start_agent,
+    wait_until,
+)
 from controlplane.v1 import membership_pb2 as pb
 from controlplane.v1 import membership_pb2_grpc, server_pool_pb2_grpc
 from controlplane.v1 import server_pool_pb2 as pool_pb
@@ -81,24 +84,8 @@ def test_lowest_rank_leads_then_rank_changes_and_failover(agents: list[AgentProc
     assert (beat.leader_address, beat.leader_epoch) == (agents[1].target, first[1])
 
     # The CLI shows the same.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTROLPLANE_")}
-    shown = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "controlplane.cli",
-            "leader",
-            "--addr",
-            agents[2].target,
-            "--format",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=env,
-        check=True,
-    )
+    shown = run_cli("leader", "--addr", agents[2].target, "--format", "json", timeout=30)
+    assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["leader"]["name"] == "e-2"
 
     # A better rank does not preempt the lease: leadership moves only when it ends.

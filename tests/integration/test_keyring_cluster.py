@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
-from controlplane.testing.agents import AgentProcess, free_port, start_agent, wait_until
+from controlplane.testing.agents import (
+    AgentProcess,
+    free_port,
+    run_cli,
+    start_agent,
+    wait_until,
+)
 from controlplane.v1 import keyring_pb2 as pb
 from controlplane.v1 import keyring_pb2_grpc
 
@@ -22,18 +26,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 HOSTS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
 OLD = bytes(range(32))
 NEW = bytes(range(100, 132))
-
-
-def keys_cli(agent: AgentProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTROLPLANE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "controlplane.cli", "keys", "--addr", agent.target, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
 
 
 @pytest.fixture
@@ -139,3 +131,7 @@ def test_errors(cluster: list[AgentProcess], tmp_path: Path) -> None:
         plain.kill()
     usage = keys_cli(cluster[0])
     assert usage.returncode == 2
+
+
+def keys_cli(agent: AgentProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli("keys", "--addr", agent.target, *args)
