@@ -15,19 +15,18 @@ This module is pure: no I/O, time comes in as `now`. The agent broadcasts the
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from controlplane.errors import InvalidArgument
 from controlplane.gossip.v1 import ring_pb2
+from controlplane.names import NAME_RE, name_or_default
 from controlplane.ring import HashRing, RingNode
 
 RING_TAG = "ring"
 SERVICE_PORT_TAG = "service_port"
 WEIGHT_TAG = "ring_weight"
-DEFAULT_RING = "default"
-RING_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+RING_NAME_RE = NAME_RE
 MAX_WEIGHT = 1000
 MAX_KEY_BYTES = 1024
 MAX_ADDRESS_CHARS = 253
@@ -41,13 +40,7 @@ TOMBSTONE_TIMEOUT = 24 * 3600.0
 
 
 def ring_name(raw: str, field: str = "ring") -> str:
-    if not raw:
-        return DEFAULT_RING
-    if not RING_NAME_RE.fullmatch(raw):
-        raise InvalidArgument.for_field(
-            field, f"must be 1 to 128 characters of [A-Za-z0-9._-], got {raw!r}"
-        )
-    return raw
+    return name_or_default(raw, field)
 
 
 def check_key(key: str) -> bytes:

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from google.protobuf.duration_pb2 import Duration
 from controlplane.client.health import HealthStatus, check_health_async
 from controlplane.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from controlplane.errors import Unavailable as UnavailableError
+from controlplane.names import name_or_default
 from controlplane.pool import (
     ApiVersion,
     FailureVerdict,
@@ -38,8 +38,6 @@ from controlplane.v1 import server_pool_pb2 as pb
 
 log = logging.getLogger("controlplane.pool")
 
-DEFAULT_POOL = "default"
-POOL_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 MAX_SERVERS_PER_LIST = 1024
 # A bound on soft state: each pool is small, but callers choose the names.
 MAX_POOLS = 1024
@@ -56,13 +54,7 @@ AsyncPinger = Callable[[Server], Awaitable[bool]]
 
 
 def pool_name(raw: str) -> str:
-    if not raw:
-        return DEFAULT_POOL
-    if not POOL_NAME_RE.fullmatch(raw):
-        raise InvalidArgument.for_field(
-            "pool", f"must be 1 to 128 characters of [A-Za-z0-9._-], got {raw!r}"
-        )
-    return raw
+    return name_or_default(raw, "pool")
 
 
 def api_version_from_proto(version: pb.ApiVersion, present: bool) -> ApiVersion | None:

@@ -1,0 +1,22 @@
+"""The naming rule of pools and rings: 1 to 128 characters of [A-Za-z0-9._-], and
+the empty name meaning "default" (docs/api.md)."""
+
+from __future__ import annotations
+
+import re
+
+from controlplane.errors import InvalidArgument
+
+NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+DEFAULT = "default"
+
+
+def name_or_default(raw: str, field: str) -> str:
+    """`raw`, or "default" when empty; INVALID_ARGUMENT naming `field` otherwise."""
+    if not raw:
+        return DEFAULT
+    if not NAME_RE.fullmatch(raw):
+        raise InvalidArgument.for_field(
+            field, f"must be 1 to 128 characters of [A-Za-z0-9._-], got {raw!r}"
+        )
+    return raw
