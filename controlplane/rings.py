@@ -7,7 +7,13 @@ weight. Services that do not gossip are registered through the API; those
 registrations are replicated to every agent and resolved last-writer-wins by
 (Lamport time, origin agent), with removals kept as tombstones so a late copy of
 an old registration cannot bring a node back. When both sources name the same id,
-the member wins: it is the live one.
+the member wins: it is the live one (between two members, the smaller name).
+
+Changes cost what they touch: every member upsert, member removal or merged
+registration marks the (ring, id) pairs it can affect, and each ring with a marked
+pair is derived once from its previous snapshot (`HashRing.with_changes`), never
+rebuilt from the whole member list. At most `MAX_REGISTRATIONS` live registrations
+are kept, whichever path they arrive by; the rest are dropped and counted.
 
 This module is pure: no I/O, time comes in as `now`. The agent broadcasts the
 `Registration` values it returns and applies those it receives.
@@ -22,6 +28,9 @@ from controlplane.errors import InvalidArgument
 from controlplane.gossip.v1 import ring_pb2
 from controlplane.names import NAME_RE, name_or_default
 from controlplane.ring import HashRing, RingNode
+
+# The snapshot of a ring nobody has joined; immutable, so one serves every caller.
+_EMPTY_RING = HashRing()
 
 RING_TAG = "ring"
 SERVICE_PORT_TAG = "service_port"
@@ -146,6 +155,18 @@ class RingEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class RegistrationMerge:
+    """What merging a batch of registrations did."""
+
+    # The registrations that were newer than what the directory held, and kept.
+    accepted: list[Registration]
+    # The rings whose version changed, sorted.
+    changed: list[str]
+    # Registrations refused because MAX_REGISTRATIONS live ones are already kept.
+    dropped: int
+
+
+@dataclass(frozen=True, slots=True)
 class RingView:
     """An immutable snapshot of one ring."""
 
@@ -165,39 +186,102 @@ class RingView:
 
 
 def member_entries(member: RingMember) -> list[tuple[str, RingEntry]]:
-    """The (ring, entry) pairs an alive member's tags put it in."""
+    """The (ring, entry) pairs an alive member's tags put it in, each ring once."""
     if not member.alive:
         return []
-    names = [n.strip() for n in member.tags.get(RING_TAG, "").split(",") if n.strip()]
+    names = list(
+        dict.fromkeys(n.strip() for n in member.tags.get(RING_TAG, "").split(",") if n.strip())
+    )
     try:
         port = int(member.tags.get(SERVICE_PORT_TAG, ""))
         weight = int(member.tags.get(WEIGHT_TAG, "1"))
     except ValueError:
         return []
-    if not names or not 1 <= port <= 65535 or not 1 <= weight <= MAX_WEIGHT:
+    if (
+        not names
+        or not 1 <= port <= 65535
+        or not 1 <= weight <= MAX_WEIGHT
+        # An entry every ring accepts, so one odd member cannot stall a derivation.
+        or not valid_address(member.address)
+    ):
         return []
     entry = RingEntry(node_id(member.address, port), member.address, port, weight, {}, member.name)
     return [(name, entry) for name in names if RING_NAME_RE.fullmatch(name)]
 
 
-class RingDirectory:
-    """Every ring this agent knows, rebuilt on each membership or registration change."""
+def _registration_entry(registration: Registration) -> RingEntry:
+    return RingEntry(
+        registration.id,
+        registration.address,
+        registration.port,
+        registration.weight,
+        registration.metadata,
+    )
 
-    def __init__(self, origin: str, *, tombstone_timeout: float = TOMBSTONE_TIMEOUT) -> None:
+
+class RingDirectory:
+    """Every ring this agent knows, derived incrementally from members and registrations.
+
+    Sources change through :meth:`update_members` / :meth:`remove_members` (or
+    :meth:`set_members`, a full replacement computed as a diff) and
+    :meth:`merge_registrations` (or :meth:`apply` / :meth:`apply_many`). Each call
+    derives every ring it touched once, bumps the version of exactly the rings
+    whose entries changed, and returns their names.
+    """
+
+    def __init__(
+        self,
+        origin: str,
+        *,
+        tombstone_timeout: float = TOMBSTONE_TIMEOUT,
+        max_registrations: int | None = None,
+    ) -> None:
         self._origin = origin
         self._tombstone_timeout = tombstone_timeout
+        # Read at construction, not import, so a deployment (or a test) can lower it.
+        self._max_registrations = (
+            MAX_REGISTRATIONS if max_registrations is None else max_registrations
+        )
         self._clock = 0
         self._registrations: dict[tuple[str, str], Registration] = {}
         self._removed_at: dict[tuple[str, str], float] = {}
+        self._live = 0
         self._members: dict[str, RingMember] = {}
+        self._member_entries: dict[str, list[tuple[str, RingEntry]]] = {}
+        # (ring, id) -> the entries members claim for it, by member name.
+        self._claims: dict[tuple[str, str], dict[str, RingEntry]] = {}
         self._views: dict[str, RingView] = {}
+        # Ring -> ids whose entry may have changed since the last derivation.
+        self._dirty: dict[str, set[str]] = {}
+        self.registrations_dropped = 0
 
     # ------------------------------------------------------------- sources
 
     def set_members(self, members: Iterable[RingMember]) -> list[str]:
-        """Replaces the member source; returns the rings whose version changed."""
-        self._members = {member.name: member for member in members}
+        """Replaces the member source; returns the rings whose version changed.
+
+        Computed as a diff against the members held: unchanged members cost a
+        comparison, and only the rings of changed ones are derived."""
+        wanted = {member.name: member for member in members}
+        removed = [name for name in self._members if name not in wanted]
+        changed = [m for name, m in wanted.items() if self._members.get(name) != m]
+        return self.update_members(changed, removed)
+
+    def update_members(
+        self, changed: Iterable[RingMember], removed: Iterable[str] = ()
+    ) -> list[str]:
+        """Upserts the members ``changed`` and forgets the names ``removed`` (removals
+        first, so a name in both is kept as given); returns the rings whose version
+        changed, sorted."""
+        for name in removed:
+            self._forget_member(name)
+        for member in changed:
+            self._upsert_member(member)
         return self._rebuild()
+
+    def remove_members(self, names: Iterable[str]) -> list[str]:
+        """Forgets members (reaped ones); returns the rings whose version changed."""
+        return self.update_members((), names)
 
     def prepare(
         self, ring: str, address: str, port: int, weight: int, metadata: Mapping[str, str]
@@ -244,35 +328,63 @@ class RingDirectory:
 
     def apply(self, registration: Registration, now: float) -> bool:
         """Merges a registration from anywhere; True if it was newer and changed state."""
-        return bool(self.apply_many([registration], now))
+        return bool(self.merge_registrations([registration], now).accepted)
 
     def apply_many(self, registrations: Iterable[Registration], now: float) -> list[Registration]:
-        """Merges many registrations with one rebuild (a peer's full state, the store
-        at startup); returns those that were newer. If the rings cannot be rebuilt
-        with them (a registration no ring accepts), nothing is kept."""
-        saved = (dict(self._registrations), dict(self._removed_at), self._clock)
+        """Merges many registrations with one derivation per ring (a peer's full state,
+        the store at startup); returns those that were newer and kept."""
+        return self.merge_registrations(registrations, now).accepted
+
+    def merge_registrations(
+        self, registrations: Iterable[Registration], now: float
+    ) -> RegistrationMerge:
+        """Merges registrations last-writer-wins, deriving each touched ring once.
+
+        A registration that would add a live one beyond the cap is dropped and
+        counted (in the result and in ``registrations_dropped``). Such additions
+        are retried, in order, after the rest of the batch, so that the batch's
+        tombstones free room first; under the cap, the batch is merged exactly in
+        the order given. If the rings cannot be derived with the batch (a
+        registration no ring accepts), nothing of it is kept and
+        ``InvalidArgument`` is raised."""
+        undo: dict[tuple[str, str], tuple[Registration | None, float | None]] = {}
+        clock, live = self._clock, self._live
         accepted: list[Registration] = []
+        over_cap: list[Registration] = []
         for registration in registrations:
             self._clock = max(self._clock, registration.lamport_time)
-            key = (registration.ring, registration.id)
-            current = self._registrations.get(key)
-            if current is not None and current.order >= registration.order:
-                continue
-            self._registrations[key] = registration
-            if registration.removed:
-                self._removed_at[key] = now
-            else:
-                self._removed_at.pop(key, None)
-            accepted.append(registration)
+            merged = self._merge_one(registration, now, undo)
+            if merged is None:
+                over_cap.append(registration)
+            elif merged:
+                accepted.append(registration)
+        dropped = 0
+        for registration in over_cap:
+            merged = self._merge_one(registration, now, undo)
+            if merged is None:
+                dropped += 1
+            elif merged:
+                accepted.append(registration)
+        self.registrations_dropped += dropped
+        changed: list[str] = []
         if accepted:
             try:
-                self._rebuild()
+                changed = self._rebuild()
             except (ValueError, TypeError):
-                self._registrations, self._removed_at, self._clock = saved
+                for key, (previous, removed_at) in undo.items():
+                    if previous is None:
+                        del self._registrations[key]
+                    else:
+                        self._registrations[key] = previous
+                    if removed_at is None:
+                        self._removed_at.pop(key, None)
+                    else:
+                        self._removed_at[key] = removed_at
+                self._clock, self._live = clock, live
                 raise InvalidArgument.for_field(
                     "registration", "cannot be placed on a ring"
                 ) from None
-        return accepted
+        return RegistrationMerge(accepted, changed, dropped)
 
     def registrations(self) -> list[Registration]:
         """Everything to hand a peer in a full state exchange, tombstones included."""
@@ -284,6 +396,11 @@ class RingDirectory:
             if now - removed_at >= self._tombstone_timeout:
                 del self._removed_at[key]
                 del self._registrations[key]
+                self.state_version += 1
+
+    # Counts changes of the registrations, so their encoded state can be reused
+    # while it is unchanged.
+    state_version = 0
 
     # -------------------------------------------------------------- views
 
@@ -292,43 +409,148 @@ class RingDirectory:
 
     def view(self, ring: str) -> RingView:
         """The ring's snapshot; a ring nobody has joined is empty at version 0."""
-        return self._views.get(ring) or RingView(ring, 0, (), HashRing())
+        return self._views.get(ring) or RingView(ring, 0, (), _EMPTY_RING)
 
     def is_registered(self, ring: str, node: str) -> bool:
         current = self._registrations.get((ring, node))
         return current is not None and not current.removed
 
     @property
+    def live_registrations(self) -> int:
+        """How many registrations are live (not removed); at most ``max_registrations``."""
+        return self._live
+
+    @property
+    def max_registrations(self) -> int:
+        return self._max_registrations
+
+    @property
     def lamport_time(self) -> int:
         return self._clock
 
+    # ----------------------------------------------------------- internals
+
+    def _merge_one(
+        self,
+        registration: Registration,
+        now: float,
+        undo: dict[tuple[str, str], tuple[Registration | None, float | None]],
+    ) -> bool | None:
+        """Merges one registration: True if kept, False if stale, None if it would
+        add a live registration beyond the cap. Records what it replaced in ``undo``."""
+        key = (registration.ring, registration.id)
+        current = self._registrations.get(key)
+        if current is not None and current.order >= registration.order:
+            return False
+        was_live = current is not None and not current.removed
+        if not registration.removed and not was_live and self._live >= self._max_registrations:
+            return None
+        if key not in undo:
+            undo[key] = (current, self._removed_at.get(key))
+        self._registrations[key] = registration
+        self.state_version += 1
+        if registration.removed:
+            self._removed_at[key] = now
+        else:
+            self._removed_at.pop(key, None)
+        self._live += (not registration.removed) - was_live
+        self._mark(registration.ring, registration.id)
+        return True
+
+    def _mark(self, ring: str, node: str) -> None:
+        dirty = self._dirty.get(ring)
+        if dirty is None:
+            self._dirty[ring] = {node}
+        else:
+            dirty.add(node)
+
+    def _upsert_member(self, member: RingMember) -> None:
+        self._members[member.name] = member
+        entries = member_entries(member)
+        if entries == self._member_entries.get(member.name, []):
+            return
+        self._unclaim(member.name)
+        if entries:
+            self._member_entries[member.name] = entries
+            for ring, entry in entries:
+                key = (ring, entry.id)
+                claims = self._claims.get(key)
+                if claims is None:
+                    self._claims[key] = {member.name: entry}
+                else:
+                    claims[member.name] = entry
+                self._mark(ring, entry.id)
+
+    def _forget_member(self, name: str) -> None:
+        if self._members.pop(name, None) is not None:
+            self._unclaim(name)
+
+    def _unclaim(self, name: str) -> None:
+        for ring, entry in self._member_entries.pop(name, ()):
+            key = (ring, entry.id)
+            claims = self._claims[key]
+            del claims[name]
+            if not claims:
+                del self._claims[key]
+            self._mark(ring, entry.id)
+
+    def _entry(self, ring: str, node: str) -> RingEntry | None:
+        """The entry (ring, node) resolves to now: a member's, else a live registration's."""
+        claims = self._claims.get((ring, node))
+        if claims:
+            return claims[min(claims)]
+        registration = self._registrations.get((ring, node))
+        if registration is None or registration.removed:
+            return None
+        return _registration_entry(registration)
+
     def _rebuild(self) -> list[str]:
-        wanted: dict[str, dict[str, RingEntry]] = {}
-        for registration in self._registrations.values():
-            if not registration.removed:
-                wanted.setdefault(registration.ring, {})[registration.id] = RingEntry(
-                    registration.id,
-                    registration.address,
-                    registration.port,
-                    registration.weight,
-                    registration.metadata,
-                )
-        for member in self._members.values():
-            for ring, entry in member_entries(member):
-                wanted.setdefault(ring, {})[entry.id] = entry  # the member wins
-        changed = []
-        for ring in set(wanted) | set(self._views):
-            entries = tuple(sorted(wanted.get(ring, {}).values(), key=lambda e: e.id))
-            previous = self._views.get(ring)
-            if previous is not None and previous.entries == entries:
+        """Derives every ring with marked ids once; returns those whose version changed.
+
+        Nothing is committed unless every ring derives; on failure the marks stay,
+        so a caller that restores its sources leaves the views consistent."""
+        dirty, self._dirty = self._dirty, {}
+        derived: dict[str, RingView] = {}
+        try:
+            for ring, nodes in dirty.items():
+                view = self._derive(ring, nodes)
+                if view is not None:
+                    derived[ring] = view
+        except BaseException:
+            for ring, nodes in dirty.items():
+                self._dirty.setdefault(ring, set()).update(nodes)
+            raise
+        self._views.update(derived)
+        return sorted(derived)
+
+    def _derive(self, ring: str, nodes: set[str]) -> RingView | None:
+        previous = self._views.get(ring)
+        old_by_id: Mapping[str, RingEntry] = previous.by_id if previous is not None else {}
+        upserts: dict[str, RingEntry] = {}
+        removals: list[str] = []
+        for node in nodes:
+            entry = self._entry(ring, node)
+            current = old_by_id.get(node)
+            if entry == current:
                 continue
-            hash_ring = HashRing.from_nodes(RingNode(e.id, e.weight, e.metadata) for e in entries)
-            version = (previous.version if previous else 0) + 1
-            self._views[ring] = RingView(
-                ring, version, entries, hash_ring, {entry.id: entry for entry in entries}
-            )
-            changed.append(ring)
-        return sorted(changed)
+            if entry is None:
+                removals.append(node)
+            else:
+                upserts[node] = entry
+        if not upserts and not removals:
+            return None
+        old_ring = previous.ring if previous is not None else _EMPTY_RING
+        hash_ring = old_ring.with_changes(
+            [RingNode(e.id, e.weight, e.metadata) for e in upserts.values()], removals
+        )
+        by_id = dict(old_by_id)
+        for node in removals:
+            del by_id[node]
+        by_id.update(upserts)
+        # The hash ring keeps its members in id order: the entries follow it.
+        entries = tuple(map(by_id.__getitem__, hash_ring.nodes))
+        version = (previous.version if previous is not None else 0) + 1
+        return RingView(ring, version, entries, hash_ring, by_id)
 
 
 # ------------------------------------------------------------------ wire format

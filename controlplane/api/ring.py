@@ -1,17 +1,21 @@
 """The Ring service: consistent hash rings over membership and registrations.
 
-The ring directory (controlplane.rings) is rebuilt from the member list on every
-membership event and from registrations received on the gossip "ring" channel;
-AddNode and RemoveNode write registrations, broadcast them, and persist the
-directory's registrations in the data directory so they survive a restart.
-WatchRing streams a snapshot whenever a ring's version changes.
+The ring directory (controlplane.rings) follows membership one event at a time
+(only the members an event names are re-read) and merges registrations received on
+the gossip "ring" channel, a message or a peer's full state at a time; both cost
+what they change, not the size of the fleet. AddNode and RemoveNode write
+registrations, broadcast them, and persist the directory's registrations in the
+data directory so they survive a restart. WatchRing streams a snapshot whenever a
+ring's version changes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +26,14 @@ from controlplane.errors import FailedPrecondition, InvalidArgument, NotFound, R
 from controlplane.membership import (
     ChannelDelivery,
     ChannelStateReceived,
+    MemberEvent,
+    MemberInfo,
     Membership,
     MemberStatus,
 )
 from controlplane.ring import EmptyRingError
 from controlplane.rings import (
-    MAX_REGISTRATIONS,
+    Registration,
     RingDirectory,
     RingEntry,
     RingMember,
@@ -47,6 +53,8 @@ from controlplane.v1 import ring_pb2 as pb
 log = logging.getLogger("controlplane.ring")
 
 CHANNEL = "ring"
+# Registrations learned from gossip reach the disk within this delay, in one write.
+PERSIST_DELAY = 0.5
 
 
 def entry_to_proto(entry: RingEntry) -> pb.RingNode:
@@ -60,6 +68,12 @@ def entry_to_proto(entry: RingEntry) -> pb.RingNode:
         if entry.registered
         else pb.RING_NODE_SOURCE_MEMBERSHIP,
         member_name=entry.member_name,
+    )
+
+
+def ring_member(member: MemberInfo) -> RingMember:
+    return RingMember(
+        member.name, member.address[0], member.tags, member.status is MemberStatus.ALIVE
     )
 
 
@@ -77,6 +91,7 @@ class RegistrationStore:
 
     def __init__(self, data_dir: str) -> None:
         self.path = Path(data_dir) / "rings.state"
+        self._writer: ThreadPoolExecutor | None = None
 
     def load(self) -> bytes | None:
         try:
@@ -86,6 +101,17 @@ class RegistrationStore:
         except OSError as error:
             log.error("cannot read %s (%s); starting without registrations", self.path, error)
             return None
+
+    def save_in_background(self, data: bytes) -> None:
+        """Writes `data` on the store's writer thread; writes stay in order."""
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="rings-state")
+        self._writer.submit(self.save, data)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
 
     def save(self, data: bytes) -> None:
         temporary = self.path.with_suffix(".tmp")
@@ -119,50 +145,123 @@ class RingService:
         self.changes: EventHub[str] = EventHub()
         # Node messages of the latest version of each ring, built once per version.
         self._node_protos: dict[str, tuple[int, dict[str, pb.RingNode]]] = {}
+        # The drop count last logged; logging at each doubling keeps a flood of
+        # registrations beyond the cap from flooding the log as well.
+        self._dropped_logged = 0
+        self._state_cache: tuple[int, bytes] | None = None
+        self._persist_due = False
         if store is not None and (data := store.load()) is not None:
             registrations = decode_state(data)
             if registrations is None:
                 log.warning("%s is damaged; starting without registrations", store.path)
-            for registration in registrations or ():
-                directory.apply(registration, clock())
+            elif registrations:
+                # One merge: every ring is derived once, however many nodes it holds.
+                self._merge(registrations, clock(), f"{store.path}")
         self.refresh_members()
 
     # ------------------------------------------------------------ inputs
 
     def refresh_members(self) -> None:
-        """Rebuilds the rings from the member list (on every membership event)."""
-        members = [
-            RingMember(m.name, m.address[0], m.tags, m.status is MemberStatus.ALIVE)
-            for m in self._layer.members()
-        ]
+        """Brings the rings in line with the whole member list (at start-up); a
+        pass over every member, so membership events go to :meth:`on_member_event`."""
+        members = [ring_member(m) for m in self._layer.members()]
         self._publish(self._directory.set_members(members))
 
+    def on_member_event(self, event: MemberEvent) -> None:
+        """Updates the rings for the members one event names, and only those."""
+        changed: list[RingMember] = []
+        removed: list[str] = []
+        for info in event.members:
+            # The layer's current state wins over the event's copy, which a
+            # coalescing window can have made stale. The layer forgets a member
+            # before it reports member-reap, so a reaped member reads as None;
+            # one that rejoined after its reap is current again and stays.
+            current = self._layer.member(info.name)
+            if current is None:
+                removed.append(info.name)
+            else:
+                changed.append(ring_member(current))
+        self._publish(self._directory.update_members(changed, removed))
+
     def on_channel(self, effect: ChannelDelivery | ChannelStateReceived) -> None:
-        now = self._clock()
         if isinstance(effect, ChannelDelivery):
             registration = decode_registration(effect.payload)
             incoming = [registration] if registration is not None else []
+            source = f"gossip from {effect.origin}"
         else:
             incoming = decode_state(effect.state) or []
-        before = {name: self._directory.view(name).version for name in self._directory.names()}
-        changed = [r for r in incoming if self._directory.apply(r, now)]
-        if changed:
-            self._persist()
-            self._publish(
-                [
-                    n
-                    for n in self._directory.names()
-                    if self._directory.view(n).version != before.get(n)
-                ]
-            )
+            source = "a peer's ring state"
+        if not incoming:
+            return
+        changed = self._merge(incoming, self._clock(), source)
+        if changed is not None:
+            self._persist_soon()
+            self._publish(changed)
+
+    def _merge(
+        self, registrations: list[Registration], now: float, source: str
+    ) -> list[str] | None:
+        """Merges registrations into the directory; the rings that changed, or None
+        when nothing was kept."""
+        try:
+            merge = self._directory.merge_registrations(registrations, now)
+        except InvalidArgument:
+            log.warning("registrations from %s cannot be placed on a ring; ignored", source)
+            return None
+        if merge.dropped:
+            total = self._directory.registrations_dropped
+            if total >= 2 * self._dropped_logged:
+                self._dropped_logged = total
+                log.warning(
+                    "dropped %d registrations from %s: %d live ones are the cap "
+                    "(%d dropped since start)",
+                    merge.dropped,
+                    source,
+                    self._directory.max_registrations,
+                    total,
+                )
+        return merge.changed if merge.accepted else None
 
     def local_state(self) -> bytes:
+        """The registrations for a peer's push-pull, encoded once per change."""
         self._directory.expire(self._clock())
-        return encode_state(self._directory.registrations())
+        version = self._directory.state_version
+        if self._state_cache is None or self._state_cache[0] != version:
+            self._state_cache = (version, encode_state(self._directory.registrations()))
+        return self._state_cache[1]
 
     def _persist(self) -> None:
+        """Writes the registrations now (an RPC that changed them answers after this)."""
         if self._store is not None:
-            self._store.save(encode_state(self._directory.registrations()))
+            self._persist_due = False
+            self._store.save(self.local_state())
+
+    def _persist_soon(self) -> None:
+        """Writes the registrations within PERSIST_DELAY, off the loop: registrations
+        learned from gossip arrive in bursts, and each write is O(registrations)."""
+        if self._store is None or self._persist_due:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._persist()
+            return
+        self._persist_due = True
+        loop.call_later(PERSIST_DELAY, self._persist_in_background)
+
+    def _persist_in_background(self) -> None:
+        if not self._persist_due or self._store is None:
+            return
+        self._persist_due = False
+        self._store.save_in_background(self.local_state())
+
+    def close(self) -> None:
+        """Writes what is still pending and waits for the writer (at shutdown)."""
+        if self._persist_due:
+            self._persist()
+        if self._store is not None:
+            self._store.close()
+        self.changes.close()
 
     def _publish(self, rings: list[str]) -> None:
         for ring in rings:
@@ -234,10 +333,12 @@ class RingService:
         node = check_address(request.address, request.port)
         weight = check_weight(request.weight)
         metadata = check_metadata(request.metadata)
-        live = sum(1 for r in self._directory.registrations() if not r.removed)
-        if live >= MAX_REGISTRATIONS and not self._directory.is_registered(ring, node):
+        cap = self._directory.max_registrations
+        if self._directory.live_registrations >= cap and not self._directory.is_registered(
+            ring, node
+        ):
             raise ResourceExhausted(
-                f"at most {MAX_REGISTRATIONS} registered nodes per cluster; remove unused ones"
+                f"at most {cap} registered nodes per cluster; remove unused ones"
             )
         registration = self._directory.prepare(
             ring, request.address, request.port, weight, metadata

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from controlplane import rings
 from controlplane.errors import InvalidArgument
+from controlplane.ring import HashRing
 from controlplane.rings import (
     Registration,
     RingDirectory,
@@ -146,3 +150,113 @@ def test_registrations_round_trip_and_garbage_is_refused() -> None:
     assert decode_state(b"\xff\xff") is None
     forged = Registration("r", "10.0.0.9:81", "10.0.0.1", 80, 1, {}, 1, "x")
     assert decode_registration(encode_registration(forged)) is None  # id must match
+
+
+def test_member_updates_touch_only_their_rings() -> None:
+    directory = RingDirectory("agent-a")
+    directory.update_members([member("a", "10.0.0.1"), member("b", "10.0.0.2", ring="sessions")])
+    assert (directory.view("cache").version, directory.view("sessions").version) == (1, 1)
+
+    assert directory.update_members([member("c", "10.0.0.3")]) == ["cache"]
+    assert (directory.view("cache").version, directory.view("sessions").version) == (2, 1)
+    # Moving a member between rings changes both; re-sending it changes nothing.
+    moved = member("c", "10.0.0.3", ring="sessions")
+    assert directory.update_members([moved]) == ["cache", "sessions"]
+    assert directory.update_members([moved]) == []
+    assert directory.remove_members(["c", "nobody"]) == ["sessions"]
+    assert [e.member_name for e in directory.view("sessions").entries] == ["b"]
+
+
+def test_a_failed_member_leaves_its_rings_and_comes_back() -> None:
+    directory = RingDirectory("agent-a")
+    directory.set_members([member("a", "10.0.0.1"), member("b", "10.0.0.2")])
+    failed = RingMember("a", "10.0.0.1", {"ring": "cache", "service_port": "11211"}, alive=False)
+    assert directory.update_members([failed]) == ["cache"]
+    assert [e.id for e in directory.view("cache").entries] == ["10.0.0.2:11211"]
+    assert directory.update_members([member("a", "10.0.0.1")]) == ["cache"]
+    assert len(directory.view("cache").entries) == 2
+
+
+def test_between_two_members_with_one_id_the_smaller_name_wins() -> None:
+    directory = RingDirectory("agent-a")
+    directory.update_members([member("m2", "10.0.0.1", ring_weight="2")])
+    directory.update_members([member("m1", "10.0.0.1", ring_weight="3")])
+    [entry] = directory.view("cache").entries
+    assert (entry.member_name, entry.weight) == ("m1", 3)
+    directory.remove_members(["m1"])
+    [entry] = directory.view("cache").entries
+    assert (entry.member_name, entry.weight) == ("m2", 2)
+
+
+def test_a_registration_comes_back_when_the_member_hiding_it_leaves() -> None:
+    directory = RingDirectory("agent-a")
+    directory.register("cache", "10.0.0.1", 11211, 7, {})
+    directory.update_members([member("a", "10.0.0.1")])
+    assert directory.remove_members(["a"]) == ["cache"]
+    [entry] = directory.view("cache").entries
+    assert (entry.registered, entry.weight) == (True, 7)
+
+
+def test_each_ring_is_derived_once_per_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    derivations: list[int] = []
+    original = HashRing.with_changes
+
+    def counting(self: HashRing, add: Any = (), remove: Any = ()) -> HashRing:
+        derivations.append(1)
+        return original(self, add, remove)
+
+    monkeypatch.setattr(HashRing, "with_changes", counting)
+    source = RingDirectory("a")
+    batch = [source.prepare(f"r{i % 2}", f"10.1.0.{i}", 80, 1, {}) for i in range(1, 101)]
+    target = RingDirectory("b")
+    merge = target.merge_registrations(batch, now=0.0)
+    assert (len(merge.accepted), merge.changed, merge.dropped) == (100, ["r0", "r1"], 0)
+    assert len(derivations) == 2
+    members = [member(f"m{i}", f"10.2.0.{i}") for i in range(50)]
+    target.set_members(members)
+    assert len(derivations) == 3
+    target.set_members(members)  # nothing changed: nothing derived
+    assert len(derivations) == 3
+
+
+def test_registrations_beyond_the_cap_are_dropped_on_every_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(rings, "MAX_REGISTRATIONS", 3)
+    source = RingDirectory("peer")
+    batch = [source.prepare("r", f"10.1.0.{i}", 80, 1, {}) for i in range(1, 6)]
+    directory = RingDirectory("a")
+    assert directory.max_registrations == 3
+
+    merge = directory.merge_registrations(batch, now=0.0)
+
+    assert (len(merge.accepted), merge.dropped) == (3, 2)
+    assert directory.live_registrations == 3
+    assert directory.registrations_dropped == 2
+    assert len(directory.view("r").entries) == 3
+    assert [r.id for r in directory.registrations()] == [r.id for r in batch[:3]]
+    # One message at a time (the gossip path) is held to the same cap.
+    extra = source.prepare("r", "10.1.0.9", 80, 1, {})
+    assert not directory.apply(extra, now=0.0)
+    assert directory.registrations_dropped == 3
+    # A newer copy of a kept registration is not a new one: it is applied.
+    reweighted = Registration("r", batch[0].id, "10.1.0.1", 80, 5, {}, 9, "peer")
+    assert directory.apply(reweighted, now=0.0)
+    # A tombstone in the same batch frees room for an addition.
+    tombstone = Registration("r", batch[1].id, "10.1.0.2", 80, 1, {}, 9, "peer", removed=True)
+    merge = directory.merge_registrations([extra, tombstone], now=1.0)
+    assert (len(merge.accepted), merge.dropped) == (2, 0)
+    assert directory.live_registrations == 3
+    # A registration replacing a tombstone is a new live one: over the cap, dropped.
+    revived = Registration("r", batch[1].id, "10.1.0.2", 80, 1, {}, 10, "peer")
+    assert not directory.apply(revived, now=2.0)
+    assert not directory.is_registered("r", batch[1].id)
+    assert directory.live_registrations == 3 == len(directory.view("r").entries)
+
+
+def test_the_cap_can_be_given_per_directory() -> None:
+    directory = RingDirectory("a", max_registrations=1)
+    directory.register("r", "10.0.0.1", 80, 1, {})
+    directory.register("r", "10.0.0.2", 80, 1, {})
+    assert [r.id for r in directory.registrations()] == ["10.0.0.1:80"]
+    assert directory.registrations_dropped == 1

@@ -47,8 +47,11 @@ class TestLookups:
         owners = [owner for _, owner in ring.points()]
         # Exercise the accelerator table directly at its hardest spots: exactly on a
         # point, one past it, and past the last point (wrap-around).
-        for index, point in enumerate(points):
-            assert ring._owners[bisect_left(ring._points, point)] == owners[index]
+        for point in points:
+            for probe in (point, point + 1):
+                expected = owners[bisect_left(points, probe) % len(points)]
+                assert ring._bucket_owner[probe >> ring._bucket_shift] in (None, expected)
+                assert ring._slots[ring._owners[bisect_left(ring._points, probe)]] == expected
         table_owner = ring._bucket_owner[(points[-1] + 1) >> ring._bucket_shift]
         assert table_owner in (None, owners[0])
 
@@ -234,7 +237,7 @@ class TestImmutability:
         ring = HashRing(HOSTS)
 
         with pytest.raises(AttributeError):
-            ring._points = []
+            ring._points = ring._points
         with pytest.raises(AttributeError):
             del ring._owners
         with pytest.raises(AttributeError):
@@ -323,3 +326,127 @@ class TestKetamaArithmetic:
 
     def test_points_per_vnode_takes_a_digest_prefix(self) -> None:
         assert vnode_points("a", 0, 2) == vnode_points("a", 0, 4)[:2]
+
+
+class TestWithChanges:
+    def test_adds_replaces_and_removes_in_one_derivation(self) -> None:
+        ring = HashRing(HOSTS)
+
+        changed = ring.with_changes(
+            [RingNode("10.0.0.4:11211", 4), RingNode("10.0.0.1:11211", 2, {"zone": "a"})],
+            ["10.0.0.3:11211"],
+        )
+
+        fresh = HashRing.from_nodes(
+            [
+                RingNode("10.0.0.1:11211", 2, {"zone": "a"}),
+                RingNode("10.0.0.2:11211", 2),
+                RingNode("10.0.0.4:11211", 4),
+            ]
+        )
+        assert changed == fresh
+        assert changed.points() == fresh.points()
+        assert changed.checksum == fresh.checksum
+        assert ring == HashRing(HOSTS)  # the original is untouched
+
+    def test_no_change_returns_the_same_ring(self) -> None:
+        ring = HashRing(HOSTS)
+
+        assert ring.with_changes() is ring
+        assert ring.with_changes([RingNode("10.0.0.2:11211", 2)]) is ring
+
+    def test_metadata_only_change_keeps_placement(self) -> None:
+        ring = HashRing(HOSTS)
+
+        tagged = ring.with_changes([RingNode("10.0.0.2:11211", 2, {"port": "1"})])
+
+        assert tagged.metadata("10.0.0.2:11211") == {"port": "1"}
+        assert tagged.points() == ring.points()
+        assert tagged.checksum == ring.checksum
+
+    def test_unchanged_members_are_not_hashed_again(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from controlplane.ring import hashring
+
+        ring = HashRing({f"node-{i}": 1 for i in range(50)})
+        hashed: list[str] = []
+
+        def counting(node_id: str, index: int, points_per_vnode: int) -> tuple[int, ...]:
+            hashed.append(node_id)
+            return vnode_points(node_id, index, points_per_vnode)
+
+        monkeypatch.setattr(hashring, "vnode_points", counting)
+        grown = ring.with_node("node-new")
+        shrunk = grown.without_node("node-7")
+
+        assert hashed == ["node-new"] * 40 + ["node-7"] * 40
+        assert shrunk.points() == HashRing.from_nodes(shrunk.nodes.values()).points()
+
+    def test_the_lookup_table_is_patched_not_rebuilt(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from controlplane.ring import hashring
+
+        ring = HashRing({f"node-{i}": 1 for i in range(100)})
+        rebuilt: list[int] = []
+        original = hashring._bucket_table
+
+        def counting(*args: Any) -> Any:
+            rebuilt.append(1)
+            return original(*args)
+
+        monkeypatch.setattr(hashring, "_bucket_table", counting)
+        grown = ring.with_node("node-new")
+
+        assert rebuilt == []
+        fresh = HashRing.from_nodes(grown.nodes.values())
+        assert grown._bucket_owner == fresh._bucket_owner
+
+    def test_rescaling_most_of_the_ring_falls_back_to_a_full_build(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from controlplane.ring import hashring
+
+        # Two members: the newcomer alone is half of the new continuum.
+        ring = HashRing({"a": 1})
+        built: list[int] = []
+        original = HashRing._build
+
+        def counting(self: HashRing, members: list[RingNode], settings: RingSettings) -> None:
+            built.append(len(members))
+            original(self, members, settings)
+
+        monkeypatch.setattr(hashring.HashRing, "_build", counting)
+        grown = ring.with_changes([RingNode("b", 3)])
+
+        assert built == [2]
+        assert grown.vnode_counts == {"a": 20, "b": 60}
+
+    def test_invalid_changes_are_rejected(self) -> None:
+        ring = HashRing(HOSTS)
+
+        with pytest.raises(KeyError):
+            ring.with_changes(remove=["10.9.9.9:1"])
+        with pytest.raises(ValueError, match="twice"):
+            ring.with_changes([RingNode("x"), RingNode("x", 2)])
+        with pytest.raises(ValueError, match="twice"):
+            ring.with_changes(remove=["10.0.0.1:11211", "10.0.0.1:11211"])
+        with pytest.raises(ValueError, match="both added and removed"):
+            ring.with_changes([RingNode("10.0.0.1:11211")], ["10.0.0.1:11211"])
+        with pytest.raises(TypeError):
+            ring.with_changes(["10.0.0.5:1"])  # type: ignore[list-item]
+        with pytest.raises(TypeError):
+            ring.with_changes(remove="10.0.0.1:11211")
+        with pytest.raises(TypeError):
+            ring.with_changes(remove=[7])  # type: ignore[list-item]
+
+    def test_emptying_and_refilling_a_ring(self) -> None:
+        ring = HashRing(HOSTS)
+
+        empty = ring.with_changes(remove=list(HOSTS))
+        refilled = empty.with_changes([RingNode(node_id, w) for node_id, w in HOSTS.items()])
+
+        assert empty == HashRing()
+        assert empty.checksum == HashRing().checksum
+        with pytest.raises(EmptyRingError):
+            empty.get_node("k")
+        assert refilled == ring
+        assert refilled.points() == ring.points()
+        assert refilled._bucket_owner == ring._bucket_owner
