@@ -21,7 +21,7 @@ import logging
 import random
 import signal
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import grpc
 import grpc.aio
@@ -59,6 +59,8 @@ from controlplane.heartbeat import HeartbeatTracker
 from controlplane.membership import MemberEvent, Membership, MembershipConfig
 from controlplane.rings import RingDirectory
 from controlplane.transport.election import RANK_TAG, ElectionDriver, EpochStore
+from controlplane.transport.heap import HeapSettler
+from controlplane.transport.looplag import LoopLagProbe
 from controlplane.transport.pushpull import MAX_MESSAGE_BYTES, GossipServicer
 from controlplane.transport.runtime import GossipRuntime
 from controlplane.transport.snapshot import SnapshotFile, read_snapshot, snapshot_path
@@ -75,7 +77,9 @@ MISSING_FEATURES: dict[str, str] = {
 
 SERVER_OPTIONS: Sequence[tuple[str, int]] = (
     # Push-pull exchanges of large clusters exceed gRPC's 4 MiB default; the client
-    # side allows the same (transport/pushpull.py).
+    # side allows the same (transport/pushpull.py). gRPC applies these per server, not
+    # per service: the public services refuse requests over 4 MiB themselves
+    # (api/services.py) and page their lists so that responses stay under 4 MiB.
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     # gRPC enables SO_REUSEPORT by default on Linux, which would let a second agent
@@ -145,6 +149,20 @@ class Agent:
         self.leader_changes: EventHub[LeaderView | None] = EventHub()
         self._tasks: list[asyncio.Task[None]] = []
         self._leave_task: asyncio.Task[None] | None = None
+        self._member_listeners: list[Callable[[MemberEvent], None]] = []
+        self.loop_lag = LoopLagProbe()
+        self.heap = HeapSettler()
+
+    def _on_event(self, event: Event) -> None:
+        if not isinstance(event, MemberEvent):
+            return
+        if self.layer is not None:
+            self.heap.observe(self.layer.member_count(), len(event.members))
+        for listener in self._member_listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("member view update failed on %s", event.type.value)
 
     @property
     def service_names(self) -> list[str]:
@@ -214,8 +232,10 @@ class Agent:
         elif service is SERVER_POOL:
             assert self.pools is not None
             tracker = HeartbeatTracker(random.Random())
+            heartbeats = HeartbeatRpcs(layer, tracker, clock, leader=self._leader_address)
+            self._member_listeners.append(heartbeats.on_member_event)
             implemented.append(ServerPoolRpcs(self.pools))
-            implemented.append(HeartbeatRpcs(layer, tracker, clock, leader=self._leader_address))
+            implemented.append(heartbeats)
         auth = TokenCheck(self.config.api_token) if self.config.api_token else None
         return pending_servicer(service, MISSING_FEATURES[service.name], *implemented, auth=auth)
 
@@ -245,10 +265,10 @@ class Agent:
             RegistrationStore(config.data_dir) if config.data_dir else None,
         )
         runtime.on_channel(RING_CHANNEL, self.rings.on_channel, self.rings.local_state)
-        rings = self.rings
-        runtime.subscribe(
-            lambda event: rings.refresh_members() if isinstance(event, MemberEvent) else None
-        )
+        # Every view of the members (rings, election, heartbeat server lists) follows
+        # member events one member at a time: a fleet's churn costs what changed.
+        self._member_listeners.append(self.rings.on_member_event)
+        runtime.subscribe(self._on_event)
         self.keys = KeyringService(
             layer,
             runtime.send,
@@ -265,10 +285,7 @@ class Agent:
             epoch=epochs.load() if epochs else 0,
         )
         self.election = ElectionDriver(election, runtime, self.leader_changes.publish, epochs)
-        driver = self.election
-        runtime.subscribe(
-            lambda event: driver.refresh_members() if isinstance(event, MemberEvent) else None
-        )
+        self._member_listeners.append(self.election.on_member_event)
         self._leaving = asyncio.Lock()
 
         server = grpc.aio.server(options=SERVER_OPTIONS)
@@ -294,6 +311,8 @@ class Agent:
                 f"cannot bind UDP {config.listen_target}: {error.strerror}"
             ) from None
         await server.start()
+        self.loop_lag.start()
+        self.heap.start()
         self._server, self.layer, self.runtime = server, layer, runtime
         self.pools.start()
         self.election.start()
@@ -384,13 +403,17 @@ class Agent:
         if self.election is not None:
             self.election.close()
         if self.rings is not None:
-            self.rings.changes.close()
+            self.rings.close()
         await self._server.stop(self.config.shutdown_grace)
         if self.pools is not None:
             await self.pools.close()
         if self.runtime is not None:
             await self.runtime.close()
+        self.loop_lag.stop()
         self._stopped.set()
+        self.heap.stop()
+        log.info("%s", self.loop_lag.stats.summary())
+        log.info("%s", self.heap.summary())
         log.info("agent %s stopped", self.config.node)
 
     async def run(self) -> int:

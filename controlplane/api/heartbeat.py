@@ -6,20 +6,29 @@ leader and when to heartbeat next. Servers are the alive members tagged
 Each client gets the list in its own shuffled order (stable while the set is
 unchanged), so that clients spread over the servers instead of all picking the
 first one.
+
+A heartbeat costs O(servers), not O(members): the server list is kept from
+member events (`ServerList`) and the cluster size is the layer's O(1) count, so
+thousands of clients heartbeating to an agent of a fleet of thousands of members
+never walk the member list.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
-from typing import Any
+from bisect import bisect_right
+from collections.abc import Callable, Iterator, Sequence
+from itertools import islice
+from operator import attrgetter
+from typing import Any, Protocol
 
 import grpc.aio
 
+from controlplane.api.paging import filters_digest, page_request, take_page
 from controlplane.api.server_pool import seconds_to_duration
 from controlplane.errors import InvalidArgument
-from controlplane.heartbeat import HeartbeatTracker
-from controlplane.membership import MemberInfo, Membership, MemberStatus
+from controlplane.heartbeat import HeartbeatClient, HeartbeatTracker
+from controlplane.membership import MemberEvent, MemberInfo, MemberStatus
 from controlplane.pool import ApiVersion, is_api_compatible
 from controlplane.v1 import server_pool_pb2 as pb
 
@@ -64,7 +73,7 @@ def server_proto(member: MemberInfo) -> pb.Server:
     return proto
 
 
-def live_servers(members: list[MemberInfo], client: ApiVersion | None) -> list[MemberInfo]:
+def live_servers(members: Sequence[MemberInfo], client: ApiVersion | None) -> list[MemberInfo]:
     """Alive, non-draining members with the server role that the client can use."""
     return [
         m
@@ -92,12 +101,134 @@ def _check_request(request: pb.HeartbeatRequest) -> None:
             )
 
 
+class MemberSource(Protocol):
+    """What the heartbeat needs of the membership layer (`Membership` provides it)."""
+
+    def members(self) -> list[MemberInfo]: ...
+
+    def member(self, name: str) -> MemberInfo | None: ...
+
+    def local_member(self) -> MemberInfo: ...
+
+    def alive_count(self) -> int: ...
+
+
+def _is_server(member: MemberInfo) -> bool:
+    return member.tags.get(ROLE_TAG) == SERVER_ROLE and not is_draining(member)
+
+
+def _is_watched(member: MemberInfo) -> bool:
+    """A member that is a live server or may become one without an event.
+
+    The layer moves a member between alive and leaving on gossiped intents without
+    emitting an event (as Serf does); those are re-read on every use. Every other
+    change that matters here (a join, a failure, a leave, new tags) comes with an
+    event."""
+    return _is_server(member) and member.status in (MemberStatus.ALIVE, MemberStatus.LEAVING)
+
+
+# Distinct client API versions whose filtered lists are kept; clients choose them.
+_VERSIONS_KEPT = 64
+
+
+class ServerList:
+    """The live servers in name order, as `live_servers(layer.members(), version)` would
+    compute them, kept up to date from member events at the cost of what changed.
+
+    Each member of an event is re-read from the layer (its state now, not the
+    event's), so events may be coalesced, repeated or reordered. The sorted list is
+    rebuilt only when a live server's name, address, API version or datacenter
+    changes, and each client API version's filtered list lazily from it."""
+
+    def __init__(self, layer: MemberSource) -> None:
+        self._layer = layer
+        # name -> the member as last read, for members `_is_watched` keeps.
+        self._watched: dict[str, MemberInfo] = {}
+        # name -> (the server as heartbeats show it, its API version).
+        self._live: dict[str, tuple[pb.Server, ApiVersion | None]] = {}
+        self._local: MemberInfo | None = None
+        self._sorted: list[tuple[pb.Server, ApiVersion | None]] | None = None
+        self._by_version: dict[ApiVersion | None, list[pb.Server]] = {}
+        for member in layer.members():
+            self._update(member.name, member)
+        self._local = layer.local_member()
+
+    def on_member_event(self, event: MemberEvent) -> None:
+        """Applies the members of one event: O(members in the event)."""
+        member = self._layer.member
+        for changed in event.members:
+            # A reaped member is gone from the layer, unless it came back since.
+            self._update(changed.name, member(changed.name))
+
+    def servers(self, client: ApiVersion | None) -> list[pb.Server]:
+        """The live servers a client of API version `client` may use, in name order.
+        The list is shared: callers copy it before changing it."""
+        self._recheck()
+        servers = self._by_version.get(client)
+        if servers is None:
+            if self._sorted is None:
+                self._sorted = [self._live[name] for name in sorted(self._live)]
+            servers = [
+                proto
+                for proto, version in self._sorted
+                if client is None or is_api_compatible(client, version)
+            ]
+            if len(self._by_version) >= _VERSIONS_KEPT:
+                self._by_version.clear()
+            self._by_version[client] = servers
+        return servers
+
+    def _recheck(self) -> None:
+        """Re-reads the members whose status may change without an event: O(servers)."""
+        layer = self._layer
+        stale = [name for name, seen in self._watched.items() if layer.member(name) is not seen]
+        for name in stale:
+            self._update(name, layer.member(name))
+        # The local member turns left and back to alive without events of its own.
+        local = layer.local_member()
+        if local is not self._local:
+            self._local = local
+            self._update(local.name, local)
+
+    def _update(self, name: str, member: MemberInfo | None) -> None:
+        if member is not None and _is_watched(member):
+            if self._watched.get(name) is member:
+                return
+            self._watched[name] = member
+        else:
+            self._watched.pop(name, None)
+        if member is not None and member.status is MemberStatus.ALIVE and _is_server(member):
+            entry = (server_proto(member), member_api_version(member))
+            if self._live.get(name) == entry:
+                return
+            self._live[name] = entry
+        elif self._live.pop(name, None) is None:
+            return
+        self._sorted = None
+        self._by_version.clear()
+
+
+_CLIENT_ID = attrgetter("client_id")
+
+
+def _client_proto(client: HeartbeatClient, now: float) -> pb.HeartbeatClient:
+    proto = pb.HeartbeatClient(
+        client_id=client.client_id,
+        peer=client.peer,
+        metadata=dict(client.metadata),
+        since_last_heartbeat=seconds_to_duration(now - client.last_seen),
+    )
+    if client.api_version is not None:
+        proto.api_version.major, proto.api_version.minor = client.api_version
+    return proto
+
+
 class HeartbeatRpcs:
     """Heartbeat and ListClients of controlplane.v1.ServerPool."""
 
     def __init__(
         self,
-        layer: Membership,
+        layer: MemberSource,
         tracker: HeartbeatTracker,
         clock: Callable[[], float],
         leader: LeaderLookup,
@@ -106,6 +237,11 @@ class HeartbeatRpcs:
         self._tracker = tracker
         self._clock = clock
         self._leader = leader
+        self._servers = ServerList(layer)
+
+    def on_member_event(self, event: MemberEvent) -> None:
+        """Keeps the server list current; the agent calls it with every member event."""
+        self._servers.on_member_event(event)
 
     async def Heartbeat(
         self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -123,13 +259,12 @@ class HeartbeatRpcs:
             dict(request.metadata),
             self._clock(),
         )
-        members = self._layer.members()
-        servers = live_servers(members, version)
+        servers = list(self._servers.servers(version))
         random.Random(request.client_id).shuffle(servers)
         leader = self._leader()
         return pb.HeartbeatResponse(
-            servers=[server_proto(m) for m in servers],
-            num_nodes=sum(1 for m in members if m.status is MemberStatus.ALIVE),
+            servers=servers,
+            num_nodes=self._layer.alive_count(),
             leader_address=leader[0] if leader else "",
             leader_epoch=leader[1] if leader else 0,
             heartbeat_interval=seconds_to_duration(interval),
@@ -138,16 +273,17 @@ class HeartbeatRpcs:
     async def ListClients(
         self, request: pb.ListClientsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListClientsResponse:
+        page = page_request(request.page_size, request.page_token, filters_digest("ListClients"))
         now = self._clock()
-        clients = []
-        for client in self._tracker.clients(now):
-            proto = pb.HeartbeatClient(
-                client_id=client.client_id,
-                peer=client.peer,
-                metadata=dict(client.metadata),
-                since_last_heartbeat=seconds_to_duration(now - client.last_seen),
-            )
-            if client.api_version is not None:
-                proto.api_version.major, proto.api_version.minor = client.api_version
-            clients.append(proto)
-        return pb.ListClientsResponse(clients=clients)
+        tracker = self._tracker
+        ids = tracker.client_ids(now)
+        start = 0 if page.after is None else bisect_right(ids, page.after)
+
+        def live() -> Iterator[pb.HeartbeatClient]:
+            for client_id in islice(ids, start, None):
+                client = tracker.get(client_id, now)
+                if client is not None:
+                    yield _client_proto(client, now)
+
+        clients, next_token = take_page(live(), page, pb.HeartbeatClient.ByteSize, _CLIENT_ID)
+        return pb.ListClientsResponse(clients=clients, next_page_token=next_token)

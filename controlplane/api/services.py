@@ -3,21 +3,31 @@
 Every RPC of the public API is registered from the first release on; an RPC whose
 behaviour the running version does not provide answers UNIMPLEMENTED with a
 message that says what is missing, so clients can tell "not yet" from "broken".
+
+The public services and the agents' internal push-pull service share one gRPC
+server, whose receive limit must fit a push-pull exchange of a large cluster
+(32 MiB). gRPC limits sizes per server only, so the public services enforce their
+own, smaller limit (gRPC's default of 4 MiB) when a request is decoded: a larger
+request is answered RESOURCE_EXHAUSTED, naming the limit, before it is parsed.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+import grpc
 import grpc.aio
-from google.protobuf.descriptor import FileDescriptor
+from google.protobuf import message_factory
+from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
 
 from controlplane.api.auth import TokenCheck, authenticated
 from controlplane.api.errors import guard
-from controlplane.errors import Unimplemented
+from controlplane.api.paging import MAX_PUBLIC_MESSAGE_BYTES
+from controlplane.errors import ResourceExhausted, Unimplemented
 from controlplane.gossip.v1 import gossip_pb2, gossip_pb2_grpc
 from controlplane.v1 import (
     keyring_pb2,
@@ -56,32 +66,114 @@ class PublicService:
         return [m.name for m in self.file.services_by_name[self.name].methods]
 
 
+class OversizedRequest:
+    """Stands in for a request too large to decode; the handler refuses it."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+def _bounded_parser(parse: Callable[[bytes], Any], limit: int) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        # Returned rather than raised: an exception in a deserializer reaches the
+        # client as a bare INTERNAL, a domain error in the handler as a proper status.
+        if len(data) > limit:
+            return OversizedRequest(len(data))
+        return parse(data)
+
+    return deserialize
+
+
+def _refusing_oversized(path: str, behavior: Callable[..., Any], limit: int) -> Callable[..., Any]:
+    def refusal(request: OversizedRequest) -> ResourceExhausted:
+        return ResourceExhausted(
+            f"{path}: the request is {request.size} bytes; requests to the public API "
+            f"must be at most {limit} bytes ({limit // (1024 * 1024)} MiB)"
+        )
+
+    if inspect.isasyncgenfunction(behavior):
+
+        async def stream(request: Any, context: Any) -> Any:
+            if isinstance(request, OversizedRequest):
+                raise refusal(request)
+            async for response in behavior(request, context):
+                yield response
+
+        return stream
+
+    async def unary(request: Any, context: Any) -> Any:
+        if isinstance(request, OversizedRequest):
+            raise refusal(request)
+        result = behavior(request, context)
+        return await result if inspect.isawaitable(result) else result
+
+    return unary
+
+
+_HANDLER_FACTORIES = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
+def bounded_registrar(
+    descriptor: ServiceDescriptor, limit: int = MAX_PUBLIC_MESSAGE_BYTES
+) -> Callable[[Any, grpc.aio.Server], None]:
+    """Registers a servicer of `descriptor` as the generated `add_*_to_server` does,
+    except that requests larger than `limit` bytes are refused RESOURCE_EXHAUSTED."""
+
+    def add_to_server(servicer: Any, server: grpc.aio.Server) -> None:
+        handlers = {}
+        for method in descriptor.methods:
+            path = f"/{descriptor.full_name}/{method.name}"
+            request_class = message_factory.GetMessageClass(method.input_type)
+            response_class = message_factory.GetMessageClass(method.output_type)
+            behavior = _refusing_oversized(path, getattr(servicer, method.name), limit)
+            factory = _HANDLER_FACTORIES[(method.client_streaming, method.server_streaming)]
+            handlers[method.name] = factory(
+                guard(path, behavior),
+                request_deserializer=_bounded_parser(request_class.FromString, limit),
+                response_serializer=response_class.SerializeToString,
+            )
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(descriptor.full_name, handlers),)
+        )
+        server.add_registered_method_handlers(descriptor.full_name, handlers)
+
+    return add_to_server
+
+
 MEMBERSHIP = PublicService(
     "Membership",
     membership_pb2.DESCRIPTOR,
     membership_pb2_grpc.MembershipServicer,
-    membership_pb2_grpc.add_MembershipServicer_to_server,
+    bounded_registrar(membership_pb2.DESCRIPTOR.services_by_name["Membership"]),
 )
 SERVER_POOL = PublicService(
     "ServerPool",
     server_pool_pb2.DESCRIPTOR,
     server_pool_pb2_grpc.ServerPoolServicer,
-    server_pool_pb2_grpc.add_ServerPoolServicer_to_server,
+    bounded_registrar(server_pool_pb2.DESCRIPTOR.services_by_name["ServerPool"]),
 )
 RING = PublicService(
     "Ring",
     ring_pb2.DESCRIPTOR,
     ring_pb2_grpc.RingServicer,
-    ring_pb2_grpc.add_RingServicer_to_server,
+    bounded_registrar(ring_pb2.DESCRIPTOR.services_by_name["Ring"]),
 )
 KEYRING = PublicService(
     "Keyring",
     keyring_pb2.DESCRIPTOR,
     keyring_pb2_grpc.KeyringServicer,
-    keyring_pb2_grpc.add_KeyringServicer_to_server,
+    bounded_registrar(keyring_pb2.DESCRIPTOR.services_by_name["Keyring"]),
 )
 PUBLIC_SERVICES = (MEMBERSHIP, SERVER_POOL, RING, KEYRING)
-# The agents' internal service (push-pull anti-entropy); built the same way.
+# The agents' internal service (push-pull anti-entropy); built the same way, but
+# registered as generated: its exchanges may use the server's whole receive limit.
 GOSSIP = PublicService(
     "Gossip",
     gossip_pb2.DESCRIPTOR,

@@ -93,6 +93,9 @@ class Election:
         self._rank = rank
         self._now = now
         self._members: dict[str, MemberView] = {}
+        # The alive eligible members among them, by name: what claims and tallies read,
+        # kept apart so that a fleet of ineligible members costs nothing per step.
+        self._ranked: dict[str, int] = {}
         self._max_seen = epoch
         # Highest epoch this member ever granted, and to whom: a new leadership
         # needs a strictly higher one, so a voter never grants one epoch twice.
@@ -129,6 +132,29 @@ class Election:
         """Replace the membership view (every member but ourselves is read from it)."""
         now = self._advance(now)
         self._members = {name: view for name, view in members.items() if name != self._name}
+        self._ranked = {
+            name: view.rank
+            for name, view in self._members.items()
+            if view.alive and view.rank is not None
+        }
+        return self._step(now, [])
+
+    def update_some(self, changes: Mapping[str, MemberView | None], now: float) -> list[Effect]:
+        """Some members changed (``None``: gone); costs O(changes) however large the
+        cluster, so member events of a fleet stay cheap."""
+        now = self._advance(now)
+        for name, view in changes.items():
+            if name == self._name:
+                continue
+            if view is None:
+                self._members.pop(name, None)
+                self._ranked.pop(name, None)
+                continue
+            self._members[name] = view
+            if view.alive and view.rank is not None:
+                self._ranked[name] = view.rank
+            else:
+                self._ranked.pop(name, None)
         return self._step(now, [])
 
     def set_rank(self, rank: int | None, now: float) -> list[Effect]:
@@ -418,11 +444,7 @@ class Election:
             return votes >= self._cfg.majority
         if granted.get(self._name, 0) < seq:
             return False
-        return all(
-            granted.get(name, 0) >= seq
-            for name, view in self._members.items()
-            if view.alive and view.rank is not None
-        )
+        return all(granted.get(name, 0) >= seq for name in self._ranked)
 
     def _step_down(self, effects: list[Effect]) -> None:
         epoch = self._epoch_held
@@ -444,11 +466,7 @@ class Election:
     # ------------------------------------------------------------ predicates
 
     def _eligible_alive(self) -> list[tuple[int, str]]:
-        ranked = [
-            (view.rank, name)
-            for name, view in self._members.items()
-            if view.alive and view.rank is not None
-        ]
+        ranked = [(rank, name) for name, rank in self._ranked.items()]
         if self._rank is not None:
             ranked.append((self._rank, self._name))
         return ranked

@@ -17,7 +17,7 @@ bytes without re-encoding.
 
 from __future__ import annotations
 
-import ipaddress
+import socket
 
 from controlplane.gossip.keyring import ENCRYPTION_OVERHEAD, DecryptionFailed, Keyring
 from controlplane.gossip.v1 import gossip_pb2 as pb
@@ -102,6 +102,12 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+def length_delimited_field(number: int, value: bytes) -> bytes:
+    """One length-delimited protobuf field (a message, bytes or string) as it is
+    encoded inside its parent: tag, length, value."""
+    return _varint(number << 3 | 2) + _varint(len(value)) + value
+
+
 def packet_body(messages: list[bytes]) -> bytes:
     """A serialized ``Packet`` holding the given serialized ``Message``s."""
     parts = [_PACKET_HEADER]
@@ -130,14 +136,36 @@ def _address(address: tuple[str, int]) -> pb.Address:
 def decode_address(address: pb.Address) -> tuple[str, int] | None:
     """A member address from the wire, or None unless it is an IP literal and a
     port: members advertise IP addresses, and anything else (a name that would
-    need a DNS lookup, NUL bytes) must not reach a socket."""
-    if not 0 < address.port < 65536:
+    need a DNS lookup, NUL bytes) must not reach a socket. The host comes back in
+    its canonical form, so one member cannot appear under two spellings."""
+    port = address.port
+    if not 0 < port < 65536:
         return None
+    host = _canonical_hosts.get(address.host)
+    if host is None:
+        host = _canonical_host(address.host)
+        if host is None:
+            return None
+        if len(_canonical_hosts) >= _CANONICAL_HOSTS_MAX:
+            _canonical_hosts.clear()
+        _canonical_hosts[address.host] = host
+    return host, port
+
+
+# Validated host spellings: a push-pull of thousands of members repeats the same
+# few thousand addresses, and parsing each again would dominate the merge.
+_CANONICAL_HOSTS_MAX = 65_536
+_canonical_hosts: dict[str, str] = {}
+
+
+def _canonical_host(text: str) -> str | None:
+    # inet_pton is the C parser a socket call would use; it refuses names, NUL
+    # bytes and IPv6 scope ids, and inet_ntop gives the one canonical spelling.
+    family = socket.AF_INET6 if ":" in text else socket.AF_INET
     try:
-        host = str(ipaddress.ip_address(address.host))
-    except ValueError:
+        return socket.inet_ntop(family, socket.inet_pton(family, text))
+    except (OSError, ValueError):
         return None
-    return host, address.port
 
 
 def encode_ping(seq_no: int, target: str, source_node: str) -> bytes:

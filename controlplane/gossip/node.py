@@ -46,6 +46,9 @@ from controlplane.gossip.v1 import gossip_pb2 as pb
 MAX_NAME_SIZE = 255
 _SEQ_MASK = 0xFFFFFFFF
 _INCARNATION_MAX = 0xFFFFFFFF
+# PushPullState field numbers (protos/controlplane/gossip/v1/gossip.proto).
+_MEMBERS_FIELD = pb.PushPullState.MEMBERS_FIELD_NUMBER
+_USER_STATE_FIELD = pb.PushPullState.USER_STATE_FIELD_NUMBER
 
 
 class StateDelegate(Protocol):
@@ -78,6 +81,26 @@ class _Relay:
     requester_seq_no: int
     send_nack: bool
     timeout_at: float
+
+
+@dataclass(slots=True)
+class PushPullMerge:
+    """A peer's push-pull state, merged a slice at a time (see :meth:`GossipNode.merge_some`).
+
+    A full state lists every member of the cluster; merging thousands of records
+    at once would hold the caller for as long, so the shell merges a bounded
+    number of records per step and lets other work run in between.
+    """
+
+    records: Sequence[pb.MemberState]
+    user_state: bytes
+    join: bool
+    position: int = 0
+    delivered: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.delivered
 
 
 class GossipNode:
@@ -120,6 +143,8 @@ class GossipNode:
             config.retransmit_mult, self._num_nodes, config.max_broadcast_queue_depth
         )
         self._nodes: dict[str, NodeState] = {}
+        # Each member's encoded push-pull record, reused while the member is unchanged.
+        self._record_cache: dict[str, tuple[tuple[object, ...], bytes]] = {}
         # Same members as _nodes, in random order, for O(k) random selection.
         self._node_list: list[NodeState] = []
         self._probe_order: list[NodeState] = []
@@ -171,6 +196,13 @@ class GossipNode:
     def member(self, name: str) -> Member | None:
         node = self._nodes.get(name)
         return None if node is None else node.snapshot()
+
+    def incarnation_of(self, name: str, address: Address) -> int | None:
+        """The member's incarnation if it is known at ``address`` (no snapshot built)."""
+        node = self._nodes.get(name)
+        if node is None or node.address != address:
+            return None
+        return node.incarnation
 
     def num_alive(self) -> int:
         return sum(1 for node in self._node_list if not node.status.dead_or_left)
@@ -313,28 +345,66 @@ class GossipNode:
 
         Raises PushPullRejected (counted in ``stats``) for a frame we refuse.
         """
+        job = self.open_push_pull(request)
+        effects = self.merge_some(job, now, len(job.records))
+        # Answering after the merge lets our reply carry refutations the request provoked,
+        # which heals a partition in one exchange instead of two.
+        return self.push_pull_reply(), effects
+
+    def push_pull_response(self, src: Address, response: bytes | None, now: float) -> list[Effect]:
+        """Merge the peer's answer to our StartPushPull; None means the exchange failed."""
+        job = self.open_push_pull_response(response)
+        if job is None:
+            return []
+        return self.merge_some(job, now, len(job.records))
+
+    def open_push_pull(self, request: bytes) -> PushPullMerge:
+        """Decode a peer's push-pull request for merging with :meth:`merge_some`.
+
+        Raises PushPullRejected (counted in ``stats``) for a frame we refuse.
+        """
         state = self._open_push_pull(request)
         if state is None:
             raise PushPullRejected(self._last_reject)
         self.stats.push_pulls_served += 1
-        effects: list[Effect] = []
-        self._merge(state, now, effects)
-        # Answering after the merge lets our reply carry refutations the request provoked,
-        # which heals a partition in one exchange instead of two.
-        return self._local_state(join=False), effects
+        return PushPullMerge(state.members, state.user_state, state.join)
 
-    def push_pull_response(self, src: Address, response: bytes | None, now: float) -> list[Effect]:
-        """Merge the peer's answer to our StartPushPull; None means the exchange failed."""
-        effects: list[Effect] = []
-        if response is None:
-            self.stats.push_pulls_failed += 1
-            return effects
-        state = self._open_push_pull(response)
+    def open_push_pull_response(self, response: bytes | None) -> PushPullMerge | None:
+        """Decode the answer to our StartPushPull; None (counted) when it failed."""
+        state = None if response is None else self._open_push_pull(response)
         if state is None:
             self.stats.push_pulls_failed += 1
-            return effects
-        self._merge(state, now, effects)
+            return None
+        return PushPullMerge(state.members, state.user_state, state.join)
+
+    def merge_some(self, job: PushPullMerge, now: float, limit: int) -> list[Effect]:
+        """Merge up to ``limit`` more records of ``job``; once every record is merged,
+        hand the layer above its state. Call again until ``job.done``."""
+        effects: list[Effect] = []
+        records = job.records
+        end = min(len(records), job.position + max(limit, 1))
+        nodes = self._nodes
+        for index in range(job.position, end):
+            record = records[index]
+            try:
+                self._merge_record(record, now, effects)
+            except Exception:  # one bad record must not stop the merge
+                self.stats.drop("internal_error")
+            node = nodes.get(record.name)
+            if node is not None:
+                # Encode the record for our own state now, a slice at a time, rather than
+                # all at once in the next reply (a no-op for an unchanged member).
+                self._record_field(node)
+        job.position = end
+        if end >= len(records) and not job.delivered:
+            job.delivered = True
+            if self._delegate is not None and job.user_state:
+                self._delegate.merge_remote_state(job.user_state, job.join)
         return effects
+
+    def push_pull_reply(self) -> bytes:
+        """Our framed state, the answer to a peer's push-pull."""
+        return self._local_state(join=False)
 
     # ------------------------------------------------------------------ node map
 
@@ -735,19 +805,34 @@ class GossipNode:
     # ------------------------------------------------------------------ push-pull
 
     def _local_state(self, join: bool) -> bytes:
-        state = pb.PushPullState(protocol_version=codec.PROTOCOL_VERSION, join=join)
-        records = state.members
-        for node in self._node_list:
-            records.add(
-                name=node.name,
-                address=pb.Address(host=node.address[0], port=node.address[1]),
-                meta=node.meta,
-                incarnation=node.incarnation,
-                status=int(node.status),
-            )
+        # The message is assembled from each record's cached encoding: protobuf's wire
+        # format is the concatenation of its fields, so a state of thousands of members
+        # costs one join instead of thousands of message builds.
+        parts = [
+            pb.PushPullState(protocol_version=codec.PROTOCOL_VERSION, join=join).SerializeToString()
+        ]
+        parts.extend(self._record_field(node) for node in self._node_list)
         if self._delegate is not None:
-            state.user_state = self._delegate.local_state(join)
-        return codec.seal(self._header, state.SerializeToString(), self._keyring)
+            user_state = self._delegate.local_state(join)
+            if user_state:
+                parts.append(codec.length_delimited_field(_USER_STATE_FIELD, user_state))
+        return codec.seal(self._header, b"".join(parts), self._keyring)
+
+    def _record_field(self, node: NodeState) -> bytes:
+        key = (node.address, node.meta, node.incarnation, node.status)
+        cached = self._record_cache.get(node.name)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        record = pb.MemberState(
+            name=node.name,
+            address=pb.Address(host=node.address[0], port=node.address[1]),
+            meta=node.meta,
+            incarnation=node.incarnation,
+            status=pb.MemberStatus.ValueType(int(node.status)),
+        ).SerializeToString()
+        encoded = codec.length_delimited_field(_MEMBERS_FIELD, record)
+        self._record_cache[node.name] = (key, encoded)
+        return encoded
 
     def _open_push_pull(self, data: bytes) -> pb.PushPullState | None:
         self._last_reject = ""
@@ -762,37 +847,35 @@ class GossipNode:
             except Exception:  # protobuf DecodeError and friends
                 self._last_reject = "decode"
             else:
-                if state.protocol_version == codec.PROTOCOL_VERSION:
+                if state.protocol_version != codec.PROTOCOL_VERSION:
+                    self._last_reject = "protocol_version"
+                elif len(state.members) > self.config.max_nodes:
+                    # More records than this member would ever keep: not a cluster it joins.
+                    self._last_reject = "too_many_members"
+                else:
                     return state
-                self._last_reject = "protocol_version"
         self.stats.drop("push_pull_" + self._last_reject)
         return None
-
-    def _merge(self, state: pb.PushPullState, now: float, effects: list[Effect]) -> None:
-        for record in state.members:
-            try:
-                self._merge_record(record, now, effects)
-            except Exception:  # one bad record must not stop the merge
-                self.stats.drop("internal_error")
-        if self._delegate is not None and state.user_state:
-            self._delegate.merge_remote_state(state.user_state, state.join)
 
     def _merge_record(self, record: pb.MemberState, now: float, effects: list[Effect]) -> None:
         status = record.status
         if status == pb.MEMBER_STATUS_ALIVE:
             existing = self._nodes.get(record.name)
-            address = codec.decode_address(record.address)
-            if address is None:
-                self.stats.drop("invalid_message")
-                return
-            # Fast path for anti-entropy in a converged cluster: nothing new. A new address is
-            # not "nothing new": a left member's name may be reused at any incarnation.
+            # Fast path for anti-entropy in a converged cluster: nothing new. It compares the
+            # wire address with the known (validated, canonical) one, so most records of a
+            # large state need no parsing. A new address is not "nothing new": a left
+            # member's name may be reused at any incarnation.
             if (
                 existing is not None
                 and existing is not self._me
                 and record.incarnation <= existing.incarnation
-                and existing.address == address
+                and existing.address[1] == record.address.port
+                and existing.address[0] == record.address.host
             ):
+                return
+            address = codec.decode_address(record.address)
+            if address is None:
+                self.stats.drop("invalid_message")
                 return
             self._on_alive(record.incarnation, record.name, address, record.meta, now, effects)
         elif status == pb.MEMBER_STATUS_LEFT:
@@ -863,6 +946,7 @@ class GossipNode:
         self._probe_index = min(self._probe_index, len(self._probe_order))
         for node in doomed:
             del self._nodes[node.name]
+            self._record_cache.pop(node.name, None)
             self._queue.invalidate(node.name)
             self.stats.members_reaped += 1
             effects.append(MemberReaped(node.snapshot()))

@@ -7,7 +7,9 @@ Public surface::
                    rng=random.Random(seed), now=t, keyring=None, label="", snapshot=None)
     m.join(seeds, now, replay=False) / m.rejoin(now) / m.leave(now) / m.leave_done(now)
     m.receive_packet / tick / next_deadline / handle_push_pull / push_pull_response
-    m.members() / m.local_member() / m.member(name)
+    job = m.open_push_pull(frame) | m.open_push_pull_response(src, frame)
+    m.merge_some(job, now, limit) until job.done, then m.push_pull_reply()  # in slices
+    m.members() / m.local_member() / m.member(name) / m.alive_count()
     m.update_tags(set, delete, now) / m.fire_user_event(name, payload, coalesce, now)
     m.force_leave(name, prune, now)
     parse_snapshot(data) -> (SnapshotState, problems)
@@ -31,7 +33,7 @@ from controlplane.membership.events import (
     UserEvent,
 )
 from controlplane.membership.lamport import LamportClock
-from controlplane.membership.layer import Effect, Membership
+from controlplane.membership.layer import Effect, Membership, PushPullMerge
 from controlplane.membership.snapshot import SnapshotRecord, SnapshotState, parse_snapshot
 from controlplane.membership.stats import MembershipStats
 from controlplane.membership.tags import decode_tags, encode_tags
@@ -53,6 +55,7 @@ __all__ = [
     "Membership",
     "MembershipConfig",
     "MembershipStats",
+    "PushPullMerge",
     "SnapshotRecord",
     "SnapshotState",
     "UserEvent",

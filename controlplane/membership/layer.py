@@ -25,8 +25,8 @@ import enum
 import random
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from controlplane.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -44,7 +44,9 @@ from controlplane.gossip.effects import (
 from controlplane.gossip.errors import PayloadTooLarge
 from controlplane.gossip.keyring import Keyring
 from controlplane.gossip.node import GossipNode
+from controlplane.gossip.node import PushPullMerge as CoreMerge
 from controlplane.gossip.state import Address, Member
+from controlplane.gossip.v1 import membership_pb2
 from controlplane.membership import messages
 from controlplane.membership.buffers import (
     BufferedEvent,
@@ -88,6 +90,7 @@ StateProvider = Callable[[], bytes]
 """Everything :class:`Membership` entry points return."""
 
 _NO_TAGS: Mapping[str, str] = MappingProxyType({})
+_DONE = object()
 
 
 class _LocalState(enum.Enum):
@@ -98,9 +101,27 @@ class _LocalState(enum.Enum):
     LEFT = "left"
 
 
-@dataclass(slots=True)
+class _Census:
+    """How many members are alive, kept as statuses change (O(1) to read)."""
+
+    __slots__ = ("alive",)
+
+    def __init__(self) -> None:
+        self.alive = 0
+
+
+# Fields a MemberInfo is made of: setting one drops the member's cached info.
+_INFO_FIELDS = frozenset({"address", "tags", "status", "incarnation"})
+
+
+@dataclass(slots=True, eq=False)
 class _Member:
-    """What this agent believes about one member (serf.go memberState)."""
+    """What this agent believes about one member (serf.go memberState).
+
+    The member's :class:`MemberInfo` is built once per change and shared by
+    every reader (member lists, events, views), so listing or watching a large
+    cluster does not rebuild thousands of snapshots.
+    """
 
     name: str
     address: Address
@@ -111,6 +132,48 @@ class _Member:
     status_ltime: int = 0
     # ``now`` when it failed or left (serf leaveTime); drives reaping.
     leave_time: float = 0.0
+    info: MemberInfo | None = None
+    census: _Census | None = None
+    # (status_ltime, its encoded push-pull field), reused while the time is unchanged.
+    status_field: tuple[int, bytes] | None = None
+
+    def __setattr__(self, field: str, value: object) -> None:
+        if field in _INFO_FIELDS:
+            object.__setattr__(self, "info", None)
+            if field == "status":
+                census = getattr(self, "census", None)
+                if census is not None:
+                    census.alive += (value is MemberStatus.ALIVE) - (
+                        self.status is MemberStatus.ALIVE
+                    )
+        object.__setattr__(self, field, value)
+
+
+@dataclass(slots=True, eq=False)
+class _SerfMerge:
+    """A peer's Serf-layer state being merged: its items are applied a few at a time."""
+
+    state: membership_pb2.MembershipState
+    # serf eventJoinIgnore: this state answers our own join, which asked for no replay.
+    ignore_old: bool
+    now: float = 0.0
+    out: list[Effect] = field(default_factory=list)
+
+
+@dataclass(slots=True, eq=False)
+class PushPullMerge:
+    """A peer's push-pull state merged a slice at a time (see :meth:`Membership.merge_some`):
+    the core's member records first, then this layer's state, as memberlist orders them."""
+
+    core: CoreMerge
+    # This state answers our join (a push-pull the join started).
+    joining: bool
+    serf: _SerfMerge | None = None
+    steps: Iterator[None] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.core.done and self.steps is None
 
 
 class Membership:
@@ -174,12 +237,17 @@ class Membership:
         )
         self._state = _LocalState.ALIVE
         self._members: dict[str, _Member] = {}
+        self._census = _Census()
+        # Member names in order, rebuilt only when a member is added or erased.
+        self._sorted_names: list[str] | None = None
         self._next_reap = now + config.reap_interval
         # Members pruned while still leaving: erased once their leave had time to spread.
         self._pending_prunes: dict[str, float] = {}
         # Push-pull state of peers, handled after the core's member effects of the same
         # exchange (memberlist merges nodes before calling MergeRemoteState).
-        self._deferred_states: list[tuple[bytes, bool]] = []
+        self._deferred_states: list[_SerfMerge] = []
+        # The chunked merge whose core is running: it takes the Serf state for itself.
+        self._capturing: PushPullMerge | None = None
         self._join_destinations: set[Address] = set()
         self._merging_join = False
         self._join_ignore_old = False
@@ -199,8 +267,8 @@ class Membership:
             label=label,
             state_delegate=self,
         )
-        self._members[name] = _Member(
-            name, address, dict(tags), MemberStatus.ALIVE, self._node.incarnation
+        self._add_member(
+            _Member(name, address, dict(tags), MemberStatus.ALIVE, self._node.incarnation)
         )
 
     # ------------------------------------------------------------------ queries
@@ -224,8 +292,22 @@ class Membership:
         return self._snapshot
 
     def members(self) -> list[MemberInfo]:
-        """Every member this agent knows, itself included, failed and left ones too."""
-        return [self._info(self._members[name]) for name in sorted(self._members)]
+        """Every member this agent knows, itself included, failed and left ones too,
+        in name order. An unchanged member is the same object from call to call."""
+        names = self._sorted_names
+        if names is None:
+            names = self._sorted_names = sorted(self._members)
+        members = self._members
+        info = self._info
+        return [info(members[name]) for name in names]
+
+    def member_count(self) -> int:
+        """How many members are known, failed and left ones included (O(1))."""
+        return len(self._members)
+
+    def alive_count(self) -> int:
+        """How many members are alive, this one included (O(1))."""
+        return self._census.alive
 
     def local_member(self) -> MemberInfo:
         return self._info(self._members[self.name])
@@ -275,19 +357,61 @@ class Membership:
         self, src: Address, request: bytes, now: float
     ) -> tuple[bytes, list[Effect]]:
         """Serve a peer's push-pull; raises PushPullRejected for a refused frame."""
-        response, core_effects = self._node.handle_push_pull(src, request, now)
-        return response, self._drive(core_effects, now)
+        job = self.open_push_pull(request)
+        effects = self.merge_all(job, now)
+        return self.push_pull_reply(), effects
 
     def push_pull_response(self, src: Address, response: bytes | None, now: float) -> list[Effect]:
         """Merge the answer to a StartPushPull (None: the exchange failed)."""
+        job = self.open_push_pull_response(src, response)
+        return [] if job is None else self.merge_all(job, now)
+
+    def open_push_pull(self, request: bytes) -> PushPullMerge:
+        """A peer's push-pull request, ready for :meth:`merge_some`; answer it with
+        :meth:`push_pull_reply` once merged. Raises PushPullRejected for a refused frame."""
+        return PushPullMerge(self._node.open_push_pull(request), joining=False)
+
+    def open_push_pull_response(self, src: Address, response: bytes | None) -> PushPullMerge | None:
+        """The answer to our StartPushPull, ready for :meth:`merge_some` (None: it failed)."""
         joining = src in self._join_destinations
         self._join_destinations.discard(src)
-        self._merging_join = joining
-        try:
-            core_effects = self._node.push_pull_response(src, response, now)
+        core = self._node.open_push_pull_response(response)
+        return None if core is None else PushPullMerge(core, joining)
+
+    def merge_some(self, job: PushPullMerge, now: float, limit: int) -> list[Effect]:
+        """Merge about ``limit`` more items (member records, then Serf state entries) of
+        ``job``; call again until ``job.done``. Each call's cost is bounded by ``limit``,
+        so a shell can merge a fleet's state without holding its loop."""
+        if not job.core.done:
+            self._merging_join = job.joining
+            self._capturing = job
+            try:
+                core_effects = self._node.merge_some(job.core, now, limit)
+            finally:
+                self._merging_join = False
+                self._capturing = None
             return self._drive(core_effects, now)
-        finally:
-            self._merging_join = False
+        if job.steps is None or job.serf is None:
+            return []
+        out: list[Effect] = []
+        job.serf.now = now
+        job.serf.out = out
+        for _ in range(max(limit, 1)):
+            if next(job.steps, _DONE) is _DONE:
+                job.steps = None
+                break
+        return out
+
+    def merge_all(self, job: PushPullMerge, now: float) -> list[Effect]:
+        """Merge the whole of ``job`` at once."""
+        out: list[Effect] = []
+        while not job.done:
+            out.extend(self.merge_some(job, now, 1 << 30))
+        return out
+
+    def push_pull_reply(self) -> bytes:
+        """Our framed state, the answer to a peer's push-pull."""
+        return self._node.push_pull_reply()
 
     def join(self, seeds: Sequence[Address], now: float, *, replay: bool = False) -> list[Effect]:
         """Join through ``seeds`` (push-pull with each) and announce our join intent.
@@ -467,40 +591,85 @@ class Membership:
 
     def local_state(self, join: bool) -> bytes:
         """The layer's push-pull state (serf delegate.go LocalState)."""
-        return messages.encode_state(
+        names = self._sorted_names
+        if names is None:
+            names = self._sorted_names = sorted(self._members)
+        members = self._members
+        rest = messages.encode_state(
             self._clock.time(),
-            {name: state.status_ltime for name, state in self._members.items()},
-            [name for name, state in self._members.items() if state.status is MemberStatus.LEFT],
+            {},
+            [name for name in names if members[name].status is MemberStatus.LEFT],
             self._event_clock.time(),
             self._events.events(),
             {channel: provide() for channel, provide in self._channel_providers.items()},
         )
+        # Status times are the part that grows with the cluster: each member's field is
+        # encoded once per intent and joined (protobuf fields concatenate).
+        return rest + b"".join([self._status_time_field(members[name]) for name in names])
+
+    def _status_time_field(self, state: _Member) -> bytes:
+        cached = state.status_field
+        if cached is not None and cached[0] == state.status_ltime:
+            return cached[1]
+        encoded = messages.status_time_field(state.name, state.status_ltime)
+        state.status_field = (state.status_ltime, encoded)
+        return encoded
 
     def merge_remote_state(self, data: bytes, join: bool) -> None:
         """Called by the core inside a merge: handled once the core's effects are consumed."""
-        self._deferred_states.append((data, join or self._merging_join))
+        state = messages.decode_state(data)
+        if state is None:
+            self.stats.drop("state_decode")
+            return
+        serf = _SerfMerge(state, ignore_old=self._merging_join and self._join_ignore_old)
+        job = self._capturing
+        if job is not None:
+            job.serf = serf
+            job.steps = self._merge_state_steps(serf)
+        else:
+            self._deferred_states.append(serf)
 
     # ------------------------------------------------------------------ internals
 
     def _info(self, state: _Member) -> MemberInfo:
-        core = self._node.member(state.name)
-        incarnation = state.incarnation
-        if core is not None and core.address == state.address:
-            incarnation = core.incarnation
-        return MemberInfo(
+        # The core may have raised the incarnation (a suspicion, a refutation) without
+        # an event of this layer; the info follows it.
+        incarnation = self._node.incarnation_of(state.name, state.address)
+        if incarnation is None:
+            incarnation = state.incarnation
+        info = state.info
+        if info is not None and info.incarnation == incarnation:
+            return info
+        info = MemberInfo(
             name=state.name,
             address=state.address,
             tags=MappingProxyType(dict(state.tags)),
             status=state.status,
             incarnation=incarnation,
         )
+        state.info = info
+        return info
+
+    def _add_member(self, state: _Member) -> None:
+        state.census = self._census
+        if state.status is MemberStatus.ALIVE:
+            self._census.alive += 1
+        self._members[state.name] = state
+        self._sorted_names = None
+
+    def _remove_member(self, name: str) -> None:
+        state = self._members.pop(name, None)
+        if state is None:
+            return
+        if state.status is MemberStatus.ALIVE:
+            self._census.alive -= 1
+        state.census = None
+        self._sorted_names = None
 
     def _has_alive_members(self) -> bool:
-        return any(
-            state.status is MemberStatus.ALIVE
-            for name, state in self._members.items()
-            if name != self.name
-        )
+        """Whether a member other than this one is alive (O(1))."""
+        local_alive = self._members[self.name].status is MemberStatus.ALIVE
+        return self._census.alive - local_alive > 0
 
     def _leave_deadline(self) -> float:
         sent = self._leave_started + self.config.broadcast_timeout
@@ -536,8 +705,10 @@ class Membership:
             elif isinstance(effect, UserMessage):
                 self._on_broadcast(effect.payload, now, out)
         while self._deferred_states:
-            data, join = self._deferred_states.pop(0)
-            self._merge_state(data, join, now, out)
+            serf = self._deferred_states.pop(0)
+            serf.now, serf.out = now, out
+            for _ in self._merge_state_steps(serf):
+                pass
         return out
 
     # --- core member events (serf.go handleNodeJoin / handleNodeLeave / handleNodeUpdate)
@@ -558,7 +729,7 @@ class Membership:
                 state.status = MemberStatus.LEAVING
                 state.status_ltime = left
             self._intents.discard(member.name)
-            self._members[member.name] = state
+            self._add_member(state)
         else:
             state.status = MemberStatus.ALIVE
             state.leave_time = 0.0
@@ -729,37 +900,38 @@ class Membership:
             out.append(user)
         return True
 
-    def _merge_state(self, data: bytes, join: bool, now: float, out: list[Effect]) -> None:
-        """serf delegate.go MergeRemoteState."""
-        state = messages.decode_state(data)
-        if state is None:
-            self.stats.drop("state_decode")
-            return
+    def _merge_state_steps(self, merge: _SerfMerge) -> Iterator[None]:
+        """serf delegate.go MergeRemoteState, one entry per step; effects go to
+        ``merge.out`` and time is ``merge.now`` as the caller sets them."""
+        state = merge.state
         if state.lamport_time > 0:
             self._clock.witness(state.lamport_time - 1)
         if state.event_lamport_time > 0:
             self._event_clock.witness(state.event_lamport_time - 1)
-        times = {
-            record.node: record.lamport_time
-            for record in state.status_times
-            if valid_node_name(record.node)
-        }
+        times: dict[str, int] = {}
+        for status_time in state.status_times:
+            if valid_node_name(status_time.node):
+                times[status_time.node] = status_time.lamport_time
+            yield
         left = {name for name in state.left_members if valid_node_name(name)}
         for name in sorted(left):
             # A tombstone is a leave intent just newer than the status time we were told.
-            self._on_leave_intent(name, times.get(name, 0) + 1, False, now, out)
-        for name in sorted(times):
+            self._on_leave_intent(name, times.get(name, 0) + 1, False, merge.now, merge.out)
+            yield
+        for name, ltime in times.items():
             if name not in left:
-                self._on_join_intent(name, times[name], now)
-        if join and self._merging_join and self._join_ignore_old:
+                self._on_join_intent(name, ltime, merge.now)
+                yield
+        if merge.ignore_old and self._join_ignore_old:
             # serf eventJoinIgnore: events before the join are history, not news.
             self._events.raise_min_time(state.event_lamport_time)
         for record in state.recent_events:
             if record.name:
-                self._on_user_event(messages.buffered(record), now, out)
+                self._on_user_event(messages.buffered(record), merge.now, merge.out)
+                yield
         for channel_state in state.channel_states:
             if CHANNEL_NAME.fullmatch(channel_state.channel):
-                out.append(ChannelStateReceived(channel_state.channel, channel_state.state))
+                merge.out.append(ChannelStateReceived(channel_state.channel, channel_state.state))
 
     # --- reaping and events
 
@@ -780,7 +952,7 @@ class Membership:
 
     def _erase(self, state: _Member, now: float, out: list[Effect], *, pruned: bool) -> None:
         """serf.go eraseNode: forget the member and emit member-reap."""
-        self._members.pop(state.name, None)
+        self._remove_member(state.name)
         self._pending_prunes.pop(state.name, None)
         if pruned:
             self.stats.members_pruned += 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from controlplane.gossip import codec
 from controlplane.gossip.v1 import membership_pb2 as pb
 from controlplane.membership.buffers import BufferedEvent
 
@@ -67,6 +68,13 @@ def encode_state(
     for channel in sorted(channel_states or {}):
         state.channel_states.add(channel=channel, state=(channel_states or {})[channel])
     return state.SerializeToString()
+
+
+def status_time_field(node: str, lamport_time: int) -> bytes:
+    """One ``MembershipState.status_times`` entry as encoded inside the state, so a
+    state can be assembled from cached entries by concatenation."""
+    entry = pb.MemberStatusTime(node=node, lamport_time=lamport_time).SerializeToString()
+    return codec.length_delimited_field(pb.MembershipState.STATUS_TIMES_FIELD_NUMBER, entry)
 
 
 def decode_state(data: bytes) -> pb.MembershipState | None:

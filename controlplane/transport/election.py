@@ -27,6 +27,8 @@ from controlplane.election import Effect as ElectionEffect
 from controlplane.membership import (
     ChannelDelivery,
     ChannelStateReceived,
+    EventType,
+    MemberEvent,
     MemberInfo,
     MemberStatus,
 )
@@ -110,6 +112,28 @@ class ElectionDriver:
 
     def leader(self) -> LeaderView | None:
         return self.election.leader(self._runtime.now)
+
+    def on_member_event(self, event: MemberEvent) -> None:
+        """Feeds the members of one event to the election: O(members in the event)."""
+        layer = self._runtime.layer
+        now = self._runtime.now
+        changes: dict[str, MemberView | None] = {}
+        for changed in event.members:
+            if changed.name == layer.name:
+                local_rank = member_rank(layer.local_member())
+                if local_rank != self.election.rank:
+                    self._apply(self.election.set_rank(local_rank, now))
+                continue
+            current = None if event.type is EventType.MEMBER_REAP else layer.member(changed.name)
+            changes[changed.name] = (
+                None
+                if current is None
+                else MemberView(
+                    rank=member_rank(current), alive=current.status is MemberStatus.ALIVE
+                )
+            )
+        if changes:
+            self._apply(self.election.update_some(changes, now))
 
     def refresh_members(self) -> None:
         """Feeds the current member list (and our own rank) to the election."""

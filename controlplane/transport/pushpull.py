@@ -9,7 +9,7 @@ client side keeps one channel per peer address and turns a failed exchange into
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -23,7 +23,7 @@ from controlplane.gossip.v1 import gossip_pb2, gossip_pb2_grpc
 log = logging.getLogger("controlplane.transport")
 
 Address = tuple[str, int]
-ServePushPull = Callable[[Address, bytes], bytes]
+ServePushPull = Callable[[Address, bytes], Awaitable[bytes]]
 
 # Full-state exchanges of large clusters exceed gRPC's 4 MiB default; the core
 # refuses states above its own max_push_pull_size (16 MiB) anyway.
@@ -54,7 +54,7 @@ class GossipServicer(gossip_pb2_grpc.GossipServicer):
         self, request: gossip_pb2.PushPullRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> gossip_pb2.PushPullResponse:
         try:
-            frame = self._serve(peer_address(context.peer()), request.frame)
+            frame = await self._serve(peer_address(context.peer()), request.frame)
         except PushPullRejected as error:
             # Wrong key, wrong label or garbage: the peer is not of this cluster.
             raise PermissionDenied(f"push-pull refused: {error}") from None

@@ -14,6 +14,7 @@ import contextlib
 import ipaddress
 import logging
 import socket
+import time
 from collections.abc import Callable, Iterable, Sequence
 
 from controlplane.gossip import SendPacket, StartPushPull
@@ -23,6 +24,7 @@ from controlplane.membership import (
     EventType,
     MemberEvent,
     Membership,
+    PushPullMerge,
     SnapshotRecord,
     UserEvent,
 )
@@ -37,6 +39,37 @@ Address = tuple[str, int]
 Event = MemberEvent | UserEvent
 EventListener = Callable[[Event], None]
 ChannelHandler = Callable[[ChannelDelivery | ChannelStateReceived], None]
+
+
+# A merge slice aims at this much loop time; the number of items per slice adapts
+# to the measured cost (a new member costs far more than a known one).
+MERGE_SLICE_SECONDS = 0.004
+MERGE_SLICE_MIN = 16
+MERGE_SLICE_MAX = 8192
+# Member events of one batch are logged by name up to this many, then counted.
+LOGGED_NAMES_MAX = 8
+
+
+class SliceSize:
+    """How many items a merge slice takes: halved when a slice took longer than
+    `target` seconds, doubled when it took less than a quarter of it."""
+
+    def __init__(
+        self,
+        target: float = MERGE_SLICE_SECONDS,
+        minimum: int = MERGE_SLICE_MIN,
+        maximum: int = MERGE_SLICE_MAX,
+    ) -> None:
+        self.target = target
+        self.minimum = minimum
+        self.maximum = maximum
+        self.size = minimum * 4
+
+    def measured(self, elapsed: float) -> None:
+        if elapsed > self.target:
+            self.size = max(self.minimum, self.size // 2)
+        elif elapsed < self.target / 4:
+            self.size = min(self.maximum, self.size * 2)
 
 
 def parse_address(text: str, default_port: int) -> tuple[str, int]:
@@ -87,6 +120,7 @@ class GossipRuntime:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._slices = SliceSize()
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -141,11 +175,23 @@ class GossipRuntime:
             return
         self.apply(self.layer.receive_packet(source, data, self.now))
 
-    def serve_push_pull(self, source: Address, frame: bytes) -> bytes:
-        """The gRPC PushPull handler's entry into the core."""
-        response, effects = self.layer.handle_push_pull(source, frame, self.now)
-        self.apply(effects)
-        return response
+    async def serve_push_pull(self, source: Address, frame: bytes) -> bytes:
+        """The gRPC PushPull handler's entry into the core: merge the peer's state a
+        slice at a time, then answer with ours. Raises PushPullRejected."""
+        job = self.layer.open_push_pull(frame)
+        await self._merge(job)
+        return self.layer.push_pull_reply()
+
+    async def _merge(self, job: PushPullMerge) -> None:
+        """Merges a push-pull state in slices of about MERGE_SLICE_SECONDS each,
+        yielding to the loop between slices so that RPCs, probes and timers keep
+        their latency while thousands of members are merged."""
+        while not job.done and not self._closed:
+            started = time.perf_counter()
+            self.apply(self.layer.merge_some(job, self.now, self._slices.size))
+            self._slices.measured(time.perf_counter() - started)
+            if not job.done:
+                await asyncio.sleep(0)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -161,16 +207,35 @@ class GossipRuntime:
     # ----------------------------------------------------------------- effects
 
     def apply(self, effects: Iterable[MembershipEffect]) -> None:
-        """Carries out the layer's effects: packets, exchanges, snapshot lines, events."""
+        """Carries out the layer's effects: packets, exchanges, snapshot lines, events.
+
+        Consecutive member events of one type become one event listing every member,
+        as a coalesced Serf event does: a merge that learns thousands of members
+        reaches listeners and watchers as a few events, not thousands."""
+        batch: list[MemberEvent] = []
         for effect in effects:
+            if isinstance(effect, MemberEvent):
+                if batch and batch[0].type is not effect.type:
+                    self._publish_members(batch)
+                    batch = []
+                batch.append(effect)
+                continue
+            # Packets, exchanges and snapshot lines do not reach listeners, so they do not
+            # end a run of member events; user events and channel messages do, to keep order.
             if isinstance(effect, SendPacket):
                 self.udp.send(effect.dest, effect.data)
-            elif isinstance(effect, StartPushPull):
+                continue
+            if isinstance(effect, StartPushPull):
                 self._spawn(self._run_push_pull(effect))
-            elif isinstance(effect, SnapshotRecord):
+                continue
+            if isinstance(effect, SnapshotRecord):
                 if self._snapshot is not None:
                     self._snapshot.write(effect)
-            elif isinstance(effect, ChannelDelivery | ChannelStateReceived):
+                continue
+            if batch:
+                self._publish_members(batch)
+                batch = []
+            if isinstance(effect, ChannelDelivery | ChannelStateReceived):
                 handler = self._channel_handlers.get(effect.channel)
                 if handler is not None:
                     try:
@@ -179,12 +244,27 @@ class GossipRuntime:
                         log.exception("channel %s handler failed", effect.channel)
             else:
                 self._publish(effect)
+        if batch:
+            self._publish_members(batch)
         self._reschedule()
 
+    def _publish_members(self, batch: list[MemberEvent]) -> None:
+        if len(batch) == 1:
+            event = batch[0]
+        else:
+            event = MemberEvent(batch[0].type, tuple(m for e in batch for m in e.members))
+        if event.type is not EventType.MEMBER_UPDATE:
+            names = [member.name for member in event.members[:LOGGED_NAMES_MAX]]
+            more = len(event.members) - len(names)
+            log.info(
+                "%s: %s%s",
+                event.type.name.lower().replace("_", "-"),
+                ", ".join(names),
+                f" and {more} more" if more > 0 else "",
+            )
+        self._publish(event)
+
     def _publish(self, effect: Event) -> None:
-        if isinstance(effect, MemberEvent) and effect.type is not EventType.MEMBER_UPDATE:
-            names = ", ".join(member.name for member in effect.members)
-            log.info("%s: %s", effect.type.name.lower().replace("_", "-"), names)
         for listener in self._listeners:
             try:
                 listener(effect)
@@ -210,9 +290,13 @@ class GossipRuntime:
     async def _run_push_pull(self, effect: StartPushPull) -> bool:
         timeout = self.layer.node.config.push_pull_timeout
         response = await self._push_pull.exchange(effect.dest, effect.request, timeout)
-        if not self._closed:
-            self.apply(self.layer.push_pull_response(effect.dest, response, self.now))
-        return response is not None
+        if self._closed:
+            return response is not None
+        job = self.layer.open_push_pull_response(effect.dest, response)
+        if job is not None:
+            await self._merge(job)
+        self._reschedule()
+        return job is not None
 
     # ------------------------------------------------------------- operations
 

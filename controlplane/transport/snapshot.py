@@ -5,12 +5,18 @@ compact; this shell only performs the I/O. Appends are flushed as they happen so
 a crash loses at most the line being written; a compaction writes a temporary
 file, fsyncs it and renames it over the old one, so the file is always either the
 old or the new version, never half of each.
+
+On an event loop the I/O runs on one writer thread, in order: records of one
+loop iteration go out as one batch, so neither a burst of thousands of member
+changes nor a compaction's fsync holds the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -52,16 +58,46 @@ class SnapshotFile:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._handle: BinaryIO | None = open(path, "ab")  # noqa: SIM115 - held open
+        self._pending: list[SnapshotRecord] = []
+        self._writer: ThreadPoolExecutor | None = None
 
     def write(self, record: SnapshotRecord) -> None:
+        """Writes `record`: at once without a running loop, else in this iteration's batch."""
         try:
-            if record.rewrite:
-                self._rewrite(record.data)
-            elif self._handle is not None:
-                self._handle.write(record.data)
-                self._handle.flush()
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._write_batch([record])
+            return
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append(record)
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="snapshot")
+        self._writer.submit(self._write_batch, batch)
+
+    def _write_batch(self, batch: list[SnapshotRecord]) -> None:
+        try:
+            appends: list[bytes] = []
+            for record in batch:
+                if record.rewrite:
+                    self._append(appends)
+                    appends = []
+                    self._rewrite(record.data)
+                else:
+                    appends.append(record.data)
+            self._append(appends)
         except (OSError, ValueError) as error:
             log.error("cannot write snapshot %s: %s", self.path, error)
+
+    def _append(self, lines: list[bytes]) -> None:
+        if lines and self._handle is not None:
+            self._handle.write(b"".join(lines))
+            self._handle.flush()
 
     def _rewrite(self, data: bytes) -> None:
         temporary = self.path.with_suffix(".compact")
@@ -79,6 +115,11 @@ class SnapshotFile:
             self._handle = open(self.path, "ab")  # noqa: SIM115 - held open
 
     def close(self) -> None:
+        """Writes what is pending, waits for the writer, then closes the file."""
+        self._flush()
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
         if self._handle is None:
             return
         try:

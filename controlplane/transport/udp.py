@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,8 +23,11 @@ Address = tuple[str, int]
 RECEIVE_BUFFER_BYTES = 2 * 1024 * 1024
 # Largest datagram we accept; the core drops anything above its own limit anyway.
 MAX_DATAGRAM = 65_535
-# Datagrams handled per wake-up before yielding to timers and other callbacks.
+# Datagrams handled per wake-up before yielding to timers and other callbacks, and
+# the loop time one wake-up may take: a datagram that announces many new members
+# costs far more than an ack, so the count alone does not bound the stall.
 MAX_BATCH = 256
+MAX_BATCH_SECONDS = 0.005
 
 
 @dataclass
@@ -71,7 +75,11 @@ class UdpEndpoint:
         if sock is None:
             return
         self.stats.wakeups += 1
+        deadline = time.perf_counter() + MAX_BATCH_SECONDS
         for _ in range(MAX_BATCH):
+            if time.perf_counter() > deadline:
+                # The rest waits in the socket buffer for the next wake-up.
+                return
             try:
                 data, source = sock.recvfrom(MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):

@@ -338,3 +338,35 @@ def test_a_leave_whose_caller_gives_up_still_completes(tmp_path: Path) -> None:
         assert wait_until(lambda: c.statuses("node-1").get("node-2") == "LEFT", timeout=15)
     finally:
         c.stop_all()
+
+
+def test_list_members_pages_through_the_cluster(cluster: Cluster) -> None:
+    membership = stub(cluster.agents["node-2"])
+    names: list[str] = []
+    token = ""
+    for _ in range(10):
+        page = membership.ListMembers(
+            pb.ListMembersRequest(page_size=1, page_token=token, name_pattern="node-.*"),
+            timeout=5,
+        )
+        names += [m.name for m in page.members]
+        token = page.next_page_token
+        if not token:
+            break
+    assert names == ["node-1", "node-2", "node-3"]
+    first = membership.ListMembers(pb.ListMembersRequest(page_size=2), timeout=5)
+    assert [m.name for m in first.members] == ["node-1", "node-2"]
+    # A token only continues the listing it began.
+    with pytest.raises(grpc.RpcError) as other_filters:
+        membership.ListMembers(
+            pb.ListMembersRequest(
+                page_size=2, page_token=first.next_page_token, name_pattern="node-3"
+            ),
+            timeout=5,
+        )
+    assert other_filters.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "page_token" in (other_filters.value.details() or "")
+    rest = membership.ListMembers(
+        pb.ListMembersRequest(page_size=2, page_token=first.next_page_token), timeout=5
+    )
+    assert ([m.name for m in rest.members], rest.next_page_token) == (["node-3"], "")

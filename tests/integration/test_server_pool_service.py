@@ -10,6 +10,7 @@ import grpc
 import grpc.aio
 import pytest
 
+from controlplane.agent import SERVER_OPTIONS
 from controlplane.api.server_pool import PoolRegistry, ServerPoolRpcs
 from controlplane.api.services import SERVER_POOL, pending_servicer
 from controlplane.pool import Server
@@ -217,6 +218,39 @@ async def test_a_pool_with_no_servers_is_unavailable(stub: Any) -> None:
     code, details = await code_of(stub.FindServer(pb.FindServerRequest(pool="empty")))
     assert code == grpc.StatusCode.UNAVAILABLE
     assert "no usable server" in details
+
+
+async def test_a_request_over_4_mib_is_refused_on_a_server_that_allows_more() -> None:
+    # The agent's server accepts 32 MiB for push-pull; the public service refuses
+    # more than 4 MiB itself.
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    registry = PoolRegistry(FakeClock(), pinger=ScriptedPinger(set()))
+    servicer = pending_servicer(SERVER_POOL, "not in this test", ServerPoolRpcs(registry))
+    SERVER_POOL.add_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    # 5 MiB of well-formed servers: refused for the request's size, not its content.
+    request = pb.RefreshServerListsRequest(
+        pool="p",
+        servers=[
+            pb.Server(name=f"{i:05d}" + "n" * 95, address=f"10.0.{i // 250}.{i % 250}:7946")
+            for i in range(40_000)
+        ],
+    )
+    assert request.ByteSize() > 4 * 1024 * 1024
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = server_pool_pb2_grpc.ServerPoolStub(channel)
+            code, details = await code_of(stub.RefreshServerLists(request))
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "4 MiB" in details
+            assert "ServerPool/RefreshServerLists" in details
+            # The service still answers requests within the limit.
+            del request.servers[1024:]
+            answer = await stub.RefreshServerLists(request)
+            assert len(answer.servers) == 1024
+    finally:
+        await server.stop(None)
 
 
 def test_rebalance_pings_real_agents_with_health_checks(tmp_path: Path) -> None:

@@ -184,6 +184,31 @@ class Client:
         )
         return list(response.members)
 
+    def members_page(
+        self,
+        *,
+        page_size: int = 1000,
+        page_token: str = "",
+        statuses: Iterable[membership_pb2.MemberStatus.ValueType] = (),
+        tags: Mapping[str, str] | None = None,
+        name_pattern: str = "",
+        timeout: float | None = None,
+    ) -> membership_pb2.ListMembersResponse:
+        """One page of the members the answering agent knows, filtered, sorted by name.
+
+        Pass the answer's `next_page_token` as `page_token` (with the same filters) for
+        the next page; it is empty on the last page. A token names the last member
+        returned, so it works on any agent, after a failover too. At most 1000 members
+        per page; a page may hold fewer."""
+        request = requests.list_members(statuses, tags, name_pattern)
+        request.page_size = page_size
+        request.page_token = page_token
+        return self._unary(
+            "Membership/ListMembers",
+            lambda s, t: s.membership.ListMembers(request, timeout=t),
+            timeout,
+        )
+
     def local_member(self, *, timeout: float | None = None) -> membership_pb2.Member:
         """The answering agent as a member."""
         request = membership_pb2.GetLocalMemberRequest()
@@ -305,6 +330,19 @@ class Client:
                 lambda s, t: s.server_pool.ListClients(request, timeout=t),
                 timeout,
             ).clients
+        )
+
+    def list_clients_page(
+        self, *, page_size: int = 1000, page_token: str = "", timeout: float | None = None
+    ) -> server_pool_pb2.ListClientsResponse:
+        """One page of the clients heartbeating to the answering agent, sorted by id;
+        pass the answer's `next_page_token` as `page_token` for the next page (empty on
+        the last one). At most 1000 clients per page; a page may hold fewer."""
+        request = server_pool_pb2.ListClientsRequest(page_size=page_size, page_token=page_token)
+        return self._unary(
+            "ServerPool/ListClients",
+            lambda s, t: s.server_pool.ListClients(request, timeout=t),
+            timeout,
         )
 
     def refresh_server_lists(

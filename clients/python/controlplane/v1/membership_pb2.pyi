@@ -322,7 +322,9 @@ Global___LeaveResponse: _TypeAlias = LeaveResponse  # noqa: Y015
 
 @_typing.final
 class ListMembersRequest(_message.Message):
-    """ListMembersRequest filters the member list; all filters must match."""
+    """ListMembersRequest filters the member list; all filters must match. Filters
+    apply before paging: a page holds page_size matching members.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -349,9 +351,24 @@ class ListMembersRequest(_message.Message):
     STATUSES_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
     NAME_PATTERN_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     name_pattern: _builtins.str
     """name_pattern keeps members whose name fully matches this RE2 regular
     expression (anchored); empty keeps every name. At most 256 characters.
+    """
+    page_size: _builtins.int
+    """page_size is the most members to return (AIP-158). 0 without a page_token
+    returns every matching member in one response (RESOURCE_EXHAUSTED if that
+    would exceed 4 MiB); 0 with a page_token means 1000. Values above 1000 are treated as 1000; negative values are
+    INVALID_ARGUMENT. A page may hold fewer members than asked (the response stays
+    under 4 MiB); only an empty next_page_token means the end.
+    """
+    page_token: _builtins.str
+    """page_token is the next_page_token of the previous page; empty asks for the
+    first page. A token is only valid with the same filters (INVALID_ARGUMENT
+    otherwise). Pages continue after the last name returned, so members that join
+    or leave between pages never shift the others.
     """
     @_builtins.property
     def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___MemberStatus.ValueType]:
@@ -360,7 +377,8 @@ class ListMembersRequest(_message.Message):
     @_builtins.property
     def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """tags keeps members whose tag value fully matches the given regular expression
-        (RE2 syntax, anchored at both ends; at most 256 characters), per key.
+        (RE2 syntax, anchored at both ends; at most 256 characters), per key. At most
+        32 entries; keys of 1 to 128 bytes.
         """
 
     def __init__(
@@ -369,10 +387,12 @@ class ListMembersRequest(_message.Message):
         statuses: _abc.Iterable[Global___MemberStatus.ValueType] | None = ...,
         tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         name_pattern: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name_pattern", b"name_pattern", "statuses", b"statuses", "tags", b"tags"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name_pattern", b"name_pattern", "page_size", b"page_size", "page_token", b"page_token", "statuses", b"statuses", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -385,6 +405,11 @@ class ListMembersResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MEMBERS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """next_page_token asks for the next page when sent as page_token; empty when
+    this is the last page (and always empty without page_size or page_token).
+    """
     @_builtins.property
     def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___Member]:
         """members that matched every filter."""
@@ -393,10 +418,11 @@ class ListMembersResponse(_message.Message):
         self,
         *,
         members: _abc.Iterable[Global___Member] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["members", b"members"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["members", b"members", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -33,7 +33,8 @@ class MembershipStub:
     - node names: 1 to 128 characters of ASCII letters, digits, '-', '_' and '.';
     - tags: at most 512 bytes once encoded (keys and values, UTF-8);
     - user events: name plus payload at most 512 bytes by default (agent setting
-    `user_event_size_limit`, hard cap 9216 bytes).
+    `user_event_size_limit`, hard cap 9216 bytes);
+    - requests: at most 4 MiB encoded (RESOURCE_EXHAUSTED beyond).
     A violation is INVALID_ARGUMENT with a field violation naming the field and the limit.
     """
 
@@ -108,7 +109,8 @@ class MembershipServicer:
     - node names: 1 to 128 characters of ASCII letters, digits, '-', '_' and '.';
     - tags: at most 512 bytes once encoded (keys and values, UTF-8);
     - user events: name plus payload at most 512 bytes by default (agent setting
-    `user_event_size_limit`, hard cap 9216 bytes).
+    `user_event_size_limit`, hard cap 9216 bytes);
+    - requests: at most 4 MiB encoded (RESOURCE_EXHAUSTED beyond).
     A violation is INVALID_ARGUMENT with a field violation naming the field and the limit.
     """
 
@@ -130,7 +132,8 @@ class MembershipServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListMembers(self, request, context):
-        """ListMembers lists the members the local agent knows, optionally filtered.
+        """ListMembers lists the members the local agent knows, optionally filtered, in
+        name order. Large clusters are read a page at a time (page_size, page_token).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -270,7 +273,8 @@ class Membership:
     - node names: 1 to 128 characters of ASCII letters, digits, '-', '_' and '.';
     - tags: at most 512 bytes once encoded (keys and values, UTF-8);
     - user events: name plus payload at most 512 bytes by default (agent setting
-    `user_event_size_limit`, hard cap 9216 bytes).
+    `user_event_size_limit`, hard cap 9216 bytes);
+    - requests: at most 4 MiB encoded (RESOURCE_EXHAUSTED beyond).
     A violation is INVALID_ARGUMENT with a field violation naming the field and the limit.
     """
 

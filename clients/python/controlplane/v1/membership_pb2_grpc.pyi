@@ -34,7 +34,8 @@ class MembershipStub:
     - node names: 1 to 128 characters of ASCII letters, digits, '-', '_' and '.';
     - tags: at most 512 bytes once encoded (keys and values, UTF-8);
     - user events: name plus payload at most 512 bytes by default (agent setting
-      `user_event_size_limit`, hard cap 9216 bytes).
+      `user_event_size_limit`, hard cap 9216 bytes);
+    - requests: at most 4 MiB encoded (RESOURCE_EXHAUSTED beyond).
     A violation is INVALID_ARGUMENT with a field violation naming the field and the limit.
     """
 
@@ -52,7 +53,9 @@ class MembershipStub:
     as left, never failed.
     """
     ListMembers: _grpc.UnaryUnaryMultiCallable[_membership_pb2.ListMembersRequest, _membership_pb2.ListMembersResponse]
-    """ListMembers lists the members the local agent knows, optionally filtered."""
+    """ListMembers lists the members the local agent knows, optionally filtered, in
+    name order. Large clusters are read a page at a time (page_size, page_token).
+    """
     GetLocalMember: _grpc.UnaryUnaryMultiCallable[_membership_pb2.GetLocalMemberRequest, _membership_pb2.GetLocalMemberResponse]
     """GetLocalMember describes the local agent as a member."""
     UpdateTags: _grpc.UnaryUnaryMultiCallable[_membership_pb2.UpdateTagsRequest, _membership_pb2.UpdateTagsResponse]
@@ -87,7 +90,8 @@ class MembershipAsyncStub(MembershipStub):
     - node names: 1 to 128 characters of ASCII letters, digits, '-', '_' and '.';
     - tags: at most 512 bytes once encoded (keys and values, UTF-8);
     - user events: name plus payload at most 512 bytes by default (agent setting
-      `user_event_size_limit`, hard cap 9216 bytes).
+      `user_event_size_limit`, hard cap 9216 bytes);
+    - requests: at most 4 MiB encoded (RESOURCE_EXHAUSTED beyond).
     A violation is INVALID_ARGUMENT with a field violation naming the field and the limit.
     """
 
@@ -102,7 +106,9 @@ class MembershipAsyncStub(MembershipStub):
     as left, never failed.
     """
     ListMembers: _aio.UnaryUnaryMultiCallable[_membership_pb2.ListMembersRequest, _membership_pb2.ListMembersResponse]  # type: ignore[assignment]
-    """ListMembers lists the members the local agent knows, optionally filtered."""
+    """ListMembers lists the members the local agent knows, optionally filtered, in
+    name order. Large clusters are read a page at a time (page_size, page_token).
+    """
     GetLocalMember: _aio.UnaryUnaryMultiCallable[_membership_pb2.GetLocalMemberRequest, _membership_pb2.GetLocalMemberResponse]  # type: ignore[assignment]
     """GetLocalMember describes the local agent as a member."""
     UpdateTags: _aio.UnaryUnaryMultiCallable[_membership_pb2.UpdateTagsRequest, _membership_pb2.UpdateTagsResponse]  # type: ignore[assignment]
@@ -136,7 +142,8 @@ class MembershipServicer(metaclass=_abc_1.ABCMeta):
     - node names: 1 to 128 characters of ASCII letters, digits, '-', '_' and '.';
     - tags: at most 512 bytes once encoded (keys and values, UTF-8);
     - user events: name plus payload at most 512 bytes by default (agent setting
-      `user_event_size_limit`, hard cap 9216 bytes).
+      `user_event_size_limit`, hard cap 9216 bytes);
+    - requests: at most 4 MiB encoded (RESOURCE_EXHAUSTED beyond).
     A violation is INVALID_ARGUMENT with a field violation naming the field and the limit.
     """
 
@@ -167,7 +174,9 @@ class MembershipServicer(metaclass=_abc_1.ABCMeta):
         request: _membership_pb2.ListMembersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_membership_pb2.ListMembersResponse, _abc.Awaitable[_membership_pb2.ListMembersResponse]]:
-        """ListMembers lists the members the local agent knows, optionally filtered."""
+        """ListMembers lists the members the local agent knows, optionally filtered, in
+        name order. Large clusters are read a page at a time (page_size, page_token).
+        """
 
     @_abc_1.abstractmethod
     def GetLocalMember(

@@ -533,16 +533,32 @@ Global___ListServersResponse: _TypeAlias = ListServersResponse  # noqa: Y015
 
 @_typing.final
 class ListClientsRequest(_message.Message):
-    """ListClientsRequest has no parameters."""
+    """ListClientsRequest asks for a page of the heartbeating clients."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """page_size is the most clients to return (AIP-158). 0 without a page_token
+    returns every client in one response (RESOURCE_EXHAUSTED if that would exceed
+    4 MiB); 0 with a page_token means 1000. Values above 1000 are treated as 1000;
+    negative values are INVALID_ARGUMENT. A page may hold fewer clients than asked
+    (the response stays under 4 MiB); only an empty next_page_token means the end.
+    """
+    page_token: _builtins.str
+    """page_token is the next_page_token of the previous page; empty asks for the
+    first page. Pages continue after the last client_id returned.
+    """
     def __init__(
         self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -619,6 +635,11 @@ class ListClientsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CLIENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """next_page_token asks for the next page when sent as page_token; empty when
+    this is the last page (and always empty without page_size or page_token).
+    """
     @_builtins.property
     def clients(self) -> _containers.RepeatedCompositeFieldContainer[Global___HeartbeatClient]:
         """clients sorted by client_id."""
@@ -627,10 +648,11 @@ class ListClientsResponse(_message.Message):
         self,
         *,
         clients: _abc.Iterable[Global___HeartbeatClient] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clients", b"clients"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clients", b"clients", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -32,7 +32,8 @@ class ServerPoolStub:
     expiry is forgotten. The pool name "" means "default".
 
     Limits: pool names 0 to 128 characters of [A-Za-z0-9._-]; at most 1024 servers
-    per list; addresses are "host:port" with a port from 1 to 65535.
+    per list; addresses are "host:port" with a port from 1 to 65535; requests at
+    most 4 MiB encoded (RESOURCE_EXHAUSTED beyond).
     """
 
     def __init__(self, channel):
@@ -90,7 +91,8 @@ class ServerPoolServicer:
     expiry is forgotten. The pool name "" means "default".
 
     Limits: pool names 0 to 128 characters of [A-Za-z0-9._-]; at most 1024 servers
-    per list; addresses are "host:port" with a port from 1 to 65535.
+    per list; addresses are "host:port" with a port from 1 to 65535; requests at
+    most 4 MiB encoded (RESOURCE_EXHAUSTED beyond).
     """
 
     def Heartbeat(self, request, context):
@@ -149,7 +151,8 @@ class ServerPoolServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListClients(self, request, context):
-        """ListClients lists the clients that heartbeat to this agent and have not expired.
+        """ListClients lists the clients that heartbeat to this agent and have not expired,
+        sorted by client_id, a page at a time (page_size, page_token).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -213,7 +216,8 @@ class ServerPool:
     expiry is forgotten. The pool name "" means "default".
 
     Limits: pool names 0 to 128 characters of [A-Za-z0-9._-]; at most 1024 servers
-    per list; addresses are "host:port" with a port from 1 to 65535.
+    per list; addresses are "host:port" with a port from 1 to 65535; requests at
+    most 4 MiB encoded (RESOURCE_EXHAUSTED beyond).
     """
 
     @staticmethod

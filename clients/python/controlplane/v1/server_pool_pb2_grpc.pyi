@@ -33,7 +33,8 @@ class ServerPoolStub:
     expiry is forgotten. The pool name "" means "default".
 
     Limits: pool names 0 to 128 characters of [A-Za-z0-9._-]; at most 1024 servers
-    per list; addresses are "host:port" with a port from 1 to 65535.
+    per list; addresses are "host:port" with a port from 1 to 65535; requests at
+    most 4 MiB encoded (RESOURCE_EXHAUSTED beyond).
     """
 
     @_typing.overload
@@ -67,7 +68,9 @@ class ServerPoolStub:
     ListServers: _grpc.UnaryUnaryMultiCallable[_server_pool_pb2.ListServersRequest, _server_pool_pb2.ListServersResponse]
     """ListServers shows a pool: primaries in order, backups, and its state."""
     ListClients: _grpc.UnaryUnaryMultiCallable[_server_pool_pb2.ListClientsRequest, _server_pool_pb2.ListClientsResponse]
-    """ListClients lists the clients that heartbeat to this agent and have not expired."""
+    """ListClients lists the clients that heartbeat to this agent and have not expired,
+    sorted by client_id, a page at a time (page_size, page_token).
+    """
 
 @_typing.type_check_only
 class ServerPoolAsyncStub(ServerPoolStub):
@@ -77,7 +80,8 @@ class ServerPoolAsyncStub(ServerPoolStub):
     expiry is forgotten. The pool name "" means "default".
 
     Limits: pool names 0 to 128 characters of [A-Za-z0-9._-]; at most 1024 servers
-    per list; addresses are "host:port" with a port from 1 to 65535.
+    per list; addresses are "host:port" with a port from 1 to 65535; requests at
+    most 4 MiB encoded (RESOURCE_EXHAUSTED beyond).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -108,7 +112,9 @@ class ServerPoolAsyncStub(ServerPoolStub):
     ListServers: _aio.UnaryUnaryMultiCallable[_server_pool_pb2.ListServersRequest, _server_pool_pb2.ListServersResponse]  # type: ignore[assignment]
     """ListServers shows a pool: primaries in order, backups, and its state."""
     ListClients: _aio.UnaryUnaryMultiCallable[_server_pool_pb2.ListClientsRequest, _server_pool_pb2.ListClientsResponse]  # type: ignore[assignment]
-    """ListClients lists the clients that heartbeat to this agent and have not expired."""
+    """ListClients lists the clients that heartbeat to this agent and have not expired,
+    sorted by client_id, a page at a time (page_size, page_token).
+    """
 
 class ServerPoolServicer(metaclass=_abc_1.ABCMeta):
     """ServerPool answers "which server do I talk to": Consul's client-side server
@@ -117,7 +123,8 @@ class ServerPoolServicer(metaclass=_abc_1.ABCMeta):
     expiry is forgotten. The pool name "" means "default".
 
     Limits: pool names 0 to 128 characters of [A-Za-z0-9._-]; at most 1024 servers
-    per list; addresses are "host:port" with a port from 1 to 65535.
+    per list; addresses are "host:port" with a port from 1 to 65535; requests at
+    most 4 MiB encoded (RESOURCE_EXHAUSTED beyond).
     """
 
     @_abc_1.abstractmethod
@@ -194,6 +201,8 @@ class ServerPoolServicer(metaclass=_abc_1.ABCMeta):
         request: _server_pool_pb2.ListClientsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_server_pool_pb2.ListClientsResponse, _abc.Awaitable[_server_pool_pb2.ListClientsResponse]]:
-        """ListClients lists the clients that heartbeat to this agent and have not expired."""
+        """ListClients lists the clients that heartbeat to this agent and have not expired,
+        sorted by client_id, a page at a time (page_size, page_token).
+        """
 
 def add_ServerPoolServicer_to_server(servicer: ServerPoolServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,60 @@
+"""When the agent freezes its heap: after start, on member growth and on turnover."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+
+from controlplane.transport import heap
+from controlplane.transport.heap import HeapSettler
+
+
+@pytest.fixture(autouse=True)
+def _unfreeze():
+    yield
+    gc.unfreeze()
+
+
+def test_freezes_on_growth_and_turnover_never_for_small_clusters():
+    settler = HeapSettler()
+    settler.start()
+    assert settler.freezes == 1
+    assert gc.get_freeze_count() > 0
+    assert not settler.observe(heap.MIN_MEMBERS - 1, 200)
+    # Growth past the small-cluster bound freezes once, then not again until 25 % more.
+    assert settler.observe(1000, 10)
+    assert not settler.observe(1200, 10)
+    assert settler.observe(1250, 10)
+    # Changes add up: as many changes as members is a turnover of the table.
+    assert not settler.observe(1250, 1000)
+    assert settler.observe(1250, 250)
+    assert settler.freezes == 4
+
+
+def test_young_garbage_cycles_are_collected_before_a_freeze():
+    class Node:
+        other: object
+
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    gone = weakref.ref(a)
+    del a, b
+    HeapSettler().start()
+    # Frozen, the cycle would never be collected: it must be gone before the freeze.
+    assert gone() is None
+
+
+def test_full_collections_are_timed_until_stopped():
+    settler = HeapSettler()
+    settler.start()
+    try:
+        gc.collect()
+        assert settler.full_collections == 1
+        assert settler.longest_full_collection > 0
+        assert settler.summary().startswith("heap: 1 freezes, 1 full collections, longest ")
+    finally:
+        settler.stop()
+    gc.collect()
+    assert settler.full_collections == 1

@@ -1,0 +1,45 @@
+"""The runtime hands listeners one event per run of same-type member changes."""
+
+from __future__ import annotations
+
+from controlplane.membership import (
+    EventType,
+    MemberEvent,
+    MemberInfo,
+    MemberStatus,
+    SnapshotRecord,
+    UserEvent,
+)
+from controlplane.transport.runtime import GossipRuntime
+from tests.unit.membership.helpers import make
+
+
+def info(name: str) -> MemberInfo:
+    return MemberInfo(name, ("10.0.0.5", 7946), {}, MemberStatus.ALIVE, 1)
+
+
+def event(type_: EventType, *names: str) -> MemberEvent:
+    return MemberEvent(type_, tuple(info(name) for name in names))
+
+
+def test_runs_of_one_type_reach_listeners_as_one_event_in_order():
+    runtime = GossipRuntime(make())
+    seen: list[object] = []
+    runtime.subscribe(seen.append)
+    user = UserEvent("deploy", b"", 3, False)
+    runtime.apply(
+        [
+            event(EventType.MEMBER_JOIN, "a"),
+            SnapshotRecord("alive: a 10.0.0.5 7946\n"),
+            event(EventType.MEMBER_JOIN, "b", "c"),
+            event(EventType.MEMBER_FAILED, "d"),
+            user,
+            event(EventType.MEMBER_JOIN, "e"),
+        ]
+    )
+    assert seen == [
+        event(EventType.MEMBER_JOIN, "a", "b", "c"),
+        event(EventType.MEMBER_FAILED, "d"),
+        user,
+        event(EventType.MEMBER_JOIN, "e"),
+    ]
