@@ -44,6 +44,9 @@ MAX_METADATA_ENTRIES = 16
 MAX_METADATA_BYTES = 512
 # A bound on replicated state: registrations are for services that cannot gossip.
 MAX_REGISTRATIONS = 10_000
+# A whole state holds the live registrations and the tombstones of the removed
+# ones; beyond this it is refused rather than merged (each entry costs loop time).
+MAX_STATE_REGISTRATIONS = 4 * MAX_REGISTRATIONS
 # Serf's TombstoneTimeout: how long a removal outlives the registration it removed.
 TOMBSTONE_TIMEOUT = 24 * 3600.0
 
@@ -615,9 +618,13 @@ def encode_state(registrations: Iterable[Registration]) -> bytes:
 
 
 def decode_state(data: bytes) -> list[Registration] | None:
+    """A peer's or the store's registrations; None when damaged or beyond
+    MAX_STATE_REGISTRATIONS (live ones and tombstones together)."""
     try:
         state = ring_pb2.RingState.FromString(data)
     except Exception:  # protobuf DecodeError and friends
+        return None
+    if len(state.registrations) > MAX_STATE_REGISTRATIONS:
         return None
     decoded = (_from_proto(message) for message in state.registrations)
     return [registration for registration in decoded if registration is not None]

@@ -17,7 +17,8 @@ bytes without re-encoding.
 
 from __future__ import annotations
 
-import socket
+import ipaddress
+import re
 
 from controlplane.gossip.keyring import ENCRYPTION_OVERHEAD, DecryptionFailed, Keyring
 from controlplane.gossip.v1 import gossip_pb2 as pb
@@ -158,13 +159,21 @@ _CANONICAL_HOSTS_MAX = 65_536
 _canonical_hosts: dict[str, str] = {}
 
 
+# A dotted-quad IPv4 address in its only canonical spelling (no leading zeros):
+# most members' addresses, accepted without building an address object.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+
+
 def _canonical_host(text: str) -> str | None:
-    # inet_pton is the C parser a socket call would use; it refuses names, NUL
-    # bytes and IPv6 scope ids, and inet_ntop gives the one canonical spelling.
-    family = socket.AF_INET6 if ":" in text else socket.AF_INET
+    if _CANONICAL_IPV4.fullmatch(text):
+        return text
+    # A scope id names an interface of the sender's machine, meaningless here.
+    if "%" in text:
+        return None
     try:
-        return socket.inet_ntop(family, socket.inet_pton(family, text))
-    except (OSError, ValueError):
+        return str(ipaddress.ip_address(text))
+    except ValueError:
         return None
 
 

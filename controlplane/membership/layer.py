@@ -621,6 +621,12 @@ class Membership:
         if state is None:
             self.stats.drop("state_decode")
             return
+        limit = self._node.config.max_nodes
+        if len(state.status_times) > limit or len(state.left_members) > limit:
+            # More entries than members this agent would ever keep: not a state of
+            # its cluster, and merging it would only cost time.
+            self.stats.drop("state_too_large")
+            return
         serf = _SerfMerge(state, ignore_old=self._merging_join and self._join_ignore_old)
         job = self._capturing
         if job is not None:
@@ -921,6 +927,11 @@ class Membership:
         for name, ltime in times.items():
             if name not in left:
                 self._on_join_intent(name, ltime, merge.now)
+                member = self._members.get(name)
+                if member is not None:
+                    # Encode the entry for our own state now, a slice at a time, rather
+                    # than all at once in the next reply.
+                    self._status_time_field(member)
                 yield
         if merge.ignore_old and self._join_ignore_old:
             # serf eventJoinIgnore: events before the join are history, not news.

@@ -260,3 +260,15 @@ def test_the_cap_can_be_given_per_directory() -> None:
     directory.register("r", "10.0.0.2", 80, 1, {})
     assert [r.id for r in directory.registrations()] == ["10.0.0.1:80"]
     assert directory.registrations_dropped == 1
+
+
+def test_a_state_beyond_the_state_cap_is_refused(monkeypatch):
+    import controlplane.rings as rings_module
+
+    monkeypatch.setattr(rings_module, "MAX_STATE_REGISTRATIONS", 3)
+    directory = rings_module.RingDirectory("a")
+    registrations = [directory.prepare("cache", f"10.0.0.{i}", 80, 1, {}) for i in range(1, 5)]
+    assert rings_module.decode_state(rings_module.encode_state(registrations)) is None
+    assert rings_module.decode_state(rings_module.encode_state(registrations[:3])) == [
+        *registrations[:3]
+    ]

@@ -155,3 +155,28 @@ def test_garbage_broadcasts_are_dropped_not_raised():
     layer = make()
     receive(layer, user(b"\xff\xff\xff"), user(b""), user(encode_join_intent("bad name", 3)))
     assert sum(layer.stats.dropped.values()) == 3
+
+
+def test_a_serf_state_with_more_entries_than_members_allowed_is_dropped():
+    import random
+
+    from controlplane.gossip import GossipConfig
+    from controlplane.membership import Membership, MembershipConfig
+
+    layer = Membership(
+        GossipConfig.lan(max_nodes=10),
+        MembershipConfig(),
+        "a",
+        ("10.0.0.1", 7946),
+        rng=random.Random(1),
+        now=0.0,
+    )
+    too_many = encode_state(3, {f"n{i}": 5 for i in range(11)}, [], 1, [])
+    layer.merge_remote_state(too_many, False)
+    layer.tick(1.0)
+    assert layer.stats.dropped["state_too_large"] == 1
+    assert layer.lamport_time == 1
+    fits = encode_state(3, {f"n{i}": 5 for i in range(10)}, [], 1, [])
+    layer.merge_remote_state(fits, False)
+    layer.tick(1.0)
+    assert layer.lamport_time > 1
