@@ -5,23 +5,40 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 NODE_DIR := tests/interop/node
-STAMP := $(VENV)/.installed
+# What the agent needs to run, and what developing it needs on top.
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
+TOOLS_STAMP := $(VENV)/.installed-tools
 
-.PHONY: run test venv proto proto-check lint typecheck pytest cluster-test node-deps clean
+.PHONY: run tools test venv runtime proto proto-check lint typecheck pytest cluster-test node-deps clean
 
-## run: create the environment, install both distributions, start one agent on 127.0.0.1:7946
-run: venv
+## run: create .venv, install both distributions (and only their dependencies), start
+## one agent on 127.0.0.1:7946; the commands are in .venv/bin
+run: runtime
 	$(BIN)/controlplane agent --bind 127.0.0.1 --port 7946
+
+## tools: add grpcurl to .venv/bin (the pyproject extra `grpcurl`)
+tools: $(TOOLS_STAMP)
 
 ## test: everything CI checks
 test: venv node-deps lint typecheck proto-check pytest cluster-test
 
-venv: $(STAMP)
+runtime: $(RUN_STAMP)
 
-$(STAMP): pyproject.toml clients/python/pyproject.toml requirements-dev.txt
+# The development environment: the runtime plus the pinned tools of requirements-dev.txt.
+venv: $(DEV_STAMP)
+
+$(RUN_STAMP): pyproject.toml clients/python/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -r requirements-dev.txt
 	$(PY) -m pip install --quiet -e clients/python -e .
+	@touch $@
+
+$(DEV_STAMP): $(RUN_STAMP) requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+$(TOOLS_STAMP): $(RUN_STAMP)
+	$(PY) -m pip install --quiet -e '.[grpcurl]'
 	@touch $@
 
 # Node packages for the interop tests, from the committed lockfile.

@@ -1,58 +1,88 @@
-"""Client RPC benchmark: throughput beside an empty grpc.aio RPC, local ring
-lookups, and the time from killing the serving agent to the next success.
+"""Client RPC benchmark: unary calls to an agent beside an empty protobuf RPC, both
+through the same client, with the CPU each side spends per call; local ring lookups.
 
 Prints numbers and ratios; asserts nothing. Starts its own agents on 127.0.0.x
-(five, so ListMembers returns five members) and an empty echo server in a process
-of its own (bench/echo_server.py), as the agent runs in one, measured by the same
-harness in the same run. Takes about a minute.
+(five, so ListMembers returns five members) and a bare grpc.aio server
+(bench/echo_server.py) that answers the same RPCs with empty responses. Both are
+called through `AsyncClient`, so the client's own work (request building,
+failover bookkeeping, decoding) is in the baseline too, and the ratio measures
+what the agent adds. Both servers run in processes of their own.
 
-    .venv/bin/python bench/rpc.py
+Each configuration is measured in several rounds, interleaved (baseline and every
+call once per round, in an order that rotates from round to round), so that a
+burst of load from elsewhere on the machine falls on all of them alike; the
+figures are medians over the rounds and the ratio is the median of the per-round
+ratios. CPU per call is read from each process's own account (`getrusage` for the
+harness, /proc/PID/stat for the server), user plus system time of every thread.
+Takes about a minute and a half.
+
+    .venv/bin/python bench/rpc.py [--rounds 5] [--seconds 1.0]
+
+Failover (kill, hang, black hole) is bench/failover.py.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import os
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
-import grpc.aio
 
-from controlplane.client import AsyncClient, Client, ClientOptions
+from controlplane.client import AsyncClient, ClientOptions
 from controlplane.testing.agents import AgentProcess, free_port, start_agent, wait_until
 from controlplane.v1 import server_pool_pb2
 
 HOSTS = [f"127.0.0.{i}" for i in range(1, 6)]
-SECONDS_PER_RUN = 3.0
-KILLS = 20
-ECHO_METHOD = "/bench.Echo/Empty"  # bench/echo_server.py
+CONCURRENCIES = (1, 32)
+BASELINE = "empty RPC"
+CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _identity(data: bytes) -> bytes:
-    return data
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of every thread of process `pid` so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        # The command name (field 2) may hold spaces; it ends at the last ')'.
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
 
 
-def start_echo() -> tuple[subprocess.Popen[bytes], str]:
-    """The empty-RPC baseline server, in its own process like the agent."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("echo_server.py")), str(port)]
-    )
-    target = f"127.0.0.1:{port}"
-    with grpc.insecure_channel(target) as channel:
-        grpc.channel_ready_future(channel).result(timeout=20)
-    return process, target
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return float(usage.ru_utime + usage.ru_stime)
 
 
-async def throughput(call: Callable[[], Awaitable[Any]], concurrency: int) -> float:
-    """Calls per second with `concurrency` tasks calling back to back."""
-    stop_at = time.perf_counter() + SECONDS_PER_RUN
+@dataclass
+class Run:
+    rate: float
+    client_us: float
+    server_us: float
+
+
+@dataclass
+class Series:
+    runs: list[Run] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)
+
+    def median(self, attribute: str) -> float:
+        return statistics.median(float(getattr(run, attribute)) for run in self.runs)
+
+
+async def measure(
+    call: Callable[[], Awaitable[Any]], concurrency: int, seconds: float, server_pid: int
+) -> Run:
+    """`concurrency` tasks calling back to back for `seconds`."""
+    stop_at = time.perf_counter() + seconds
     counts = [0] * concurrency
 
     async def worker(index: int) -> None:
@@ -60,97 +90,119 @@ async def throughput(call: Callable[[], Awaitable[Any]], concurrency: int) -> fl
             await call()
             counts[index] += 1
 
+    client_before, server_before = own_cpu(), process_cpu(server_pid)
     started = time.perf_counter()
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    return sum(counts) / (time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    client_cpu, server_cpu = own_cpu() - client_before, process_cpu(server_pid) - server_before
+    calls = max(1, sum(counts))
+    return Run(calls / elapsed, client_cpu / calls * 1e6, server_cpu / calls * 1e6)
 
 
-async def unary_section(agents: list[AgentProcess]) -> None:
-    echo_server, echo_target = start_echo()
-    echo_channel = grpc.aio.insecure_channel(echo_target)
-    echo = echo_channel.unary_unary(
-        ECHO_METHOD, request_serializer=_identity, response_deserializer=_identity
+def start_echo(host: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port(host)
+    process = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("echo_server.py")), str(port), host]
     )
-    options = ClientOptions(heartbeat=False)
-    async with AsyncClient([agents[0].target], options) as client:
-        await client.add_node("10.0.0.1", 11211, ring="bench")
-        await client.refresh_server_lists(
-            server_pool_pb2.RefreshServerListsRequest(
-                pool="bench",
-                servers=[server_pool_pb2.Server(name=a.name, address=a.target) for a in agents],
-                api_version=server_pool_pb2.ApiVersion(major=1),
-            )
-        )
-        calls: dict[str, Callable[[], Awaitable[Any]]] = {
-            "FindServer": lambda: client.find_server("bench"),
-            "GetNode": lambda: client.get_node("user:42", ring="bench"),
-            "ListMembers(5)": lambda: client.members(),
-        }
-        print(f"unary throughput, {SECONDS_PER_RUN:g} s per run (calls/s; ratio to empty RPC)")
-        for concurrency in (1, 32):
-            empty = await throughput(lambda: echo(b"", timeout=5), concurrency)
-            print(f"  concurrency {concurrency:>2}: empty grpc.aio RPC {empty:9.0f}")
-            for name, call in calls.items():
-                rate = await throughput(call, concurrency)
-                print(
-                    f"  concurrency {concurrency:>2}: {name:<15} {rate:9.0f}  {rate / empty:5.2f}x"
+    target = f"{host}:{port}"
+    with grpc.insecure_channel(target) as channel:
+        grpc.channel_ready_future(channel).result(timeout=20)
+    return process, target
+
+
+async def unary_section(agents: list[AgentProcess], rounds: int, seconds: float) -> None:
+    echo_process, echo_target = start_echo(HOSTS[0])
+    try:
+        options = ClientOptions(heartbeat=False)
+        async with (
+            AsyncClient([agents[0].target], options) as client,
+            AsyncClient([agents[0].target], options) as heartbeats,
+            AsyncClient([echo_target], options) as echo,
+        ):
+            await client.add_node("10.0.0.1", 11211, ring="bench")
+            await client.refresh_server_lists(
+                server_pool_pb2.RefreshServerListsRequest(
+                    pool="bench",
+                    servers=[server_pool_pb2.Server(name=a.name, address=a.target) for a in agents],
+                    api_version=server_pool_pb2.ApiVersion(major=1),
                 )
-        ring = await client.ring("bench")
-        lookups, started = 0, time.perf_counter()
-        while time.perf_counter() - started < 1.0:
-            for _ in range(1000):
-                ring.get_node("user:42")
-            lookups += 1000
-        print(f"local ring lookups: {lookups / (time.perf_counter() - started):,.0f}/s")
-        ring.close()
-    await echo_channel.close()
-    echo_server.kill()
-    echo_server.wait(10)
-
-
-def failover_section(agents: list[AgentProcess], port: int, log_dir: Path) -> None:
-    """SIGKILL the agent that served the last call, time the next successful call."""
-    by_target = {a.target: a for a in agents[:3]}
-    for extra in agents[3:]:
-        extra.kill()
-    options = ClientOptions(heartbeat_interval_override=0.5)
-    samples: list[float] = []
-    generation = 0
-    with Client(list(by_target), options) as client:
-        wait_until(lambda: len(client.servers()) == 3, timeout=30)
-        for _ in range(KILLS):
-            client.members()
-            victim = by_target[client.current_server or ""]
-            started = time.perf_counter()
-            victim.kill()
-            client.members()
-            samples.append(time.perf_counter() - started)
-            generation += 1
-            survivor = next(a for a in by_target.values() if a is not victim)
-            replacement = start_agent(
-                f"r{generation}",
-                host=victim.host,
-                port=port,
-                args=["--profile", "local", "--drain-period", "0", "--join", survivor.target],
-                log_dir=log_dir,
             )
-            by_target[victim.target] = replacement
-            wait_until(lambda: len(client.servers()) == 3, timeout=30)
-    samples.sort()
-    p99 = samples[min(len(samples) - 1, round(0.99 * (len(samples) - 1)))]
-    print(
-        f"kill -> next success over {len(samples)} kills: "
-        f"p50 {statistics.median(samples) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
-        f"max {samples[-1] * 1000:.1f} ms (goal p99 < 100 ms)"
-    )
-    for agent in by_target.values():
-        agent.kill()
+            # A heartbeat replaces the client's server list with the agents it names, in
+            # the client's own random order: heartbeats get a client of their own, so the
+            # other calls stay on agents[0], which holds the pool and the ring.
+            await heartbeats.heartbeat()
+            pids = {a.target: a.process.pid for a in agents}
+            agent_pid = agents[0].process.pid
+            # (name, call, pid of the process that answers it)
+            calls: list[tuple[str, Callable[[], Awaitable[Any]], Callable[[], int]]] = [
+                (BASELINE, lambda: echo.find_server("bench"), lambda: echo_process.pid),
+                ("FindServer", lambda: client.find_server("bench"), lambda: agent_pid),
+                ("GetNode", lambda: client.get_node("user:42", ring="bench"), lambda: agent_pid),
+                ("ListMembers(5)", lambda: client.members(), lambda: agent_pid),
+                (
+                    "Heartbeat",
+                    lambda: heartbeats.heartbeat(),
+                    lambda: pids[heartbeats.current_server or ""],
+                ),
+            ]
+            idle_before = process_cpu(agents[0].process.pid)
+            await asyncio.sleep(2.0)
+            idle = (process_cpu(agents[0].process.pid) - idle_before) / 2.0
+            print(
+                f"unary calls through AsyncClient; {rounds} interleaved rounds of {seconds:g} s "
+                f"per call; medians (load average before: {os.getloadavg()[0]:.2f})"
+            )
+            print(f"agent's own CPU while idle (gossip, timers): {idle * 100:.1f} % of a core")
+            for concurrency in CONCURRENCIES:
+                for _, call, pid in calls:  # warm-up: connections, caches, code paths
+                    await measure(call, concurrency, 0.3, pid())
+                series = {name: Series() for name, _, _ in calls}
+                for round_index in range(rounds):
+                    shift = round_index % len(calls)
+                    order = calls[shift:] + calls[:shift]
+                    results: dict[str, Run] = {}
+                    for name, call, pid in order:
+                        results[name] = await measure(call, concurrency, seconds, pid())
+                    baseline_rate = results[BASELINE].rate
+                    for name, run in results.items():
+                        series[name].runs.append(run)
+                        series[name].ratios.append(run.rate / baseline_rate)
+                print(f"  concurrency {concurrency}")
+                print(
+                    f"    {'call':<15} {'calls/s':>8} {'ratio':>6} {'min..max ratio':>15} "
+                    f"{'client us/call':>15} {'server us/call':>15}"
+                )
+                for name, data in series.items():
+                    ratio = statistics.median(data.ratios)
+                    spread = f"{min(data.ratios):.2f}..{max(data.ratios):.2f}"
+                    print(
+                        f"    {name:<15} {data.median('rate'):8.0f} {ratio:5.2f}x {spread:>15} "
+                        f"{data.median('client_us'):15.0f} {data.median('server_us'):15.0f}"
+                    )
+            ring = await client.ring("bench")
+            lookups, started = 0, time.perf_counter()
+            while time.perf_counter() - started < 1.0:
+                for _ in range(1000):
+                    ring.get_node("user:42")
+                lookups += 1000
+            print(f"local ring lookups: {lookups / (time.perf_counter() - started):,.0f}/s")
+            ring.close()
+    finally:
+        echo_process.kill()
+        echo_process.wait(10)
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=1.0, help="per call per round")
+    parser.add_argument(
+        "--agent-arg", action="append", default=[], help="extra agent flag (repeatable)"
+    )
+    options = parser.parse_args()
     log_dir = Path(tempfile.mkdtemp(prefix="bench-rpc-"))
     port = free_port(HOSTS[0], *HOSTS[1:])
-    args = ["--profile", "local", "--drain-period", "0"]
+    args = ["--profile", "local", "--drain-period", "0", *options.agent_arg]
     agents = [start_agent("b0", host=HOSTS[0], port=port, args=args, log_dir=log_dir)]
     try:
         for index, host in enumerate(HOSTS[1:], start=1):
@@ -164,8 +216,7 @@ def main() -> None:
                 )
             )
         wait_until(lambda: len(agents[0].members()) == 5, timeout=30)
-        asyncio.run(unary_section(agents))
-        failover_section(agents, port, log_dir)
+        asyncio.run(unary_section(agents, options.rounds, options.seconds))
     finally:
         for agent in agents:
             agent.kill()

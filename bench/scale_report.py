@@ -586,6 +586,7 @@ def page(sim: dict[str, Any], crowd: Any | None, plots: dict[str, str]) -> str:
         f"Regenerate (this run took {sim.get('total_wall_s', 0) / 60:.0f} minutes and at most "
         f"{peak_gb(results):.1f} GB of memory):\n"
     )
+    w("<!-- docs-test: skip installs packages and runs for ten minutes -->")
     w("```sh")
     w("pip install -r requirements-bench.txt")
     w("python bench/fleet_sim.py && python bench/scale_report.py")

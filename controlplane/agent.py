@@ -26,7 +26,6 @@ from collections.abc import Callable, Sequence
 import grpc
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from controlplane.api.auth import TokenCheck
 from controlplane.api.heartbeat import (
@@ -38,7 +37,8 @@ from controlplane.api.heartbeat import (
 from controlplane.api.hub import EventHub
 from controlplane.api.keyring import CHANNEL as KEYRING_CHANNEL
 from controlplane.api.keyring import KeyringFile, KeyringService
-from controlplane.api.membership import Event, LeaderRpcs, MembershipService, leader_to_proto
+from controlplane.api.membership import Event, LeaderRpcs, MembershipService, leader_address
+from controlplane.api.reflection import add_reflection
 from controlplane.api.ring import CHANNEL as RING_CHANNEL
 from controlplane.api.ring import RegistrationStore, RingService
 from controlplane.api.server_pool import AGENT_API_VERSION, PoolRegistry, ServerPoolRpcs
@@ -52,13 +52,13 @@ from controlplane.api.services import (
     PublicService,
     pending_servicer,
 )
-from controlplane.config import AgentConfig
+from controlplane.config import AgentConfig, format_host_port
 from controlplane.election import Election, ElectionConfig, LeaderView
-from controlplane.gossip import PROFILES, Keyring
+from controlplane.gossip import PROFILES, Keyring, NameConflict
 from controlplane.heartbeat import HeartbeatTracker
 from controlplane.membership import MemberEvent, Membership, MembershipConfig
 from controlplane.rings import RingDirectory
-from controlplane.transport.election import RANK_TAG, ElectionDriver, EpochStore
+from controlplane.transport.election import RANK_TAG, ElectionDriver, EpochStore, new_life
 from controlplane.transport.heap import HeapSettler
 from controlplane.transport.looplag import LoopLagProbe
 from controlplane.transport.pushpull import MAX_MESSAGE_BYTES, GossipServicer
@@ -101,6 +101,14 @@ RETRY_JOIN_INTERVAL = 1.0
 
 class AgentStartError(RuntimeError):
     """The agent could not start (for example its port is taken)."""
+
+
+class NodeNameTaken(AgentStartError):
+    """Another member already has this agent's node name: this agent stopped."""
+
+
+# Seconds between two warnings about the same member claiming this agent's name.
+CONFLICT_WARN_EVERY = 30.0
 
 
 def _port_in_use(host: str, port: int, kind: socket.SocketKind) -> bool:
@@ -152,6 +160,9 @@ class Agent:
         self._member_listeners: list[Callable[[MemberEvent], None]] = []
         self.loop_lag = LoopLagProbe()
         self.heap = HeapSettler()
+        # Set when this agent joined a cluster where its name was taken: it stops.
+        self.name_taken: str | None = None
+        self._conflicts_warned: dict[tuple[str, int], float] = {}
 
     def _on_event(self, event: Event) -> None:
         if not isinstance(event, MemberEvent):
@@ -213,7 +224,9 @@ class Agent:
         implemented: list[object] = []
         if service is MEMBERSHIP:
             assert self.election is not None
-            implemented.append(LeaderRpcs(layer, self.election.leader, self.leader_changes))
+            implemented.append(
+                LeaderRpcs(layer, self.election.leader, self.leader_changes, self.election.status)
+            )
             implemented.append(
                 MembershipService(
                     layer,
@@ -256,6 +269,7 @@ class Agent:
             ) from None
         runtime = GossipRuntime(layer, snapshot=snapshot_file)
         runtime.subscribe(self.events.publish)
+        runtime.on_name_conflict(self._on_name_conflict)
         self.pools = PoolRegistry(loop.time)
         self.rings = RingService(
             RingDirectory(config.node),
@@ -283,8 +297,18 @@ class Agent:
             rank=config.rank if config.role == "server" else None,
             now=loop.time(),
             epoch=epochs.load() if epochs else 0,
+            life=new_life(),
+            # Until its joins are done the agent cannot tell a leader in office from none.
+            joining=True,
         )
-        self.election = ElectionDriver(election, runtime, self.leader_changes.publish, epochs)
+        self.election = ElectionDriver(
+            election,
+            runtime,
+            self.leader_changes.publish,
+            epochs,
+            keyring=self.keyring,
+            label=config.cluster_label,
+        )
         self._member_listeners.append(self.election.on_member_event)
         self._leaving = asyncio.Lock()
 
@@ -295,9 +319,7 @@ class Agent:
             pending_servicer(GOSSIP, "", GossipServicer(runtime.serve_push_pull)), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-        )
+        add_reflection(server, [*self.service_names, health.SERVICE_NAME])
         try:
             bound = server.add_insecure_port(config.listen_target)
         except RuntimeError as error:
@@ -328,11 +350,41 @@ class Agent:
         )
         snapshot = layer.snapshot_state
         if snapshot is not None and snapshot.members and not snapshot.left:
+            self.election.expect_join()
             self._tasks.append(asyncio.create_task(self._rejoin()))
         if config.join:
             # Membership is NOT_SERVING until the agent has reached the cluster.
             await self.health.set(MEMBERSHIP.full_name, health_pb2.HealthCheckResponse.NOT_SERVING)
+            self.election.expect_join()
             self._tasks.append(asyncio.create_task(self._join(config.join)))
+        self.election.joins_started()
+
+    def _on_name_conflict(self, conflict: NameConflict) -> None:
+        """Serf's answer to a name conflict: the newcomer goes, the incumbent stays.
+
+        The newcomer is the member that finds its name taken in the answer to its own
+        join; it stops without a leave, which would announce the incumbent's name as
+        leaving. The incumbent only warns (at most every CONFLICT_WARN_EVERY seconds
+        per claimant)."""
+        claimant = format_host_port(*conflict.claimant)
+        if conflict.joining:
+            if self.name_taken is None:
+                self.name_taken = (
+                    f"node name {conflict.name!r} is already taken by the member at"
+                    f" {claimant}; start this agent with another --node"
+                )
+                self.request_stop()
+            return
+        now = asyncio.get_running_loop().time()
+        last = self._conflicts_warned.get(conflict.claimant)
+        if last is None or now - last >= CONFLICT_WARN_EVERY:
+            self._conflicts_warned[conflict.claimant] = now
+            log.warning(
+                "the member at %s claims this agent's node name %r; the claim is refused"
+                " (an agent that joins with a taken name stops)",
+                claimant,
+                conflict.name,
+            )
 
     def _leader_address(self) -> tuple[str, int] | None:
         """The leader's gRPC address and epoch, for heartbeat responses."""
@@ -341,17 +393,22 @@ class Agent:
         view = self.election.leader()
         if view is None:
             return None
-        leader = leader_to_proto(view, self.layer)
-        return (leader.address, leader.epoch) if leader.address else None
+        # Read per heartbeat: the address alone, without building a Leader message.
+        address = leader_address(view, self.layer)
+        return (address, view.epoch) if address else None
 
     async def _rejoin(self) -> None:
         assert self.runtime is not None
         contacted = await self.runtime.rejoin()
         log.info("rejoined %d members remembered in the snapshot", contacted)
+        if self.election is not None:
+            self.election.joined()
 
     async def _join(self, addresses: Sequence[str]) -> None:
         assert self.runtime is not None
         await self.runtime.retry_join(addresses, self.config.port, RETRY_JOIN_INTERVAL)
+        if self.election is not None:
+            self.election.joined()
         await self.health.set(MEMBERSHIP.full_name, health_pb2.HealthCheckResponse.SERVING)
 
     async def leave_cluster(self) -> None:
@@ -397,7 +454,8 @@ class Agent:
         log.info("agent %s stopping (grace %.1fs)", self.config.node, self.config.shutdown_grace)
         for task in self._tasks:
             task.cancel()
-        await self._drain_and_leave()
+        if self.name_taken is None:
+            await self._drain_and_leave()
         self.events.close()
         self.leader_changes.close()
         if self.election is not None:
@@ -417,7 +475,9 @@ class Agent:
         log.info("agent %s stopped", self.config.node)
 
     async def run(self) -> int:
-        """Starts, serves until SIGTERM/SIGINT or `request_stop`, stops; returns 0."""
+        """Starts, serves until SIGTERM/SIGINT or `request_stop`, stops; returns 0.
+
+        Raises NodeNameTaken, once stopped, when the node name was taken."""
         loop = asyncio.get_running_loop()
         await self.start()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -429,4 +489,6 @@ class Agent:
                 with contextlib.suppress(ValueError, RuntimeError):
                     loop.remove_signal_handler(signum)
             await self.stop()
+        if self.name_taken is not None:
+            raise NodeNameTaken(self.name_taken)
         return 0

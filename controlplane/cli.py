@@ -3,7 +3,8 @@
 `controlplane agent` runs an agent; the other commands talk to a running agent
 over its gRPC API (`--addr`, default `$CONTROLPLANE_ADDR` or 127.0.0.1:7946).
 Exit status: 0 on success, 1 when the agent reports a failure or cannot be
-reached, 2 on a usage error. Every error is one line on stderr, never a traceback.
+reached, 2 on a usage error. Every error is one line on stderr that starts with
+`controlplane: `, never a traceback.
 """
 
 from __future__ import annotations
@@ -17,12 +18,20 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from importlib import metadata
 from typing import Any, NoReturn, TextIO
 
 import grpc
 
 from controlplane.agent import Agent, AgentStartError
-from controlplane.config import SETTINGS, AgentConfig, ConfigError, build_config, load_file
+from controlplane.config import (
+    SETTINGS,
+    AgentConfig,
+    ConfigError,
+    build_config,
+    environment_warnings,
+    load_file,
+)
 from controlplane.v1 import keyring_pb2, keyring_pb2_grpc, membership_pb2, membership_pb2_grpc
 
 EXIT_OK = 0
@@ -30,6 +39,7 @@ EXIT_REMOTE_FAILURE = 1
 EXIT_USAGE = 2
 DEFAULT_ADDR = "127.0.0.1:7946"
 DEFAULT_TIMEOUT = 10.0
+PREFIX = "controlplane: "
 
 # Command-line spellings of the API's enums, in Serf's words ("alive", "member-join").
 STATUS_BY_NAME = {
@@ -58,23 +68,36 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but every usage error is one line and exit status 2."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
+        # "controlplane members" -> "members: ...": main() adds the one prefix.
+        command = self.prog.removeprefix("controlplane").strip()
+        raise UsageError(f"{command}: {message}" if command else message)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("controlplane")
+    except metadata.PackageNotFoundError:  # run from a source tree without installing
+        return "unknown"
 
 
 # ---------------------------------------------------------------- agent command
 
 
 def _add_agent_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    parser.add_argument(
+        "--config", metavar="FILE", help="TOML file of settings (flags and environment win)"
+    )
     repeatable = {"join": ("--join", "ADDR"), "tags": ("--tag", "KEY=VALUE")}
     for setting in SETTINGS.values():
+        help_text = f"{setting.help}; env {setting.env}"
         if setting.name in repeatable:
             flag, metavar = repeatable[setting.name]
             parser.add_argument(
-                flag, dest=setting.name, action="append", metavar=metavar, help=setting.help
+                flag, dest=setting.name, action="append", metavar=metavar, help=help_text
             )
         else:
-            parser.add_argument(setting.flag, dest=setting.name, metavar="VALUE", help=setting.help)
+            metavar = setting.name.upper()
+            parser.add_argument(setting.flag, dest=setting.name, metavar=metavar, help=help_text)
 
 
 def agent_config(args: argparse.Namespace, environ: dict[str, str]) -> AgentConfig:
@@ -242,15 +265,25 @@ def cmd_event(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_tags(args: argparse.Namespace, out: TextIO) -> int:
-    if not args.set and not args.delete:
-        raise UsageError("tags: give at least one --set KEY=VALUE or --delete KEY")
-    request = membership_pb2.UpdateTagsRequest(
-        set=_parse_pairs(args.set, "--set"), delete=args.delete or []
-    )
+    """Without --set or --delete, shows the agent's tags; otherwise changes them."""
     with _membership(args) as stub:
-        response = stub.UpdateTags(request, timeout=args.timeout, metadata=_metadata(args))
-    tags = ",".join(f"{k}={v}" for k, v in sorted(response.member.tags.items()))
-    out.write(f"Tags of {response.member.name}: {tags}\n")
+        if not args.set and not args.delete:
+            member = stub.GetLocalMember(
+                membership_pb2.GetLocalMemberRequest(),
+                timeout=args.timeout,
+                metadata=_metadata(args),
+            ).member
+        else:
+            request = membership_pb2.UpdateTagsRequest(
+                set=_parse_pairs(args.set, "--set"), delete=args.delete or []
+            )
+            member = stub.UpdateTags(request, timeout=args.timeout, metadata=_metadata(args)).member
+    if args.format == "json":
+        out.write(json.dumps({"name": member.name, "tags": dict(sorted(member.tags.items()))}))
+        out.write("\n")
+        return EXIT_OK
+    tags = ",".join(f"{k}={v}" for k, v in sorted(member.tags.items()))
+    out.write(f"Tags of {member.name}: {tags}\n")
     return EXIT_OK
 
 
@@ -260,10 +293,31 @@ def cmd_leader(args: argparse.Namespace, out: TextIO) -> int:
             membership_pb2.GetLeaderRequest(), timeout=args.timeout, metadata=_metadata(args)
         )
     if not response.HasField("leader"):
+        # Why there is none and when one is expected, as the agent sees it.
+        election = response.election if response.HasField("election") else None
+        expected = (
+            election.expected_within.ToTimedelta().total_seconds()
+            if election is not None and election.HasField("expected_within")
+            else None
+        )
         if args.format == "json":
-            out.write(json.dumps({"leader": None}) + "\n")
-        else:
+            document: dict[str, object] = {"leader": None}
+            if election is not None:
+                document["election"] = {
+                    "state": election.state,
+                    "reason": election.reason,
+                    "expected_within_seconds": None if expected is None else round(expected, 3),
+                }
+            out.write(json.dumps(document) + "\n")
+        elif election is None:
             out.write("No leader\n")
+        elif expected is None:
+            out.write(f"No leader: electing ({election.reason})\n")
+        else:
+            out.write(
+                f"No leader: electing; a leader is expected within"
+                f" {max(1, round(expected))} s ({election.reason})\n"
+            )
         return EXIT_OK
     leader = response.leader
     remaining = leader.lease_remaining.ToTimedelta().total_seconds()
@@ -356,7 +410,7 @@ def cmd_keys(args: argparse.Namespace, out: TextIO) -> int:
         reported = "; ".join(
             f"{member}: {error}" for member, error in sorted(result.errors.items())
         )
-        print(f"controlplane: {len(result.errors)} members refused: {reported}", file=sys.stderr)
+        print(f"{PREFIX}{len(result.errors)} members refused: {reported}", file=sys.stderr)
     complete = not result.errors and result.num_responses == result.num_nodes
     return EXIT_OK if complete else EXIT_REMOTE_FAILURE
 
@@ -424,7 +478,9 @@ def _add_client_flags(parser: argparse.ArgumentParser, *, with_format: bool = Fa
         "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait for the agent"
     )
     if with_format:
-        parser.add_argument("--format", choices=["text", "json"], default="text")
+        parser.add_argument(
+            "--format", choices=["text", "json"], default="text", help="output format"
+        )
 
 
 Command = Callable[[argparse.Namespace, TextIO], int]
@@ -432,7 +488,15 @@ Command = Callable[[argparse.Namespace, TextIO], int]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="controlplane", description="controlplane agent and tools")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"controlplane {_version()}",
+        help="print the version and exit",
+    )
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=_Parser, help="one of:"
+    )
     commands.required = True
 
     agent = commands.add_parser("agent", help="run an agent (gossip member and gRPC API)")
@@ -445,9 +509,13 @@ def build_parser() -> argparse.ArgumentParser:
     members = commands.add_parser("members", help="list the members of the cluster")
     _add_client_flags(members, with_format=True)
     members.add_argument("--detailed", action="store_true", help="show incarnation and protocol")
-    members.add_argument("--status", action="append", help="alive, leaving, left or failed")
-    members.add_argument("--tag", action="append", metavar="KEY=REGEX", help="tag filter")
-    members.add_argument("--name", metavar="REGEX", help="name filter")
+    members.add_argument(
+        "--status", action="append", help="alive, leaving, left or failed (repeatable)"
+    )
+    members.add_argument(
+        "--tag", action="append", metavar="KEY=REGEX", help="tag filter, RE2 (repeatable)"
+    )
+    members.add_argument("--name", metavar="REGEX", help="name filter, RE2")
     members.set_defaults(run=cmd_members)
 
     join = commands.add_parser("join", help="make the agent join a cluster")
@@ -468,8 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     event = commands.add_parser("event", help="fire a user event")
     _add_client_flags(event)
-    event.add_argument("name")
-    event.add_argument("payload", nargs="?", default="")
+    event.add_argument("name", help="event name")
+    event.add_argument("payload", nargs="?", default="", help="event payload (default empty)")
     event.add_argument("--coalesce", action="store_true", help="allow coalescing by name")
     event.set_defaults(run=cmd_event)
 
@@ -490,10 +558,10 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--remove", metavar="KEY", help="remove a key that is not primary")
     keys.set_defaults(run=cmd_keys)
 
-    tags = commands.add_parser("tags", help="set or delete tags of the agent")
-    _add_client_flags(tags)
-    tags.add_argument("--set", action="append", metavar="KEY=VALUE")
-    tags.add_argument("--delete", action="append", metavar="KEY")
+    tags = commands.add_parser("tags", help="show, set or delete tags of the agent")
+    _add_client_flags(tags, with_format=True)
+    tags.add_argument("--set", action="append", metavar="KEY=VALUE", help="set a tag (repeatable)")
+    tags.add_argument("--delete", action="append", metavar="KEY", help="delete a tag (repeatable)")
     tags.set_defaults(run=cmd_tags)
     return parser
 
@@ -512,19 +580,16 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     args: argparse.Namespace | None = None
     try:
         args = build_parser().parse_args(argv)
+        for warning in environment_warnings(os.environ):
+            print(PREFIX + warning, file=sys.stderr)
         run: Command = args.run
         return run(args, stdout)
-    except (UsageError, ConfigError) as error:
-        message = str(error)
-        prefix = "" if message.startswith("controlplane") else "controlplane: "
-        print(prefix + message, file=sys.stderr)
-        return EXIT_USAGE
-    except AgentStartError as error:
-        print(f"controlplane agent: {error}", file=sys.stderr)
+    except (UsageError, ConfigError, AgentStartError) as error:
+        print(PREFIX + str(error), file=sys.stderr)
         return EXIT_USAGE
     except grpc.RpcError as error:
         addr = getattr(args, "addr", "?")
-        print(f"controlplane: {_describe_rpc_error(error, addr)}", file=sys.stderr)
+        print(PREFIX + _describe_rpc_error(error, addr), file=sys.stderr)
         return EXIT_REMOTE_FAILURE
     except KeyboardInterrupt:
         return EXIT_OK

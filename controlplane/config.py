@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import ipaddress
 import re
 import socket
@@ -27,6 +28,21 @@ NODE_NAME_MAX = 128
 NODE_NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 DEFAULT_PORT = 7946  # memberlist's and Serf's default bind port
 ENV_PREFIX = "CONTROLPLANE_"
+# CONTROLPLANE_* variables that are not agent settings, and who reads them.
+OTHER_ENVIRONMENT: Mapping[str, str] = {
+    "CONTROLPLANE_ADDR": "the command-line tools' agent address",
+    "CONTROLPLANE_TOKEN": "the command-line tools' API token",
+    "CONTROLPLANE_HEALTH_TARGET": "the container image's health check",
+    "CONTROLPLANE_IMAGE": "docker-compose.yml",
+    "CONTROLPLANE_DEBIAN_MIRROR": "scripts/build-images.sh",
+    "CONTROLPLANE_DOCKER_STATE": "scripts/docker-engine.sh",
+    "CONTROLPLANE_DOCKER_WAIT": "scripts/docker-engine.sh",
+}
+# A host name as a join address may spell it: labels of letters, digits, '-' and '_'
+# (container names have underscores), dots between them.
+_HOST_NAME_RE = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9_][A-Za-z0-9_-]{0,62}(?:\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*\.?"
+)
 
 
 class ConfigError(ValueError):
@@ -216,10 +232,46 @@ def _check_grace(value: float) -> None:
         raise ValueError(f"must be from 0 to 300 seconds, got {value}")
 
 
+def split_join_address(text: str) -> tuple[str, int | None]:
+    """Splits a join address, "host", "host:port", "[v6]:port" or a bare IPv6 address,
+    into host and port (None: the agent's own port). Raises ValueError saying why."""
+    if not text or any(c.isspace() for c in text):
+        raise ValueError(f"address {text!r} must be host or host:port")
+    port_text: str | None = None
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"address {text!r} must be [IPv6]:port")
+        port_text = rest[1:] if rest else None
+        if not _is_ip(host, version=6):
+            raise ValueError(f"address {text!r} has no IPv6 address between the brackets")
+    elif text.count(":") > 1:
+        host = text
+        if not _is_ip(host, version=6):
+            raise ValueError(f"address {text!r} is neither host:port nor an IPv6 address")
+    else:
+        host, colon, rest = text.partition(":")
+        port_text = rest if colon else None
+        numeric = host.replace(".", "").isdigit()  # digits and dots: an IPv4 address or nothing
+        if not (_is_ip(host, version=4) or (not numeric and _HOST_NAME_RE.fullmatch(host))):
+            raise ValueError(f"address {text!r} has no valid host name or IPv4 address")
+    if port_text is None:
+        return host, None
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"address {text!r} has port {port_text!r}; a port is 1 to 65535")
+    return host, int(port_text)
+
+
+def _is_ip(text: str, *, version: int) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == version
+    except ValueError:
+        return False
+
+
 def _check_join(value: tuple[str, ...]) -> None:
     for address in value:
-        if not address or any(c.isspace() for c in address):
-            raise ValueError(f"must be host or host:port addresses, got {address!r}")
+        split_join_address(address)
 
 
 def _check_tags(value: Mapping[str, str]) -> None:
@@ -276,32 +328,103 @@ SETTINGS: dict[str, Setting] = {
     s.name: s
     for s in (
         Setting("node", _parse_str, _check_node, "unique node name (default: the host name)"),
-        Setting("bind", _parse_str, _check_ip, "IP address to bind gossip and gRPC to"),
+        Setting(
+            "bind",
+            _parse_str,
+            _check_ip,
+            "IP address for gossip (UDP) and the gRPC API (TCP) (default 127.0.0.1)",
+        ),
         Setting("port", _parse_int, _check_port, "UDP gossip and TCP gRPC port (default 7946)"),
-        Setting("advertise", _parse_str, _check_optional_ip, "address announced to others"),
-        Setting("profile", _parse_str, _one_of(PROFILES), "timing profile: lan, wan or local"),
-        Setting("role", _parse_str, _one_of(ROLES), "server (serves clients) or client"),
-        Setting("rank", _parse_int, _check_rank, "election rank; the lowest alive server leads"),
+        Setting(
+            "advertise",
+            _parse_str,
+            _check_optional_ip,
+            "address announced to other members and clients (default: the bind address)",
+        ),
+        Setting(
+            "profile",
+            _parse_str,
+            _one_of(PROFILES),
+            "timing profile: lan, wan or local (default lan)",
+        ),
+        Setting(
+            "role",
+            _parse_str,
+            _one_of(ROLES),
+            "server (handed to clients in server lists) or client (default server)",
+        ),
+        Setting(
+            "rank",
+            _parse_int,
+            _check_rank,
+            "election rank; the alive server with the lowest rank leads (default 0)",
+        ),
         Setting(
             "election_quorum",
             _parse_int,
             _check_quorum,
-            "expected voters; a leader needs a majority (0 = off)",
+            "expected voters; a leader needs a majority of them (default 0: off)",
         ),
-        Setting("join", _parse_list, _check_join, "address of a member to join (repeatable)"),
-        Setting("tags", _parse_tags, _check_tags, "tag key=value (repeatable)"),
-        Setting("data_dir", _parse_str, _no_check, "directory for the snapshot and state"),
-        Setting("encrypt", _parse_str, _check_encrypt, "base64 AES key that encrypts gossip"),
-        Setting("api_token", _parse_str, _check_token, "token the public API requires"),
-        Setting("cluster_label", _parse_str, _check_label, "label every gossip frame must carry"),
-        Setting("log_level", _parse_str, _one_of(LOG_LEVELS), "debug, info, warning or error"),
         Setting(
-            "drain_period", _parse_float, _check_grace, "seconds tagged draining before leaving"
+            "join",
+            _parse_list,
+            _check_join,
+            "member to join at start, host or host:port (repeatable)",
         ),
-        Setting("shutdown_grace", _parse_float, _check_grace, "seconds to finish RPCs on stop"),
+        Setting("tags", _parse_tags, _check_tags, "tag of this member (repeatable)"),
+        Setting(
+            "data_dir",
+            _parse_str,
+            _no_check,
+            "directory that keeps the snapshot, keys, ring nodes and epoch (default: none)",
+        ),
+        Setting(
+            "encrypt",
+            _parse_str,
+            _check_encrypt,
+            "base64 AES key that encrypts gossip; `controlplane keygen` prints one",
+        ),
+        Setting("api_token", _parse_str, _check_token, "token every public API call must carry"),
+        Setting("cluster_label", _parse_str, _check_label, "label every gossip frame must carry"),
+        Setting(
+            "log_level",
+            _parse_str,
+            _one_of(LOG_LEVELS),
+            "debug, info, warning or error (default info)",
+        ),
+        Setting(
+            "drain_period",
+            _parse_float,
+            _check_grace,
+            "seconds tagged draining before leaving (default 2)",
+        ),
+        Setting(
+            "shutdown_grace",
+            _parse_float,
+            _check_grace,
+            "seconds in-flight RPCs get to finish on stop (default 5)",
+        ),
     )
 }
 assert set(SETTINGS) == {f.name for f in fields(AgentConfig)}
+
+
+def environment_warnings(environ: Mapping[str, str]) -> list[str]:
+    """One line per CONTROLPLANE_* variable that nothing reads (a typo, most likely):
+    the agent reads its settings and ignores the rest, so a mistyped name would
+    otherwise pass silently. Each line names the closest known name and lists them all."""
+    known = sorted([setting.env for setting in SETTINGS.values()] + list(OTHER_ENVIRONMENT))
+    warnings = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in known:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        warnings.append(
+            f"warning: environment variable {name} is not a setting and is ignored{hint};"
+            f" known: {', '.join(known)}"
+        )
+    return warnings
 
 
 def _apply(values: dict[str, Any], name: str, raw: object, source: str) -> None:
@@ -343,8 +466,8 @@ def build_config(
     values: dict[str, Any] = {}
     for name, raw in (file_values or {}).items():
         _apply(values, name, raw, file_name)
-    # Other CONTROLPLANE_* variables exist (the CLI's ADDR and TOKEN), so only the
-    # agent's own names are read here rather than rejecting unknown ones.
+    # Other CONTROLPLANE_* variables exist (OTHER_ENVIRONMENT), so only the agent's own
+    # names are read here; `environment_warnings` names the ones nothing reads.
     for setting in SETTINGS.values():
         if environ is not None and setting.env in environ:
             _apply(values, setting.name, environ[setting.env], f"environment {setting.env}")

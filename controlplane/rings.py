@@ -21,7 +21,7 @@ This module is pure: no I/O, time comes in as `now`. The agent broadcasts the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from controlplane.errors import InvalidArgument
@@ -617,14 +617,45 @@ def encode_state(registrations: Iterable[Registration]) -> bytes:
     ).SerializeToString()
 
 
+class StateDecoder:
+    """A peer's ring state decoded a slice at a time (see :func:`decode_state`).
+
+    Parsing the message is quick; checking and converting each registration is
+    what grows with a ring of thousands of nodes, so a shell calls :meth:`decode_some`
+    between yields to its loop until :attr:`done`."""
+
+    def __init__(self, data: bytes) -> None:
+        self.registrations: list[Registration] = []
+        self.damaged = False
+        self._messages: Sequence[ring_pb2.RingRegistration] = ()
+        self._position = 0
+        try:
+            state = ring_pb2.RingState.FromString(data)
+        except Exception:  # protobuf DecodeError and friends
+            self.damaged = True
+            return
+        if len(state.registrations) > MAX_STATE_REGISTRATIONS:
+            self.damaged = True
+            return
+        self._messages = state.registrations
+
+    @property
+    def done(self) -> bool:
+        return self.damaged or self._position >= len(self._messages)
+
+    def decode_some(self, limit: int) -> None:
+        """Decodes up to `limit` more registrations, dropping those that break a rule."""
+        end = min(len(self._messages), self._position + max(limit, 1))
+        for index in range(self._position, end):
+            registration = _from_proto(self._messages[index])
+            if registration is not None:
+                self.registrations.append(registration)
+        self._position = end
+
+
 def decode_state(data: bytes) -> list[Registration] | None:
     """A peer's or the store's registrations; None when damaged or beyond
     MAX_STATE_REGISTRATIONS (live ones and tombstones together)."""
-    try:
-        state = ring_pb2.RingState.FromString(data)
-    except Exception:  # protobuf DecodeError and friends
-        return None
-    if len(state.registrations) > MAX_STATE_REGISTRATIONS:
-        return None
-    decoded = (_from_proto(message) for message in state.registrations)
-    return [registration for registration in decoded if registration is not None]
+    decoder = StateDecoder(data)
+    decoder.decode_some(MAX_STATE_REGISTRATIONS)
+    return None if decoder.damaged else decoder.registrations

@@ -2,8 +2,11 @@
 
 Public API protos (controlplane/v1) are generated into the client distribution
 (clients/python); the gossip wire format (controlplane/gossip/v1) belongs to the
-agent and is generated into the repository root. `check` regenerates into a
-temporary tree and fails on any difference, including stale generated files.
+agent and is generated into the repository root. The public API is also written
+as one descriptor set with its imports and its source information (the comments
+of the .proto files), which the agent's reflection service serves, so that
+`grpcurl describe` shows what each method and field means. `check` regenerates
+into a temporary tree and fails on any difference, including stale generated files.
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ TARGETS: dict[str, str] = {
     "controlplane/gossip/v1": ".",
 }
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
+# proto package directory -> descriptor set (FileDescriptorSet with imports and comments)
+DESCRIPTOR_SETS: dict[str, str] = {
+    "controlplane/v1": "controlplane/api/descriptor_set.binpb",
+}
 
 
 def _plugin(name: str) -> str:
@@ -32,9 +39,31 @@ def _plugin(name: str) -> str:
     return str(path)
 
 
+def _protoc(command: list[str], package_dir: str) -> None:
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"protogen: protoc failed for {package_dir}: {result.stderr.strip()}")
+
+
 def generate(out_root: Path) -> list[Path]:
     """Runs protoc for every target; returns the generated files (relative paths)."""
     produced: list[Path] = []
+    for package_dir, output in DESCRIPTOR_SETS.items():
+        protos = sorted((PROTO_ROOT / package_dir).glob("*.proto"))
+        target = out_root / output
+        target.parent.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{PROTO_ROOT}",
+            "--include_imports",
+            "--include_source_info",
+            f"--descriptor_set_out={target}",
+            *(str(p) for p in protos),
+        ]
+        _protoc(command, package_dir)
+        produced.append(target.relative_to(out_root))
     for package_dir, output in TARGETS.items():
         protos = sorted((PROTO_ROOT / package_dir).glob("*.proto"))
         if not protos:
@@ -54,9 +83,7 @@ def generate(out_root: Path) -> list[Path]:
             f"--mypy_grpc_out={out}",
             *(str(p) for p in protos),
         ]
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise SystemExit(f"protogen: protoc failed for {package_dir}: {result.stderr.strip()}")
+        _protoc(command, package_dir)
         produced.extend(
             path.relative_to(out_root)
             for path in (out / package_dir).iterdir()
@@ -75,6 +102,7 @@ def committed_files() -> list[Path]:
                 for path in directory.iterdir()
                 if path.name.endswith(GENERATED_SUFFIXES)
             )
+    found.extend(Path(output) for output in DESCRIPTOR_SETS.values() if (ROOT / output).exists())
     return sorted(found)
 
 

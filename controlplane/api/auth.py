@@ -43,6 +43,17 @@ class TokenCheck:
             raise PermissionDenied("the API token is not valid for this agent")
 
 
+def token_check(check: TokenCheck | None) -> Callable[[Any, Any], None] | None:
+    """`check` as a guard's check of (request, context): see api/errors.py `guard`."""
+    if check is None:
+        return None
+
+    def checked(request: Any, context: Any) -> None:
+        check(context)
+
+    return checked
+
+
 def authenticated(behavior: Behavior, check: TokenCheck) -> Behavior:
     """`behavior` (unary coroutine or streaming async generator) behind `check`."""
     if inspect.isasyncgenfunction(behavior):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -59,11 +60,24 @@ def _internal(method: str, error: Exception) -> ControlPlaneError:
 
 
 Behavior = Callable[..., Any]
+Check = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], None]
+"""Runs before a behavior, inside its guard (a token or size check); raises a
+ControlPlaneError to refuse the call."""
+
+# guarded function -> (the behavior it guards, its check), so that a registrar can
+# add a check of its own without wrapping the guarded function in another layer.
+_PARTS: weakref.WeakKeyDictionary[Behavior, tuple[Behavior, Check | None]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def _wrap_unary(method: str, behavior: Behavior) -> Behavior:
+def _wrap_unary(method: str, behavior: Behavior, check: Check | None) -> Behavior:
+    # One coroutine per call around the behavior's own: every layer of wrapping costs
+    # a coroutine and an await on each call.
     async def guarded(request_or_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
+            if check is not None:
+                check(request_or_iterator, context)
             return await behavior(request_or_iterator, context)
         except ControlPlaneError as error:
             await _abort(context, error)
@@ -76,15 +90,17 @@ def _wrap_unary(method: str, behavior: Behavior) -> Behavior:
     return guarded
 
 
-def _wrap_stream(method: str, behavior: Behavior) -> Behavior:
+def _wrap_stream(method: str, behavior: Behavior, check: Check | None) -> Behavior:
     if not inspect.isasyncgenfunction(behavior):
         # A streaming handler written with context.write() is a plain coroutine.
-        return _wrap_unary(method, behavior)
+        return _wrap_unary(method, behavior, check)
 
     async def guarded(
         request_or_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
         try:
+            if check is not None:
+                check(request_or_iterator, context)
             async for response in behavior(request_or_iterator, context):
                 yield response
         except ControlPlaneError as error:
@@ -97,11 +113,22 @@ def _wrap_stream(method: str, behavior: Behavior) -> Behavior:
     return guarded
 
 
-def guard(method: str, behavior: Behavior) -> Behavior:
+def guard(method: str, behavior: Behavior, check: Check | None = None) -> Behavior:
     """`behavior` (a unary coroutine or a streaming async generator) with every
-    exception mapped to a status. Applied once, when a servicer is built, rather
-    than by an interceptor on every call: interceptors cost a handler lookup and
-    a new handler object per RPC."""
+    exception mapped to a status, after `check` (if any) accepted the call. Applied
+    once, when a servicer is built, rather than by an interceptor on every call:
+    interceptors cost a handler lookup and a new handler object per RPC."""
     if inspect.isasyncgenfunction(behavior):
-        return _wrap_stream(method, behavior)
-    return _wrap_unary(method, behavior)
+        guarded = _wrap_stream(method, behavior, check)
+    else:
+        guarded = _wrap_unary(method, behavior, check)
+    _PARTS[guarded] = (behavior, check)
+    return guarded
+
+
+def guarded_parts(function: Behavior) -> tuple[Behavior, Check | None] | None:
+    """The behavior and check a `guard` result wraps, or None for anything else."""
+    try:
+        return _PARTS.get(function)
+    except TypeError:  # not weakly referenceable, so not a guard result
+        return None

@@ -104,7 +104,7 @@ def _check_request(request: pb.HeartbeatRequest) -> None:
 class MemberSource(Protocol):
     """What the heartbeat needs of the membership layer (`Membership` provides it)."""
 
-    def members(self) -> list[MemberInfo]: ...
+    def members(self) -> Sequence[MemberInfo]: ...
 
     def member(self, name: str) -> MemberInfo | None: ...
 
@@ -209,6 +209,9 @@ class ServerList:
 
 
 _CLIENT_ID = attrgetter("client_id")
+# Clients whose shuffled server order is kept; past this, the orders are dropped and
+# rebuilt as clients come back (a shuffle of a few servers is cheap, just not free).
+_ORDERS_KEPT = 4096
 
 
 def _client_proto(client: HeartbeatClient, now: float) -> pb.HeartbeatClient:
@@ -238,10 +241,25 @@ class HeartbeatRpcs:
         self._clock = clock
         self._leader = leader
         self._servers = ServerList(layer)
+        self._orders: dict[str, tuple[list[pb.Server], list[pb.Server]]] = {}
 
     def on_member_event(self, event: MemberEvent) -> None:
         """Keeps the server list current; the agent calls it with every member event."""
         self._servers.on_member_event(event)
+
+    def _order(self, client_id: str, servers: list[pb.Server]) -> list[pb.Server]:
+        """`servers` in the client's own order: shuffled by a generator seeded with its
+        id, so stable while the list is unchanged. Kept per client until the list
+        (which `ServerList` hands out as the same object while unchanged) changes."""
+        kept = self._orders.get(client_id)
+        if kept is not None and kept[0] is servers:
+            return kept[1]
+        ordered = list(servers)
+        random.Random(client_id).shuffle(ordered)
+        if len(self._orders) >= _ORDERS_KEPT:
+            self._orders.clear()
+        self._orders[client_id] = (servers, ordered)
+        return ordered
 
     async def Heartbeat(
         self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -259,8 +277,7 @@ class HeartbeatRpcs:
             dict(request.metadata),
             self._clock(),
         )
-        servers = list(self._servers.servers(version))
-        random.Random(request.client_id).shuffle(servers)
+        servers = self._order(request.client_id, self._servers.servers(version))
         leader = self._leader()
         return pb.HeartbeatResponse(
             servers=servers,

@@ -13,17 +13,15 @@ import asyncio
 import functools
 from bisect import bisect_right
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
-from itertools import islice
-from operator import attrgetter, itemgetter
+from operator import attrgetter, is_, itemgetter
 from typing import Any
 
 import grpc.aio
-import re2
 from google.protobuf.duration_pb2 import Duration
 
 from controlplane.api.hub import EventHub
 from controlplane.api.paging import PageRequest, filters_digest, page_request, take_page
-from controlplane.election import LeaderView
+from controlplane.election import ElectionStatus, LeaderView
 from controlplane.errors import InvalidArgument, Unavailable
 from controlplane.membership import (
     EventType,
@@ -114,8 +112,18 @@ def event_to_proto(event: Event) -> pb.Event:
     )
 
 
-_UTF8 = re2.Options()
-_UTF8.encoding = re2.Options.Encoding.UTF8
+@functools.cache
+def _re2() -> tuple[Any, Any]:
+    """google-re2 and its UTF-8 options, imported by the first filter: an agent that is
+    never asked to filter does not load the library."""
+    import re2
+
+    options = re2.Options()
+    options.encoding = re2.Options.Encoding.UTF8
+    # A bad pattern is the client's error, answered as INVALID_ARGUMENT: RE2 must not also
+    # print it to the agent's stderr.
+    options.log_errors = False
+    return re2, options
 
 
 def _compile(field: str, pattern: str) -> Any:
@@ -123,14 +131,19 @@ def _compile(field: str, pattern: str) -> Any:
         raise InvalidArgument.for_field(
             field, f"must be at most {PATTERN_MAX} characters, got {len(pattern)}"
         )
+    re2, utf8 = _re2()
     try:
         # Compiled and matched as UTF-8 bytes, which has the same meaning for UTF-8
         # text (the encoding is explicit) and costs the wrapper of google-re2 less
         # than half of what str matching does, a difference thousands of members show.
-        return re2.compile(pattern.encode(), _UTF8)
+        return re2.compile(pattern.encode(), utf8)
     except re2.error as error:
+        # google-re2 reports its message as bytes: b'missing ]: ['.
+        reason = error.args[0] if error.args else ""
+        if isinstance(reason, bytes):
+            reason = reason.decode(errors="replace")
         raise InvalidArgument.for_field(
-            field, f"is not a valid RE2 regular expression: {error}"
+            field, f"is not a valid RE2 regular expression: {reason}"
         ) from None
 
 
@@ -149,8 +162,9 @@ def _ENTRY_NAME(entry: tuple[MemberInfo, pb.Member, int]) -> str:
     return entry[0].name
 
 
-# Members handled between two yields to the loop while a list is built.
-LIST_SLICE = 1000
+# Members handled between two yields to the loop while a list is built: about 4 ms
+# when every member changed since the last list (its info and proto rebuilt).
+LIST_SLICE = 400
 
 
 class MemberProtos:
@@ -250,17 +264,20 @@ class MemberFilter:
         return True
 
 
-def _matching_after(
-    members: Sequence[MemberInfo], page: PageRequest, chosen: MemberFilter
-) -> Iterator[MemberInfo]:
-    """Members of `members` (in name order) after the page's last name that match."""
-    start = 0 if page.after is None else bisect_right(members, page.after, key=_NAME)
-    if chosen.everything:
-        yield from islice(members, start, None)
-        return
-    for member in islice(members, start, None):
-        if chosen.matches(member):
-            yield member
+def _matching_windows(
+    members: Sequence[MemberInfo], page: PageRequest, chosen: MemberFilter, first: int
+) -> Iterator[Sequence[MemberInfo]]:
+    """The members of `members` (in name order) after the page's last name that match,
+    one window of scanned members at a time: `first` members, then LIST_SLICE each.
+    A window may hold no match, so a filter that matches few members of a fleet still
+    costs at most LIST_SLICE members between two yields."""
+    index = 0 if page.after is None else bisect_right(members, page.after, key=_NAME)
+    size = max(first, 1)
+    while index < len(members):
+        window = members[index : index + size]
+        index += len(window)
+        yield window if chosen.everything else [m for m in window if chosen.matches(m)]
+        size = LIST_SLICE
 
 
 class MembershipService:
@@ -281,10 +298,24 @@ class MembershipService:
         self._default_port = default_port
         self._leave = leave
         self._protos = MemberProtos()
+        # The last answer to a request with no filter and no paging (what most callers
+        # send) from a cluster of at most LIST_SLICE members, with the members it was
+        # built from; responses are never mutated.
+        self._whole_list: tuple[list[MemberInfo], pb.ListMembersResponse] | None = None
 
     async def ListMembers(
         self, request: pb.ListMembersRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListMembersResponse:
+        whole = request.ByteSize() == 0
+        if whole and self._whole_list is not None:
+            # The layer hands out the same object for a member while it is unchanged:
+            # the same objects in the same order make the same response. At most
+            # LIST_SLICE members are read, as one slice of the full path would be.
+            seen, response = self._whole_list
+            current = self._layer.members()
+            if len(seen) == len(current) and all(map(is_, seen, current)):
+                return response
+            self._whole_list = None
         chosen = MemberFilter(request)
         page = page_request(request.page_size, request.page_token, chosen.digest)
         # In name order, and the same object for a member while it is unchanged.
@@ -295,13 +326,13 @@ class MembershipService:
         # cost. The page needs at most page_size + 1 candidates.
         wanted = None if page.size is None else page.size + 1
         candidates: list[tuple[MemberInfo, pb.Member, int]] = []
-        source = _matching_after(members, page, chosen)
-        while wanted is None or len(candidates) < wanted:
-            limit = LIST_SLICE if wanted is None else min(LIST_SLICE, wanted - len(candidates))
-            chunk = [protos.entry(m) for m in islice(source, limit)]
-            candidates.extend(chunk)
-            if len(chunk) < limit:
+        first = LIST_SLICE if wanted is None else min(LIST_SLICE, wanted)
+        for window in _matching_windows(members, page, chosen, first):
+            room = len(window) if wanted is None else wanted - len(candidates)
+            candidates.extend([protos.entry(m) for m in window[:room]])
+            if wanted is not None and len(candidates) >= wanted:
                 break
+            # Before the next window is scanned.
             await asyncio.sleep(0)
         found, next_token = take_page(candidates, page, _SIZE, _ENTRY_NAME)
         protos.forget_absent(members)
@@ -310,6 +341,9 @@ class MembershipService:
             if start:
                 await asyncio.sleep(0)
             response.members.extend([entry[1] for entry in found[start : start + LIST_SLICE]])
+        if whole and not next_token and len(candidates) <= LIST_SLICE:
+            # The members as read to build this response (the layer's view is lazy).
+            self._whole_list = ([entry[0] for entry in candidates], response)
         return response
 
     async def GetLocalMember(
@@ -418,15 +452,27 @@ class MembershipService:
                 yield pb.WatchEventsResponse(event=proto)
 
 
-def leader_to_proto(view: LeaderView, layer: Membership) -> pb.Leader:
+def leader_address(view: LeaderView, layer: Membership) -> str:
+    """The leader's host:port as clients dial it, or "" while it is not a member."""
     member = layer.member(view.name)
-    address = ""
-    if member is not None:
-        host, port = member.address
-        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if member is None:
+        return ""
+    host, port = member.address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def leader_to_proto(view: LeaderView, layer: Membership) -> pb.Leader:
+    address = leader_address(view, layer)
     remaining = Duration()
     remaining.FromNanoseconds(max(0, round(view.lease_remaining * 1e9)))
     return pb.Leader(name=view.name, address=address, epoch=view.epoch, lease_remaining=remaining)
+
+
+def election_status_to_proto(status: ElectionStatus) -> pb.ElectionStatus:
+    proto = pb.ElectionStatus(state=status.state, reason=status.reason)
+    if status.expected_within is not None:
+        proto.expected_within.FromNanoseconds(max(0, round(status.expected_within * 1e9)))
+    return proto
 
 
 class LeaderRpcs:
@@ -437,10 +483,12 @@ class LeaderRpcs:
         layer: Membership,
         leader: Callable[[], LeaderView | None],
         changes: EventHub[LeaderView | None],
+        status: Callable[[], ElectionStatus] | None = None,
     ) -> None:
         self._layer = layer
         self._leader = leader
         self._changes = changes
+        self._status = status
 
     def _response(self, view: LeaderView | None) -> pb.Leader | None:
         return None if view is None else leader_to_proto(view, self._layer)
@@ -448,7 +496,10 @@ class LeaderRpcs:
     async def GetLeader(
         self, request: pb.GetLeaderRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetLeaderResponse:
-        return pb.GetLeaderResponse(leader=self._response(self._leader()))
+        view = self._leader()
+        if view is not None or self._status is None:
+            return pb.GetLeaderResponse(leader=self._response(view))
+        return pb.GetLeaderResponse(election=election_status_to_proto(self._status()))
 
     async def WatchLeader(
         self, request: pb.WatchLeaderRequest, context: grpc.aio.ServicerContext[Any, Any]

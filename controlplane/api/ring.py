@@ -12,8 +12,10 @@ ring's version changes.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,11 +35,13 @@ from controlplane.membership import (
 )
 from controlplane.ring import EmptyRingError
 from controlplane.rings import (
+    MAX_STATE_REGISTRATIONS,
     Registration,
     RingDirectory,
     RingEntry,
     RingMember,
     RingView,
+    StateDecoder,
     check_address,
     check_key,
     check_metadata,
@@ -55,6 +59,14 @@ log = logging.getLogger("controlplane.ring")
 CHANNEL = "ring"
 # Registrations learned from gossip reach the disk within this delay, in one write.
 PERSIST_DELAY = 0.5
+# A peer's ring state comes with every push-pull. One this large (about 750
+# registrations) or larger is decoded and merged a slice at a time, this many
+# registrations per slice (a few ms each), yielding to the loop between slices.
+INLINE_STATE_BYTES = 32 * 1024
+STATE_SLICE = 500
+# Digests of the peer states merged last: in a settled cluster every peer sends
+# the same state again and again, and merging it again would change nothing.
+REMEMBERED_STATES = 32
 
 
 def entry_to_proto(entry: RingEntry) -> pb.RingNode:
@@ -150,6 +162,8 @@ class RingService:
         self._dropped_logged = 0
         self._state_cache: tuple[int, bytes] | None = None
         self._persist_due = False
+        self._merged_states: OrderedDict[bytes, None] = OrderedDict()
+        self._merges: set[asyncio.Task[None]] = set()
         if store is not None and (data := store.load()) is not None:
             registrations = decode_state(data)
             if registrations is None:
@@ -186,14 +200,55 @@ class RingService:
     def on_channel(self, effect: ChannelDelivery | ChannelStateReceived) -> None:
         if isinstance(effect, ChannelDelivery):
             registration = decode_registration(effect.payload)
-            incoming = [registration] if registration is not None else []
-            source = f"gossip from {effect.origin}"
-        else:
-            incoming = decode_state(effect.state) or []
-            source = "a peer's ring state"
-        if not incoming:
+            if registration is not None:
+                self._merge_and_publish([registration], f"gossip from {effect.origin}")
             return
-        changed = self._merge(incoming, self._clock(), source)
+        if not self._state_is_news(effect.state):
+            return
+        decoder = StateDecoder(effect.state)
+        if len(effect.state) > INLINE_STATE_BYTES:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                pass
+            else:
+                task = loop.create_task(self._merge_in_slices(decoder))
+                self._merges.add(task)
+                task.add_done_callback(self._merges.discard)
+                return
+        decoder.decode_some(MAX_STATE_REGISTRATIONS)
+        self._merge_and_publish(decoder.registrations, "a peer's ring state")
+
+    def _state_is_news(self, state: bytes) -> bool:
+        """False for a state equal to ours or to one merged lately (nothing to learn)."""
+        if state == self.local_state():
+            return False
+        digest = hashlib.blake2b(state, digest_size=16).digest()
+        if digest in self._merged_states:
+            self._merged_states.move_to_end(digest)
+            return False
+        self._merged_states[digest] = None
+        if len(self._merged_states) > REMEMBERED_STATES:
+            self._merged_states.popitem(last=False)
+        return True
+
+    async def _merge_in_slices(self, decoder: StateDecoder) -> None:
+        """Decodes a large peer state, then merges it, a slice at a time. Tombstones
+        go first, so that additions beyond the cap are judged after removals, as
+        one merge of the whole state would judge them."""
+        while not decoder.done:
+            decoder.decode_some(STATE_SLICE)
+            await asyncio.sleep(0)
+        ordered = sorted(decoder.registrations, key=lambda r: not r.removed)
+        for start in range(0, len(ordered), STATE_SLICE):
+            if start:
+                await asyncio.sleep(0)
+            self._merge_and_publish(ordered[start : start + STATE_SLICE], "a peer's ring state")
+
+    def _merge_and_publish(self, registrations: list[Registration], source: str) -> None:
+        if not registrations:
+            return
+        changed = self._merge(registrations, self._clock(), source)
         if changed is not None:
             self._persist_soon()
             self._publish(changed)
@@ -257,6 +312,8 @@ class RingService:
 
     def close(self) -> None:
         """Writes what is still pending and waits for the writer (at shutdown)."""
+        for task in list(self._merges):
+            task.cancel()
         if self._persist_due:
             self._persist()
         if self._store is not None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import grpc
@@ -24,8 +23,8 @@ import grpc.aio
 from google.protobuf import message_factory
 from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
 
-from controlplane.api.auth import TokenCheck, authenticated
-from controlplane.api.errors import guard
+from controlplane.api.auth import TokenCheck, token_check
+from controlplane.api.errors import Check, guard, guarded_parts
 from controlplane.api.paging import MAX_PUBLIC_MESSAGE_BYTES
 from controlplane.errors import ResourceExhausted, Unimplemented
 from controlplane.gossip.v1 import gossip_pb2, gossip_pb2_grpc
@@ -42,6 +41,9 @@ from controlplane.v1 import (
 
 
 def agent_version() -> str:
+    # importlib.metadata costs about 3 MB of memory (email, zipfile...): loaded when asked.
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("controlplane")
     except PackageNotFoundError:
@@ -86,18 +88,31 @@ def _bounded_parser(parse: Callable[[bytes], Any], limit: int) -> Callable[[byte
     return deserialize
 
 
-def _refusing_oversized(path: str, behavior: Callable[..., Any], limit: int) -> Callable[..., Any]:
-    def refusal(request: OversizedRequest) -> ResourceExhausted:
-        return ResourceExhausted(
-            f"{path}: the request is {request.size} bytes; requests to the public API "
-            f"must be at most {limit} bytes ({limit // (1024 * 1024)} MiB)"
-        )
+def _refusal(path: str, request: OversizedRequest, limit: int) -> ResourceExhausted:
+    return ResourceExhausted(
+        f"{path}: the request is {request.size} bytes; requests to the public API "
+        f"must be at most {limit} bytes ({limit // (1024 * 1024)} MiB)"
+    )
 
+
+def _size_check(path: str, limit: int, then: Check | None) -> Check:
+    """Refuses the stand-in of an oversized request, then runs `then` (if any)."""
+
+    def check(request: Any, context: Any) -> None:
+        if request.__class__ is OversizedRequest:
+            raise _refusal(path, request, limit)
+        if then is not None:
+            then(request, context)
+
+    return check
+
+
+def _refusing_oversized(path: str, behavior: Callable[..., Any], limit: int) -> Callable[..., Any]:
     if inspect.isasyncgenfunction(behavior):
 
         async def stream(request: Any, context: Any) -> Any:
             if isinstance(request, OversizedRequest):
-                raise refusal(request)
+                raise _refusal(path, request, limit)
             async for response in behavior(request, context):
                 yield response
 
@@ -105,7 +120,7 @@ def _refusing_oversized(path: str, behavior: Callable[..., Any], limit: int) -> 
 
     async def unary(request: Any, context: Any) -> Any:
         if isinstance(request, OversizedRequest):
-            raise refusal(request)
+            raise _refusal(path, request, limit)
         result = behavior(request, context)
         return await result if inspect.isawaitable(result) else result
 
@@ -132,10 +147,18 @@ def bounded_registrar(
             path = f"/{descriptor.full_name}/{method.name}"
             request_class = message_factory.GetMessageClass(method.input_type)
             response_class = message_factory.GetMessageClass(method.output_type)
-            behavior = _refusing_oversized(path, getattr(servicer, method.name), limit)
+            implementation = getattr(servicer, method.name)
+            parts = guarded_parts(implementation)
+            if parts is not None:
+                # Already guarded (pending_servicer): guard its behavior once more with
+                # the size check joined to its own, rather than wrap it a layer deeper.
+                behavior, check = parts
+                handler = guard(path, behavior, _size_check(path, limit, check))
+            else:
+                handler = guard(path, _refusing_oversized(path, implementation, limit))
             factory = _HANDLER_FACTORIES[(method.client_streaming, method.server_streaming)]
             handlers[method.name] = factory(
-                guard(path, behavior),
+                handler,
                 request_deserializer=_bounded_parser(request_class.FromString, limit),
                 response_serializer=response_class.SerializeToString,
             )
@@ -193,11 +216,10 @@ def pending_servicer(
         path = f"/{service.full_name}/{method}"
         provider = next((impl for impl in implemented if hasattr(impl, method)), None)
         behavior = getattr(provider, method) if provider else _unimplemented(path, missing)
-        if auth is not None:
-            behavior = authenticated(behavior, auth)
         # A bound method (or plain function) of another object, exposed as a method of
-        # the servicer class, with domain errors mapped to statuses.
-        namespace[method] = staticmethod(guard(path, behavior))
+        # the servicer class, with domain errors mapped to statuses; with `auth`, the
+        # token is checked first, inside the same guard.
+        namespace[method] = staticmethod(guard(path, behavior, token_check(auth)))
     return type(f"Pending{service.name}Servicer", (service.servicer_base,), namespace)()
 
 

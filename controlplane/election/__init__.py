@@ -3,32 +3,41 @@
 Owns who leads: ``Election`` (the state machine), its configuration, the lease
 arithmetic, the epoch rules and the wire messages. Time comes in as ``now``
 from each member's own monotonic clock; messages come in as bytes and go out
-as ``Broadcast`` effects.
+as ``Send`` (to one member) and ``Broadcast`` (gossip, changes of leadership
+only) effects.
 """
 
 from controlplane.election.config import ElectionConfig, ElectionConfigError
 from controlplane.election.effects import (
     Broadcast,
     Effect,
+    ElectionStatus,
     LeaderChanged,
     LeaderView,
     MemberView,
+    Send,
 )
 from controlplane.election.election import Election, Role
 from controlplane.election.fencing import FencingToken, next_epoch, token
 from controlplane.election.lease import (
+    drift_factor,
     failover_bound,
     follower_expiry,
     holder_expiry,
     is_safe,
     min_safe_skew,
+    send_time_bound,
+    view_expiry,
 )
 from controlplane.election.messages import (
     MAX_MESSAGE_BYTES,
+    Echo,
+    InquiryMessage,
     LeaseMessage,
     Message,
     MessageError,
     ReleaseMessage,
+    ViewMessage,
     VoteMessage,
     decode,
 )
@@ -36,11 +45,14 @@ from controlplane.election.messages import (
 __all__ = [
     "MAX_MESSAGE_BYTES",
     "Broadcast",
+    "Echo",
     "Effect",
     "Election",
     "ElectionConfig",
     "ElectionConfigError",
+    "ElectionStatus",
     "FencingToken",
+    "InquiryMessage",
     "LeaderChanged",
     "LeaderView",
     "LeaseMessage",
@@ -49,13 +61,18 @@ __all__ = [
     "MessageError",
     "ReleaseMessage",
     "Role",
+    "Send",
+    "ViewMessage",
     "VoteMessage",
     "decode",
+    "drift_factor",
     "failover_bound",
     "follower_expiry",
     "holder_expiry",
     "is_safe",
     "min_safe_skew",
     "next_epoch",
+    "send_time_bound",
     "token",
+    "view_expiry",
 ]

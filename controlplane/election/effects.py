@@ -1,8 +1,10 @@
 """What the election hands back to its shell, and the views it takes and gives.
 
-The core never does I/O: every call returns a list of effects. ``Broadcast``
-goes to the gossip layer's user broadcast; ``LeaderChanged`` is published to
-watchers (the leader Watch RPC, logs).
+The core never does I/O: every call returns a list of effects. ``Send`` goes to
+one member only (a direct datagram to its gossip address); ``Broadcast`` goes to
+every member through the gossip layer and is used only for changes of
+leadership; ``LeaderChanged`` is published to watchers (the leader Watch RPC,
+logs).
 """
 
 from __future__ import annotations
@@ -29,16 +31,32 @@ class LeaderView:
 
 
 @dataclass(frozen=True, slots=True)
-class Broadcast:
-    """Send ``data`` to the cluster.
+class ElectionStatus:
+    """Why this member knows of no leader, and when it expects one.
 
-    ``to`` is a routing hint: only that member acts on the message (a vote). A
-    shell with point-to-point delivery may send it there alone; a shell that
-    only broadcasts may ignore the hint, since every other member drops it.
+    ``state`` is a short word (see ``protos/controlplane/v1/membership.proto``,
+    ``ElectionStatus``), ``reason`` a sentence for people, and ``expected_within``
+    an upper bound in seconds until a leader is expected, or None without one.
     """
 
+    state: str
+    reason: str
+    expected_within: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send ``data`` to member ``to`` alone; it is never forwarded."""
+
+    to: str
     data: bytes
-    to: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    """Gossip ``data`` to every member: a leadership began or ended."""
+
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,4 +66,4 @@ class LeaderChanged:
     view: LeaderView | None
 
 
-Effect = Broadcast | LeaderChanged
+Effect = Send | Broadcast | LeaderChanged

@@ -12,6 +12,15 @@ All durations run on the believer's own monotonic clock, whose rate is within
 The holder stops strictly first whenever ``L / (1 - d) < (L + S) / (1 + d)``,
 which is ``is_safe``. Nothing is assumed about message delay: a later receipt
 only lengthens the others' belief.
+
+Reporting who leads needs the opposite bound: a member must not name a leader
+after its lease ended, however late a message arrives. A message that echoes a
+stamp the receiver sent at ``stamp`` (own clock) and held it ``held`` seconds
+(sender's clock) was sent no earlier than ``stamp + held * k`` on the receiver's
+clock, with ``k = (1 - d) / (1 + d)`` the slowest one clock can run against
+another; and ``remaining`` seconds of the sender's clock last at least
+``remaining * k`` of the receiver's. ``view_expiry`` is therefore never later than
+the lease's end, whatever the delay (``docs/election.md``).
 """
 
 from __future__ import annotations
@@ -25,6 +34,22 @@ def holder_expiry(sent_at: float, lease_time: float) -> float:
 def follower_expiry(received_at: float, lease_time: float, max_clock_skew: float) -> float:
     """When a voter or follower stops honouring a renewal received at ``received_at``."""
     return received_at + lease_time + max_clock_skew
+
+
+def drift_factor(max_drift: float) -> float:
+    """``k``: the fewest seconds of one clock that pass while another's advance one."""
+    return (1.0 - max_drift) / (1.0 + max_drift)
+
+
+def send_time_bound(stamp: float, held: float, max_drift: float) -> float:
+    """The earliest the echoing message can have been sent, on the receiver's clock."""
+    return stamp + held * drift_factor(max_drift)
+
+
+def view_expiry(sent_no_earlier: float, remaining: float, max_drift: float) -> float:
+    """When a receiver stops naming the leader whose lease had ``remaining`` seconds
+    left (its clock) at a send no earlier than ``sent_no_earlier`` (receiver's clock)."""
+    return sent_no_earlier + remaining * drift_factor(max_drift)
 
 
 def is_safe(lease_time: float, max_clock_skew: float, max_drift: float) -> bool:

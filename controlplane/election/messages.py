@@ -1,52 +1,56 @@
-"""The election's wire messages and their small, bounded binary codec.
+"""The election's wire messages (``protos/controlplane/gossip/v1/election.proto``).
 
-Three messages travel through the gossip layer's user broadcasts:
+Five messages, each a dataclass with ``to_bytes`` and one ``decode`` for all:
 
-* ``LeaseMessage``: a holder (or candidate) announces leadership ``epoch``;
-  ``established`` says it already leads, ``request`` asks the voters to grant
-  request ``seq``, and ``remaining`` is the longest it may go on believing it
-  leads, counted on its clock from sending (``lease_time`` for a request, what
-  is left of the lease for an announcement that no longer renews).
-* ``VoteMessage``: a voter's answer to one request, with the highest epoch it
-  has seen and, on refusal, how long until it could grant.
-* ``ReleaseMessage``: a holder that stepped down frees the grants it held.
+* ``LeaseMessage``: a holder (or candidate) about leadership ``epoch``;
+  ``established`` says it already leads, ``request`` asks the receiver to grant
+  request ``seq``, ``remaining`` is how long its lease still runs, measured on its
+  clock when it sent the message, and ``echo`` returns the receiver's latest stamp
+  so the receiver can place the send time on its own clock.
+* ``VoteMessage``: a voter's answer to one request, with the highest epoch it has
+  seen, on refusal how long until it could grant, its process run (``life``) and
+  its clock reading (``stamp``).
+* ``ReleaseMessage``: a holder whose leadership ended frees its voters.
+* ``InquiryMessage``: who leads? (with the asker's stamp).
+* ``ViewMessage``: the answer: the leadership the responder knows of, and the
+  highest epoch it has seen.
 
-Layout: version byte, kind byte, fixed big-endian fields, then names as a length
-byte plus UTF-8. Anything malformed raises ``MessageError`` (a ``ValueError``).
+Everything from the wire is checked here: names are 1 to 255 bytes, durations
+finite and within ``[0, MAX_DURATION]``, stamps finite; anything else raises
+``MessageError`` (a ``ValueError``).
 """
 
 from __future__ import annotations
 
 import math
-import struct
 from dataclasses import dataclass
-from typing import Any
 
-VERSION = 1
+from google.protobuf.message import DecodeError
+
+from controlplane.gossip.v1 import election_pb2 as pb
+
 MAX_NAME_BYTES = 255
-# Epochs and sequence numbers are uint64 on the wire.
+# Epochs, sequences and lives are uint64 on the wire.
 MAX_COUNTER = 2**64 - 1
 # Seconds; far above any sane lease, low enough that garbage cannot stall a member.
 MAX_DURATION = 3600.0
-
-_KIND_LEASE = 1
-_KIND_VOTE = 2
-_KIND_RELEASE = 3
-
-_HEADER = struct.Struct(">BB")
-_LEASE = struct.Struct(">BQQd")  # flags, epoch, seq, remaining
-_VOTE = struct.Struct(">BQQQd")  # flags, epoch, seq, max_epoch, retry_after
-_RELEASE = struct.Struct(">Q")  # epoch
-_FLAG_SET = 1
-_FLAG_ESTABLISHED = 1
-_FLAG_REQUEST = 2
-
-# The largest message: a vote with two maximal names.
-MAX_MESSAGE_BYTES = _HEADER.size + _VOTE.size + 2 * (1 + MAX_NAME_BYTES)
+# The largest message: a vote or a view with two maximal names, with room to spare.
+MAX_MESSAGE_BYTES = 1024
 
 
 class MessageError(ValueError):
-    """Bytes that are not a valid election message of this version."""
+    """Bytes that are not a valid election message."""
+
+
+@dataclass(frozen=True, slots=True)
+class Echo:
+    """The receiver's own ``stamp`` returned to it, ``held`` seconds (sender's clock) later."""
+
+    stamp: float
+    held: float
+
+    def _proto(self) -> pb.Echo:
+        return pb.Echo(stamp=_stamp(self.stamp), held=_duration(self.held))
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,18 +61,20 @@ class LeaseMessage:
     established: bool
     request: bool
     remaining: float
+    echo: Echo | None = None
 
     def to_bytes(self) -> bytes:
-        flags = (_FLAG_ESTABLISHED if self.established else 0) | (
-            _FLAG_REQUEST if self.request else 0
+        lease = pb.Lease(
+            holder=_name(self.holder),
+            epoch=_counter(self.epoch),
+            seq=_counter(self.seq),
+            established=self.established,
+            request=self.request,
+            lease_remaining=_duration(self.remaining),
         )
-        return (
-            _HEADER.pack(VERSION, _KIND_LEASE)
-            + _LEASE.pack(
-                flags, _counter(self.epoch), _counter(self.seq), _duration(self.remaining)
-            )
-            + _name(self.holder)
-        )
+        if self.echo is not None:
+            lease.echo.CopyFrom(self.echo._proto())
+        return pb.ElectionMessage(lease=lease).SerializeToString()
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,18 +87,25 @@ class VoteMessage:
     max_epoch: int
     # Seconds (voter's clock) until the voter could grant; 0 when granted.
     retry_after: float
+    life: int = 0
+    stamp: float = 0.0
+    # On refusal: the voter backs another leadership for ``retry_after``.
+    committed: bool = False
 
     def to_bytes(self) -> bytes:
-        flags = _FLAG_SET if self.granted else 0
-        retry = _duration(self.retry_after)
-        return (
-            _HEADER.pack(VERSION, _KIND_VOTE)
-            + _VOTE.pack(
-                flags, _counter(self.epoch), _counter(self.seq), _counter(self.max_epoch), retry
-            )
-            + _name(self.voter)
-            + _name(self.candidate)
+        vote = pb.Vote(
+            voter=_name(self.voter),
+            candidate=_name(self.candidate),
+            epoch=_counter(self.epoch),
+            seq=_counter(self.seq),
+            granted=self.granted,
+            max_epoch=_counter(self.max_epoch),
+            retry_after=_duration(self.retry_after),
+            life=_counter(self.life),
+            stamp=_stamp(self.stamp),
+            committed=self.committed,
         )
+        return pb.ElectionMessage(vote=vote).SerializeToString()
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,65 +114,107 @@ class ReleaseMessage:
     epoch: int
 
     def to_bytes(self) -> bytes:
-        return (
-            _HEADER.pack(VERSION, _KIND_RELEASE)
-            + _RELEASE.pack(_counter(self.epoch))
-            + _name(self.holder)
+        release = pb.Release(holder=_name(self.holder), epoch=_counter(self.epoch))
+        return pb.ElectionMessage(release=release).SerializeToString()
+
+
+@dataclass(frozen=True, slots=True)
+class InquiryMessage:
+    asker: str
+    life: int
+    stamp: float
+
+    def to_bytes(self) -> bytes:
+        inquiry = pb.Inquiry(
+            asker=_name(self.asker), life=_counter(self.life), stamp=_stamp(self.stamp)
         )
+        return pb.ElectionMessage(inquiry=inquiry).SerializeToString()
 
 
-Message = LeaseMessage | VoteMessage | ReleaseMessage
+@dataclass(frozen=True, slots=True)
+class ViewMessage:
+    responder: str
+    # None: the responder knows of no leadership.
+    holder: str | None
+    epoch: int
+    view_remaining: float
+    block_remaining: float
+    echo: Echo
+    max_epoch: int = 0
+
+    def to_bytes(self) -> bytes:
+        view = pb.View(
+            responder=_name(self.responder),
+            holder="" if self.holder is None else _name(self.holder),
+            epoch=_counter(self.epoch),
+            lease_remaining=_duration(self.view_remaining),
+            block_remaining=_duration(self.block_remaining),
+            max_epoch=_counter(self.max_epoch),
+        )
+        view.echo.CopyFrom(self.echo._proto())
+        return pb.ElectionMessage(view=view).SerializeToString()
+
+
+Message = LeaseMessage | VoteMessage | ReleaseMessage | InquiryMessage | ViewMessage
 
 
 def decode(data: bytes) -> Message:
     """Parse one message; raise ``MessageError`` on anything else."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise MessageError(f"expected bytes, got {type(data).__name__}")
-    buf = bytes(data)
-    if len(buf) > MAX_MESSAGE_BYTES:
-        raise MessageError(f"message of {len(buf)} bytes exceeds {MAX_MESSAGE_BYTES}")
-    if len(buf) < _HEADER.size:
-        raise MessageError("message shorter than its header")
-    version, kind = _HEADER.unpack_from(buf, 0)
-    if version != VERSION:
-        raise MessageError(f"unsupported election message version {version}")
-    offset = _HEADER.size
-    message: Message
-    if kind == _KIND_LEASE:
-        flags, epoch, seq, remaining = _unpack(_LEASE, buf, offset)
-        offset += _LEASE.size
-        if flags & ~(_FLAG_ESTABLISHED | _FLAG_REQUEST):
-            raise MessageError(f"unknown flags {flags!r}")
-        if flags == 0:
-            raise MessageError("a lease message must be established or a request")
-        holder, offset = _read_name(buf, offset)
-        message = LeaseMessage(
-            holder,
-            int(epoch),
-            int(seq),
-            bool(flags & _FLAG_ESTABLISHED),
-            bool(flags & _FLAG_REQUEST),
-            _duration(remaining),
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise MessageError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    try:
+        message = pb.ElectionMessage.FromString(bytes(data))
+    except (DecodeError, RuntimeError, ValueError) as error:
+        # protobuf raises DecodeError, or RuntimeError on deep recursion.
+        raise MessageError(f"not an election message: {error}") from None
+    kind = message.WhichOneof("body")
+    if kind == "lease":
+        lease = message.lease
+        return LeaseMessage(
+            _name(lease.holder),
+            lease.epoch,
+            lease.seq,
+            lease.established,
+            lease.request,
+            _duration(lease.lease_remaining),
+            _echo(lease.echo) if lease.HasField("echo") else None,
         )
-    elif kind == _KIND_VOTE:
-        flags, epoch, seq, max_epoch, retry = _unpack(_VOTE, buf, offset)
-        offset += _VOTE.size
-        retry = _duration(retry)
-        voter, offset = _read_name(buf, offset)
-        candidate, offset = _read_name(buf, offset)
-        message = VoteMessage(
-            voter, candidate, int(epoch), int(seq), _flag(flags), int(max_epoch), float(retry)
+    if kind == "vote":
+        vote = message.vote
+        return VoteMessage(
+            _name(vote.voter),
+            _name(vote.candidate),
+            vote.epoch,
+            vote.seq,
+            vote.granted,
+            vote.max_epoch,
+            _duration(vote.retry_after),
+            vote.life,
+            _stamp(vote.stamp),
+            vote.committed,
         )
-    elif kind == _KIND_RELEASE:
-        (epoch,) = _unpack(_RELEASE, buf, offset)
-        offset += _RELEASE.size
-        holder, offset = _read_name(buf, offset)
-        message = ReleaseMessage(holder, int(epoch))
-    else:
-        raise MessageError(f"unknown election message kind {kind}")
-    if offset != len(buf):
-        raise MessageError(f"{len(buf) - offset} trailing bytes")
-    return message
+    if kind == "release":
+        release = message.release
+        return ReleaseMessage(_name(release.holder), release.epoch)
+    if kind == "inquiry":
+        inquiry = message.inquiry
+        return InquiryMessage(_name(inquiry.asker), inquiry.life, _stamp(inquiry.stamp))
+    if kind == "view":
+        view = message.view
+        if not view.HasField("echo"):
+            raise MessageError("a view must echo the inquiry's stamp")
+        return ViewMessage(
+            _name(view.responder),
+            _name(view.holder) if view.holder else None,
+            view.epoch,
+            _duration(view.lease_remaining),
+            _duration(view.block_remaining),
+            _echo(view.echo),
+            view.max_epoch,
+        )
+    raise MessageError("an election message must have a body")
 
 
 def _counter(value: int) -> int:
@@ -175,34 +230,22 @@ def _duration(value: float) -> float:
     return float(value)
 
 
-def _name(name: str) -> bytes:
-    raw = name.encode("utf-8")
-    if not 0 < len(raw) <= MAX_NAME_BYTES:
-        raise MessageError(f"member name must be 1..{MAX_NAME_BYTES} bytes, got {len(raw)}")
-    return bytes((len(raw),)) + raw
+def _stamp(value: float) -> float:
+    # A stamp is only ever compared for equality with one we sent; it must be a number.
+    if not math.isfinite(value):
+        raise MessageError(f"stamp {value!r} is not finite")
+    return float(value)
 
 
-def _unpack(layout: struct.Struct, buf: bytes, offset: int) -> tuple[Any, ...]:
-    if len(buf) - offset < layout.size:
-        raise MessageError("message truncated")
-    return layout.unpack_from(buf, offset)
+def _echo(echo: pb.Echo) -> Echo:
+    return Echo(_stamp(echo.stamp), _duration(echo.held))
 
 
-def _flag(flags: int) -> bool:
-    if flags not in (0, _FLAG_SET):
-        raise MessageError(f"unknown flags {flags!r}")
-    return flags == _FLAG_SET
-
-
-def _read_name(buf: bytes, offset: int) -> tuple[str, int]:
-    if offset >= len(buf):
-        raise MessageError("message truncated before a name")
-    length = buf[offset]
-    end = offset + 1 + length
-    if length == 0 or end > len(buf):
-        raise MessageError("bad name length")
+def _name(name: str) -> str:
     try:
-        name = buf[offset + 1 : end].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise MessageError("name is not UTF-8") from exc
-    return name, end
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise MessageError("member name is not valid UTF-8") from None
+    if not 0 < size <= MAX_NAME_BYTES:
+        raise MessageError(f"member name must be 1..{MAX_NAME_BYTES} bytes, got {size}")
+    return name

@@ -20,8 +20,9 @@ Public surface::
 
 Effects (``effects.py``): ``SendPacket(dest, data)``, ``StartPushPull(dest, request,
 join)``, ``MemberJoined(member)``, ``MemberUpdated(member)``, ``MemberLeft(member,
-left)``, ``MemberReaped(member)``, ``UserMessage(payload)``. Events are never
-emitted about the local member itself.
+left)``, ``MemberReaped(member)``, ``UserMessage(payload)``, ``NameConflict(name, claimant)``
+(another address claims this member's name). Events are never emitted about the
+local member itself.
 
 The shell calls ``tick`` no later than ``next_deadline()`` and again after every
 other entry point (they may queue broadcasts that move the deadline earlier).
@@ -34,6 +35,7 @@ from controlplane.gossip.effects import (
     MemberLeft,
     MemberReaped,
     MemberUpdated,
+    NameConflict,
     SendPacket,
     StartPushPull,
     UserMessage,
@@ -64,6 +66,7 @@ __all__ = [
     "MemberReaped",
     "MemberUpdated",
     "MetadataTooLarge",
+    "NameConflict",
     "NodeStatus",
     "PayloadTooLarge",
     "PushPullRejected",

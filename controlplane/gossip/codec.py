@@ -94,7 +94,13 @@ def open_frame(data: bytes, label: bytes, keyring: Keyring | None) -> bytes:
     return data[body_start:]
 
 
+# One-byte varints (0..127), by value: lengths, tags and small numbers are almost all.
+_SMALL_VARINTS = tuple(bytes((value,)) for value in range(0x80))
+
+
 def _varint(value: int) -> bytes:
+    if 0 <= value < 0x80:
+        return _SMALL_VARINTS[value]
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -107,6 +113,30 @@ def length_delimited_field(number: int, value: bytes) -> bytes:
     """One length-delimited protobuf field (a message, bytes or string) as it is
     encoded inside its parent: tag, length, value."""
     return _varint(number << 3 | 2) + _varint(len(value)) + value
+
+
+def encode_member_state(
+    name: str, address: tuple[str, int], meta: bytes, incarnation: int, status: int
+) -> bytes:
+    """A serialized ``MemberState``, byte for byte what protobuf writes (fields in order,
+    proto3 defaults left out), built without a message object: a push-pull state of
+    thousands of members is encoded a record at a time, each once per change."""
+    varint = _varint
+    host = address[0].encode()
+    port = address[1]
+    address_body = b"\x0a" + varint(len(host)) + host if host else b""
+    if port:
+        address_body += b"\x10" + varint(port)
+    encoded_name = name.encode()
+    parts = [b"\x0a", varint(len(encoded_name)), encoded_name] if encoded_name else []
+    parts += (b"\x12", varint(len(address_body)), address_body)
+    if meta:
+        parts += (b"\x1a", varint(len(meta)), meta)
+    if incarnation:
+        parts += (b"\x20", varint(incarnation))
+    if status:
+        parts += (b"\x28", varint(status))
+    return b"".join(parts)
 
 
 def packet_body(messages: list[bytes]) -> bytes:

@@ -65,6 +65,25 @@ class GossipConfig:
     # can refute at once. memberlist always does this (state.go probeNode); the switch exists so
     # plain SWIM can be measured against Lifeguard (bench/gossip_sim.py).
     buddy_system: bool = True
+    # Beyond memberlist: the probe timeout follows the measured round trip of direct probes
+    # (srtt + 4 * rttvar, as TCP's RTO: about the 99th percentile memberlist asks ProbeTimeout
+    # to be), within [probe_timeout_floor, probe_timeout], times health score + 1; a probe
+    # without an ack suspects after three such timeouts instead of the whole probe interval.
+    # False: memberlist's fixed ProbeTimeout and the whole interval (kept to measure against).
+    adaptive_probe_timeout: bool = True
+    # Lower bound of the adaptive probe timeout. An agent lets one callback hold its event loop
+    # for up to 20 ms (fleet work is sliced to that), so an ack may wait that long at the target
+    # and again here: a bound of 2 * 20 ms keeps a busy but healthy member answering in time
+    # whatever the network's round trip.
+    probe_timeout_floor: float = 0.04
+    # Beyond memberlist: a member that learns of a suspicion probes the suspect at once, with
+    # memberlist's full timing (ProbeTimeout, then indirect probes until the interval ends),
+    # instead of at its turn in the round robin. Independent confirmations then arrive within
+    # one probe interval, so Lifeguard's timeout reaches its minimum early for a dead member,
+    # while a live one hears of the suspicion from each of them (buddy system) and refutes.
+    # In large clusters only about 3 * (suspicion_mult - 2) members do so
+    # (formulas.suspicion_probe_chance). False: memberlist.
+    suspicion_probes: bool = True
 
     @classmethod
     def lan(cls, **overrides: Any) -> GossipConfig:
@@ -133,6 +152,8 @@ class GossipConfig:
                 raise ValueError(f"{name} must be positive, got {value}")
         if self.probe_timeout > self.probe_interval:
             raise ValueError("probe_timeout must not exceed probe_interval")
+        if not 0 < self.probe_timeout_floor <= self.probe_timeout:
+            raise ValueError("probe_timeout_floor must be positive and at most probe_timeout")
         if self.udp_buffer_size < 512:
             raise ValueError("udp_buffer_size must be at least 512 bytes")
         if self.suspicion_mult < 1 or self.suspicion_max_timeout_mult < 1:

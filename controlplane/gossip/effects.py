@@ -62,6 +62,20 @@ class MemberReaped:
 
 
 @dataclass(frozen=True, slots=True)
+class NameConflict:
+    """An alive member claims this member's own name from another address
+    (memberlist's conflict delegate for the local node). The claim was refused.
+
+    ``joining`` is False from the core; the membership layer sets it when the claim
+    came in the answer to this member's own join, which makes this member the newcomer.
+    """
+
+    name: str
+    claimant: Address
+    joining: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class UserMessage:
     """A user broadcast (``GossipNode.broadcast_user``) from some member arrived."""
 
@@ -77,4 +91,5 @@ Effect = (
     | MemberLeft
     | MemberReaped
     | UserMessage
+    | NameConflict
 )

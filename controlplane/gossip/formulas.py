@@ -68,3 +68,42 @@ def expected_confirmations(suspicion_mult: int, n: int) -> int:
     if n - 2 < k:
         return 0
     return k
+
+
+def adaptive_probe_timeout(
+    srtt: float | None, rttvar: float, floor: float, ceiling: float, health_score: int
+) -> float:
+    """How long a probe waits for an ack before trying indirect probes.
+
+    ``srtt + 4 * rttvar`` (TCP's retransmission timeout, RFC 6298: about the 99th
+    percentile of the measured round trips, which memberlist asks ProbeTimeout to be),
+    kept within ``[floor, ceiling]`` and multiplied by ``health_score + 1`` as
+    Lifeguard scales the probe interval: a member that misses acks waits longer.
+    Without a measurement yet, ``ceiling`` (memberlist's fixed ProbeTimeout).
+    """
+    base = ceiling if srtt is None else min(ceiling, max(floor, srtt + 4.0 * rttvar))
+    return base * (health_score + 1)
+
+
+def probe_suspect_after(probe_timeout: float, probe_interval: float) -> float:
+    """When a probe with no ack turns into a suspicion, counted from the ping.
+
+    memberlist waits out the whole (health-scaled) probe interval. An indirect probe
+    needs the direct timeout, then the relay's own timeout (about the same) and two
+    more hops: three timeouts, never more than the interval.
+    """
+    return min(3.0 * probe_timeout, probe_interval)
+
+
+def suspicion_probe_chance(expected: int, n: int) -> float:
+    """Chance that a member that learns of a suspicion probes the suspect at once.
+
+    About ``3 * expected`` of the ``n - 2`` members that may confirm (all but the
+    suspect and the accuser) probe, whatever the cluster size: enough that the
+    ``expected`` confirmations arrive within one probe interval even if some of them
+    are lost or slow, few enough that a large cluster does not flood the suspect.
+    None are needed when none are expected.
+    """
+    if expected <= 0:
+        return 0.0
+    return min(1.0, 3.0 * expected / max(1, n - 2))

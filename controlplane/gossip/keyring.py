@@ -3,15 +3,19 @@
 Keys are 16, 24 or 32 bytes (AES-128/192/256). Nonces come from an injected
 callable so the core stays deterministic in simulation; production shells pass
 ``os.urandom`` (the default), never a seeded generator.
+
+``cryptography`` is imported when the first key is installed, not with this
+module: an agent without ``--encrypt`` never loads it (about 7 MB of memory).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 NONCE_SIZE = 12
 TAG_SIZE = 16
@@ -56,6 +60,8 @@ class Keyring:
         self._check(key)
         if key in self._keys:
             return
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         self._keys.append(key)
         self._ciphers.append(AESGCM(key))
 
@@ -84,6 +90,8 @@ class Keyring:
         """Plaintext of ``body`` under the first key that authenticates it."""
         if len(body) < ENCRYPTION_OVERHEAD:
             raise DecryptionFailed("ciphertext too short")
+        from cryptography.exceptions import InvalidTag
+
         nonce = body[:NONCE_SIZE]
         ciphertext = body[NONCE_SIZE:]
         for cipher in self._ciphers:

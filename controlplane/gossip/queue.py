@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 
 from controlplane.gossip.formulas import retransmit_limit
 
+# Below every sort-key component (negated lengths and ids): bisects start a range here.
+_LOWEST = -(1 << 63)
+
 
 @dataclass(slots=True)
 class Broadcast:
@@ -71,34 +74,45 @@ class TransmitLimitedQueue:
             self._remove(old)
 
     def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
-        """Messages fitting in ``limit`` bytes with ``overhead`` bytes of framing each."""
-        if not self._items:
+        """Messages fitting in ``limit`` bytes with ``overhead`` bytes of framing each.
+
+        Within each transmit count, the largest message that still fits goes next
+        (the newest among equals), as memberlist's queue picks from its btree. A
+        bisect finds it, so a packet costs O(picked · log depth) however deep the
+        queue is, not a scan past thousands of messages too large for the room left.
+        """
+        items = self._items
+        if not items:
             return []
         transmit_limit = retransmit_limit(self.retransmit_mult, self._num_nodes())
         picked: list[Broadcast] = []
         used = 0
-        smallest_useful = overhead + 1
-        for _key, item in self._items:
-            size = overhead + len(item.message)
-            if used + size > limit:
-                if limit - used < smallest_useful:
-                    break
+        transmits = items[0][0][0]
+        while items:
+            free = limit - used - overhead
+            if free <= 0:
+                break
+            index = bisect_left(items, (transmits, -free, _LOWEST), key=_first)
+            if index < len(items) and items[index][0][0] == transmits:
+                _key, item = items.pop(index)
+                picked.append(item)
+                used += overhead + len(item.message)
                 continue
-            used += size
-            picked.append(item)
-        if not picked:
-            return []
+            # Nothing more of this transmit count fits: on to the next count queued.
+            index = bisect_left(items, (transmits + 1, _LOWEST, _LOWEST), key=_first)
+            if index >= len(items):
+                break
+            transmits = items[index][0][0]
         out: list[bytes] = []
         for item in picked:
             out.append(item.message)
-            self._remove(item)
             item.transmits += 1
             if item.transmits >= transmit_limit:
                 if item.node is not None and self._by_node.get(item.node) is item:
                     del self._by_node[item.node]
             else:
                 self._insert(item)
-        if not self._items:
+        if not items:
             self._id_gen = 0
         return out
 

@@ -16,6 +16,10 @@ class GossipStats:
     probes_sent: int = 0
     probes_failed: int = 0
     indirect_probes_sent: int = 0
+    # Probes sent at once because a suspicion was learned (GossipConfig.suspicion_probes).
+    suspicion_probes_sent: int = 0
+    # Acks that came after their probe had already turned into a suspicion.
+    late_acks: int = 0
     suspicions_raised: int = 0
     members_declared_dead: int = 0
     refutations: int = 0

@@ -6,6 +6,8 @@ owner acts when ``now`` passes it (memberlist suspicion.go).
 
 from __future__ import annotations
 
+import math
+
 from controlplane.gossip.formulas import remaining_suspicion_time
 
 
@@ -14,6 +16,8 @@ class Suspicion:
 
     __slots__ = (
         "_confirmations",
+        "check_at",
+        "checked",
         "deadline",
         "expected",
         "incarnation",
@@ -40,6 +44,10 @@ class Suspicion:
         self._confirmations: set[str] = {origin}
         # With no confirmations expected, the minimum applies at once (memberlist newSuspicion).
         self.deadline = start + (maximum if expected > 0 else minimum)
+        # When and whether the suspect is pinged once more before the deadline (the owner
+        # sets check_at; never by default).
+        self.check_at = math.inf
+        self.checked = False
 
     @property
     def confirmations(self) -> int:

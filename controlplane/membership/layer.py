@@ -28,6 +28,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import overload
 
 from controlplane.errors import FailedPrecondition, InvalidArgument, NotFound
 from controlplane.gossip.config import GossipConfig
@@ -37,13 +38,14 @@ from controlplane.gossip.effects import (
     MemberLeft,
     MemberReaped,
     MemberUpdated,
+    NameConflict,
     SendPacket,
     StartPushPull,
     UserMessage,
 )
 from controlplane.gossip.errors import PayloadTooLarge
 from controlplane.gossip.keyring import Keyring
-from controlplane.gossip.node import GossipNode
+from controlplane.gossip.node import MERGE_CHANGE_COST, GossipNode
 from controlplane.gossip.node import PushPullMerge as CoreMerge
 from controlplane.gossip.state import Address, Member
 from controlplane.gossip.v1 import membership_pb2
@@ -80,6 +82,7 @@ Effect = (
     | SnapshotRecord
     | ChannelDelivery
     | ChannelStateReceived
+    | NameConflict
 )
 
 CHANNEL_NAME = re.compile(r"[a-z0-9_-]{1,32}")
@@ -102,12 +105,24 @@ class _LocalState(enum.Enum):
 
 
 class _Census:
-    """How many members are alive, kept as statuses change (O(1) to read)."""
+    """How many members are alive, and which have left, kept as statuses change."""
 
-    __slots__ = ("alive",)
+    __slots__ = ("alive", "left")
 
     def __init__(self) -> None:
         self.alive = 0
+        # Insertion-ordered set: the push-pull state lists these without a scan.
+        self.left: dict[str, None] = {}
+
+    def count(self, state: _Member, sign: int) -> None:
+        """Counts `state` in (sign 1) or out (sign -1) with its current status."""
+        if state.status is MemberStatus.ALIVE:
+            self.alive += sign
+        elif state.status is MemberStatus.LEFT:
+            if sign > 0:
+                self.left[state.name] = None
+            else:
+                self.left.pop(state.name, None)
 
 
 # Fields a MemberInfo is made of: setting one drops the member's cached info.
@@ -134,8 +149,8 @@ class _Member:
     leave_time: float = 0.0
     info: MemberInfo | None = None
     census: _Census | None = None
-    # (status_ltime, its encoded push-pull field), reused while the time is unchanged.
-    status_field: tuple[int, bytes] | None = None
+    # The encoded push-pull field of status_ltime, replaced when that time changes.
+    status_field: bytes | None = None
 
     def __setattr__(self, field: str, value: object) -> None:
         if field in _INFO_FIELDS:
@@ -143,10 +158,62 @@ class _Member:
             if field == "status":
                 census = getattr(self, "census", None)
                 if census is not None:
-                    census.alive += (value is MemberStatus.ALIVE) - (
-                        self.status is MemberStatus.ALIVE
-                    )
+                    census.count(self, -1)
+                    object.__setattr__(self, field, value)
+                    census.count(self, 1)
+                    return
+        elif field == "status_ltime":
+            # Encoded as the time changes (one field per intent) rather than for
+            # every member changed since the last exchange, inside the next one.
+            name = getattr(self, "name", None)
+            if isinstance(name, str) and isinstance(value, int):
+                object.__setattr__(self, "status_field", messages.status_time_field(name, value))
+            else:
+                object.__setattr__(self, "status_field", None)
         object.__setattr__(self, field, value)
+
+
+def _state_name(state: _Member) -> str:
+    return state.name
+
+
+class _MemberView(Sequence[MemberInfo]):
+    """Members in name order whose infos are built as they are read."""
+
+    __slots__ = ("_info", "_states")
+
+    def __init__(self, states: list[_Member], info: Callable[[_Member], MemberInfo]) -> None:
+        self._states = states
+        self._info = info
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    @overload
+    def __getitem__(self, index: int) -> MemberInfo: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[MemberInfo]: ...
+
+    def __getitem__(self, index: int | slice) -> MemberInfo | list[MemberInfo]:
+        if isinstance(index, slice):
+            return [self._info(state) for state in self._states[index]]
+        return self._info(self._states[index])
+
+    def __iter__(self) -> Iterator[MemberInfo]:
+        info = self._info
+        for state in self._states:
+            yield info(state)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (_MemberView, list, tuple)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable view, as a list
+
+    def __repr__(self) -> str:
+        return f"<members {list(self)!r}>"
 
 
 @dataclass(slots=True, eq=False)
@@ -239,7 +306,7 @@ class Membership:
         self._members: dict[str, _Member] = {}
         self._census = _Census()
         # Member names in order, rebuilt only when a member is added or erased.
-        self._sorted_names: list[str] | None = None
+        self._sorted_states: list[_Member] | None = None
         self._next_reap = now + config.reap_interval
         # Members pruned while still leaving: erased once their leave had time to spread.
         self._pending_prunes: dict[str, float] = {}
@@ -291,15 +358,17 @@ class Membership:
     def snapshot_state(self) -> SnapshotState | None:
         return self._snapshot
 
-    def members(self) -> list[MemberInfo]:
+    def members(self) -> Sequence[MemberInfo]:
         """Every member this agent knows, itself included, failed and left ones too,
-        in name order. An unchanged member is the same object from call to call."""
-        names = self._sorted_names
-        if names is None:
-            names = self._sorted_names = sorted(self._members)
-        members = self._members
-        info = self._info
-        return [info(members[name]) for name in names]
+        in name order. An unchanged member is the same object from call to call.
+
+        The sequence is the membership of this moment, read lazily: each member's
+        info is built when it is read, so a caller that walks a fleet a slice at a
+        time (yielding between slices) pays for it a slice at a time."""
+        states = self._sorted_states
+        if states is None:
+            states = self._sorted_states = sorted(self._members.values(), key=_state_name)
+        return _MemberView(states, self._info)
 
     def member_count(self) -> int:
         """How many members are known, failed and left ones included (O(1))."""
@@ -379,9 +448,11 @@ class Membership:
         return None if core is None else PushPullMerge(core, joining)
 
     def merge_some(self, job: PushPullMerge, now: float, limit: int) -> list[Effect]:
-        """Merge about ``limit`` more items (member records, then Serf state entries) of
-        ``job``; call again until ``job.done``. Each call's cost is bounded by ``limit``,
-        so a shell can merge a fleet's state without holding its loop."""
+        """Merge about ``limit`` more units (member records, then Serf state entries) of
+        ``job``; call again until ``job.done``. An item that changes something costs
+        MERGE_CHANGE_COST units, one that changes nothing one unit, so each call's cost
+        is bounded by ``limit`` and a shell can merge a fleet's state without holding
+        its loop."""
         if not job.core.done:
             self._merging_join = job.joining
             self._capturing = job
@@ -390,16 +461,19 @@ class Membership:
             finally:
                 self._merging_join = False
                 self._capturing = None
-            return self._drive(core_effects, now)
+            return self._drive(core_effects, now, joining=job.joining)
         if job.steps is None or job.serf is None:
             return []
         out: list[Effect] = []
         job.serf.now = now
         job.serf.out = out
-        for _ in range(max(limit, 1)):
+        budget = max(limit, 1)
+        while budget > 0:
+            produced = len(out)
             if next(job.steps, _DONE) is _DONE:
                 job.steps = None
                 break
+            budget -= 1 if len(out) == produced else MERGE_CHANGE_COST
         return out
 
     def merge_all(self, job: PushPullMerge, now: float) -> list[Effect]:
@@ -591,29 +665,24 @@ class Membership:
 
     def local_state(self, join: bool) -> bytes:
         """The layer's push-pull state (serf delegate.go LocalState)."""
-        names = self._sorted_names
-        if names is None:
-            names = self._sorted_names = sorted(self._members)
-        members = self._members
         rest = messages.encode_state(
             self._clock.time(),
             {},
-            [name for name in names if members[name].status is MemberStatus.LEFT],
+            list(self._census.left),
             self._event_clock.time(),
             self._events.events(),
             {channel: provide() for channel, provide in self._channel_providers.items()},
         )
         # Status times are the part that grows with the cluster: each member's field is
         # encoded once per intent and joined (protobuf fields concatenate).
-        return rest + b"".join([self._status_time_field(members[name]) for name in names])
+        encode = self._status_time_field
+        fields = [state.status_field or encode(state) for state in self._members.values()]
+        return rest + b"".join(fields)
 
     def _status_time_field(self, state: _Member) -> bytes:
-        cached = state.status_field
-        if cached is not None and cached[0] == state.status_ltime:
-            return cached[1]
-        encoded = messages.status_time_field(state.name, state.status_ltime)
-        state.status_field = (state.status_ltime, encoded)
-        return encoded
+        if state.status_field is None:
+            state.status_field = messages.status_time_field(state.name, state.status_ltime)
+        return state.status_field
 
     def merge_remote_state(self, data: bytes, join: bool) -> None:
         """Called by the core inside a merge: handled once the core's effects are consumed."""
@@ -658,19 +727,17 @@ class Membership:
 
     def _add_member(self, state: _Member) -> None:
         state.census = self._census
-        if state.status is MemberStatus.ALIVE:
-            self._census.alive += 1
+        self._census.count(state, 1)
         self._members[state.name] = state
-        self._sorted_names = None
+        self._sorted_states = None
 
     def _remove_member(self, name: str) -> None:
         state = self._members.pop(name, None)
         if state is None:
             return
-        if state.status is MemberStatus.ALIVE:
-            self._census.alive -= 1
+        self._census.count(state, -1)
         state.census = None
-        self._sorted_names = None
+        self._sorted_states = None
 
     def _has_alive_members(self) -> bool:
         """Whether a member other than this one is alive (O(1))."""
@@ -695,11 +762,17 @@ class Membership:
         self._on_join_intent(self.name, ltime, now)
         self._broadcast(messages.encode_join_intent(self.name, ltime), now)
 
-    def _drive(self, core_effects: list[CoreEffect], now: float) -> list[Effect]:
+    def _drive(
+        self, core_effects: list[CoreEffect], now: float, *, joining: bool = False
+    ) -> list[Effect]:
         out: list[Effect] = []
         for effect in core_effects:
             if isinstance(effect, SendPacket | StartPushPull):
                 out.append(effect)
+            elif isinstance(effect, NameConflict):
+                # In the answer to our own join, the name was taken before we came: we
+                # are the newcomer (Serf shuts the loser of a name conflict down).
+                out.append(replace(effect, joining=joining))
             elif isinstance(effect, MemberJoined):
                 self._on_core_joined(effect.member, now, out)
             elif isinstance(effect, MemberLeft):

@@ -2,12 +2,14 @@
 
 N members, each an ``Election`` driven by its own drifting monotonic clock
 (``offset + rate * t`` with ``|rate - 1| <= max_drift``), exchange election
-messages over a broadcast medium with seeded delay, loss and duplication.
+messages, point to point (``Send``) and to everyone (``Broadcast``), with seeded
+delay, loss and duplication of every copy.
 Faults: partitions into components, kills (and restarts that keep the
 persisted epoch), pauses longer than the lease (messages queue up and arrive on
 resume, as a socket buffer would deliver them), rank changes. The membership
 layer is modelled as a view recomputed from the true connectivity
-``detection_delay`` after every change.
+``detection_delay`` after every change; a (re)started member has joined once it
+has its first view.
 
 After every event the checker asks each member ``is_leader(its own now)`` and
 records a violation when:
@@ -22,7 +24,13 @@ records a violation when:
 * a member's epoch goes down, a member's own leaderships do not get strictly
   higher epochs, or a leadership does not outrank every earlier one it must
   have heard of (any earlier one in quorum mode; one begun by a member it was
-  stably connected to without quorum).
+  stably connected to without quorum);
+* VIEWS: a running member reports (``leader(its own now)``) a leadership whose
+  lease ended more than ``max_clock_skew`` ago (real time), or one that never
+  began; or the epoch it reports goes down within one run of its process. A
+  lease ends when its holder's lease would run out on the holder's clock, as
+  the holder last computed it (killed, paused or stepped down, the holder
+  promised nothing beyond that).
 """
 
 from __future__ import annotations
@@ -39,7 +47,9 @@ from controlplane.election import (
     Election,
     ElectionConfig,
     LeaderChanged,
+    LeaderView,
     MemberView,
+    Send,
 )
 
 ElectionFactory = Callable[..., Election]
@@ -83,6 +93,9 @@ class _Member:
     tick_version: int = 0
     last_epoch: int = 0
     own_epoch: int = 0
+    joined: bool = False
+    # The highest epoch this process run has reported (views only go up).
+    view_epoch: int = 0
 
 
 class ElectionSim:
@@ -102,6 +115,9 @@ class ElectionSim:
         self.violations: list[str] = []
         self.leaderships: list[Leadership] = []
         self.leader_changes: list[tuple[float, str, LeaderChanged]] = []
+        # (holder, epoch) -> real time its lease ends, as the holder last computed it.
+        self.lease_ends: dict[tuple[str, int], float] = {}
+        self.views_checked = 0
         self._events: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
         drift = config.election.max_drift
@@ -164,9 +180,13 @@ class ElectionSim:
             rank=member.rank,
             now=member.offset + member.rate * self.now,
             epoch=epoch,
+            life=member.incarnation,
+            joining=True,
         )
         member.last_epoch = epoch
         member.leading_since = None
+        member.joined = False
+        member.view_epoch = 0
         self._schedule_tick(member)
 
     # -------------------------------------------------------------- schedule
@@ -208,16 +228,16 @@ class ElectionSim:
 
     def _apply(self, member: _Member, effects: Sequence[object]) -> None:
         for effect in effects:
-            if isinstance(effect, Broadcast):
+            if isinstance(effect, Send | Broadcast):
                 self._send(member, effect)
             elif isinstance(effect, LeaderChanged):
                 self.leader_changes.append((self.now, member.name, effect))
         self._schedule_tick(member)
 
-    def _send(self, sender: _Member, message: Broadcast) -> None:
+    def _send(self, sender: _Member, message: Send | Broadcast) -> None:
         cfg = self.config
         group = sender.group
-        targets = [message.to] if message.to is not None else list(self.members)
+        targets = [message.to] if isinstance(message, Send) else list(self.members)
         for target in targets:
             if target == sender.name or target not in self.members:
                 continue
@@ -256,6 +276,10 @@ class ElectionSim:
             if other.name != name
         }
         self._apply(member, member.election.update_members(views, self.local(name)))
+        if not member.joined and member.election is not None:
+            # The first view is what a join brings: the member has joined.
+            member.joined = True
+            self._apply(member, member.election.joined(self.local(name)))
 
     def _changed(self) -> None:
         """Connectivity changed now: update the pair clocks, refresh views later."""
@@ -353,6 +377,7 @@ class ElectionSim:
     def _check(self) -> None:
         quorum = self.config.election.quorum > 0
         leaders = []
+        views: list[tuple[_Member, LeaderView]] = []
         for member in self.members.values():
             election = member.election
             if election is None:
@@ -361,13 +386,21 @@ class ElectionSim:
             if epoch < member.last_epoch:
                 self._violate(f"{member.name} epoch went down {member.last_epoch} -> {epoch}")
             member.last_epoch = epoch
-            if election.is_leader(self.local(member.name)):
+            # leader() names the member itself exactly while is_leader() holds.
+            view = election.leader(member.offset + member.rate * self.now)
+            if view is not None and view.is_self:
                 leaders.append(member)
                 if member.leading_since is None:
                     member.leading_since = self.now
                     self._began(member)
+                end = self.now + view.lease_remaining / member.rate
+                self.lease_ends[(member.name, view.epoch)] = end
             else:
                 member.leading_since = None
+            if view is not None and member.paused_until is None:
+                views.append((member, view))
+        for member, view in views:
+            self._check_view(member, view)
         for i, a in enumerate(leaders):
             for b in leaders[i + 1 :]:
                 if quorum:
@@ -379,6 +412,25 @@ class ElectionSim:
                 assert b.leading_since is not None
                 if self.stable_since(a.name, b.name) < max(a.leading_since, b.leading_since):
                     self._violate(f"two connected leaders: {a.name} and {b.name}")
+
+    def _check_view(self, member: _Member, view: LeaderView) -> None:
+        """What a running member answers ``GetLeader`` with right now, if anything."""
+        self.views_checked += 1
+        if view.epoch < member.view_epoch:
+            self._violate(f"{member.name} reports epoch {view.epoch} after {member.view_epoch}")
+        member.view_epoch = max(member.view_epoch, view.epoch)
+        if view.is_self:
+            return
+        end = self.lease_ends.get((view.name, view.epoch))
+        if end is None:
+            self._violate(f"{member.name} reports {view.name} epoch {view.epoch}, never begun")
+            return
+        late = self.now - end
+        if late > self.config.election.max_clock_skew:
+            self._violate(
+                f"{member.name} reports {view.name} epoch {view.epoch}"
+                f" whose lease ended {late:.3f}s ago"
+            )
 
     def _began(self, member: _Member) -> None:
         assert member.election is not None

@@ -205,6 +205,8 @@ class SimCluster:
         self._record_events = record_events
         self.members: dict[str, SimMember] = {}
         self._by_address: dict[Address, SimMember] = {}
+        # Push-pull record encodings, shared by every core (GossipNode record_cache).
+        self.record_cache: dict[tuple[object, ...], bytes] = {}
         self._heap: list[tuple[float, int, int, object]] = []
         self._counter = itertools.count()
         self.events_processed = 0
@@ -238,6 +240,7 @@ class SimCluster:
             now=self.now,
             keyring=keyring,
             label=self._label,
+            record_cache=self.record_cache,
         )
 
     def _make_member(self, name: str, address: Address, meta: bytes) -> SimMember:

@@ -1,10 +1,14 @@
 """Drives the lease election on the event loop, over the membership layer.
 
 The shell feeds the election the member list (ranks from the `rank` tag of
-eligible members), the messages of the gossip "election" channel and the time,
-keeps one timer at the election's next deadline, sends its broadcasts on the
-channel, and publishes leader changes. It also remembers the highest fencing
-epoch in the data directory, so a restarted agent never reuses an epoch.
+eligible members), its messages and the time, keeps one timer at the election's
+next deadline, and publishes leader changes. Messages for one member (requests,
+votes, inquiries, answers) go straight to that member's gossip address as direct
+datagrams (`transport/direct.py`); changes of leadership go out on the gossip
+"election" channel. It also remembers the highest fencing epoch in the data
+directory, so a restarted agent never reuses an epoch, and tells the election
+when the agent's joins are done, so that a joining agent does not claim before
+it could know of a leader in office.
 """
 
 from __future__ import annotations
@@ -12,18 +16,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from controlplane.election import (
     Broadcast,
     Election,
+    ElectionStatus,
     LeaderChanged,
     LeaderView,
     MemberView,
     MessageError,
+    Send,
 )
 from controlplane.election import Effect as ElectionEffect
+from controlplane.gossip.keyring import Keyring
 from controlplane.membership import (
     ChannelDelivery,
     ChannelStateReceived,
@@ -32,7 +40,8 @@ from controlplane.membership import (
     MemberInfo,
     MemberStatus,
 )
-from controlplane.transport.runtime import GossipRuntime
+from controlplane.transport.direct import DirectFrameError, open_direct, seal_direct
+from controlplane.transport.runtime import Address, GossipRuntime
 
 log = logging.getLogger("controlplane.election")
 
@@ -40,6 +49,11 @@ CHANNEL = "election"
 RANK_TAG = "rank"
 ROLE_TAG = "role"
 SERVER_ROLE = "server"
+
+
+def new_life() -> int:
+    """A random identifier for this process run (``Election(life=...)``)."""
+    return secrets.randbits(64)
 
 
 def member_rank(member: MemberInfo) -> int | None:
@@ -56,6 +70,14 @@ def member_views(members: Iterable[MemberInfo]) -> dict[str, MemberView]:
         m.name: MemberView(rank=member_rank(m), alive=m.status is MemberStatus.ALIVE)
         for m in members
     }
+
+
+def describe(status: ElectionStatus) -> str:
+    """One line for the log and the CLI: "electing; a leader is expected within N s (why)"."""
+    if status.expected_within is None:
+        return f"electing ({status.reason})"
+    seconds = max(1, round(status.expected_within))
+    return f"electing; a leader is expected within {seconds} s ({status.reason})"
 
 
 class EpochStore:
@@ -92,15 +114,28 @@ class ElectionDriver:
         runtime: GossipRuntime,
         publish: Callable[[LeaderView | None], None],
         epochs: EpochStore | None = None,
+        *,
+        keyring: Keyring | None = None,
+        label: str = "",
     ) -> None:
         self.election = election
         self._runtime = runtime
         self._publish = publish
         self._epochs = epochs
+        self._keyring = keyring
+        self._label = label
         self._saved_epoch = election.epoch
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
+        # Joins (seed list, snapshot) still running; the election claims nothing
+        # until they are done (``joins_started``, ``joined``).
+        self._pending_joins = 0
+        self._joins_started = False
+        self._logged_state: str | None = None
+        self.direct_sent = 0
+        self.direct_dropped = 0
         runtime.on_channel(CHANNEL, self._on_channel)
+        runtime.on_direct(self._on_direct)
 
     def start(self) -> None:
         self.refresh_members()
@@ -112,6 +147,33 @@ class ElectionDriver:
 
     def leader(self) -> LeaderView | None:
         return self.election.leader(self._runtime.now)
+
+    def status(self) -> ElectionStatus:
+        return self.election.status(self._runtime.now)
+
+    # ------------------------------------------------------------------ joins
+
+    def expect_join(self) -> None:
+        """A join task starts; call ``joined`` when it ends."""
+        self._pending_joins += 1
+
+    def joins_started(self) -> None:
+        """Every join task has been started (perhaps none): the election may go on
+        once they have ended."""
+        self._joins_started = True
+        self._maybe_joined()
+        self._log_status()
+
+    def joined(self) -> None:
+        self._pending_joins = max(0, self._pending_joins - 1)
+        self._maybe_joined()
+
+    def _maybe_joined(self) -> None:
+        if self._closed or not self._joins_started or self._pending_joins:
+            return
+        self._apply(self.election.joined(self._runtime.now))
+
+    # ---------------------------------------------------------------- members
 
     def on_member_event(self, event: MemberEvent) -> None:
         """Feeds the members of one event to the election: O(members in the event)."""
@@ -144,13 +206,31 @@ class ElectionDriver:
             self._apply(self.election.set_rank(local_rank, now))
         self._apply(self.election.update_members(member_views(layer.members()), now))
 
+    # --------------------------------------------------------------- messages
+
     def _on_channel(self, effect: ChannelDelivery | ChannelStateReceived) -> None:
-        if not isinstance(effect, ChannelDelivery):
+        if isinstance(effect, ChannelDelivery):
+            self._receive(effect.payload, effect.origin)
+
+    def _on_direct(self, source: Address, data: bytes) -> None:
+        if self._closed:
             return
         try:
-            effects = self.election.receive(effect.payload, self._runtime.now)
+            channel, payload = open_direct(data, self._label, self._keyring)
+        except DirectFrameError as error:
+            self.direct_dropped += 1
+            log.debug("dropped a direct datagram from %s: %s", source, error)
+            return
+        if channel != CHANNEL:
+            self.direct_dropped += 1
+            return
+        self._receive(payload, source)
+
+    def _receive(self, payload: bytes, origin: object) -> None:
+        try:
+            effects = self.election.receive(payload, self._runtime.now)
         except MessageError as error:
-            log.debug("dropped an election message from %s: %s", effect.origin, error)
+            log.debug("dropped an election message from %s: %s", origin, error)
             return
         self._apply(effects)
 
@@ -160,9 +240,16 @@ class ElectionDriver:
             self._apply(self.election.tick(self._runtime.now))
 
     def _apply(self, effects: Iterable[ElectionEffect]) -> None:
+        effects = list(effects)
+        # The epoch reaches the disk before any vote or claim that carries it leaves,
+        # so a crash right after a send cannot make a restart reuse that epoch.
+        if self._epochs is not None and self.election.epoch > self._saved_epoch:
+            self._saved_epoch = self.election.epoch
+            self._epochs.save(self._saved_epoch)
         for effect in effects:
-            if isinstance(effect, Broadcast):
-                # Votes carry their addressee; every other member drops them.
+            if isinstance(effect, Send):
+                self._send_direct(effect)
+            elif isinstance(effect, Broadcast):
                 self._runtime.send(CHANNEL, effect.data)
             elif isinstance(effect, LeaderChanged):
                 view = effect.view
@@ -171,10 +258,28 @@ class ElectionDriver:
                 else:
                     log.info("leader is %s (epoch %d)", view.name, view.epoch)
                 self._publish(view)
-        if self._epochs is not None and self.election.epoch > self._saved_epoch:
-            self._saved_epoch = self.election.epoch
-            self._epochs.save(self._saved_epoch)
+        self._log_status()
         self._schedule()
+
+    def _send_direct(self, effect: Send) -> None:
+        member = self._runtime.layer.member(effect.to)
+        if member is None:
+            self.direct_dropped += 1
+            return
+        frame = seal_direct(CHANNEL, effect.data, self._label, self._keyring)
+        self._runtime.udp.send(member.address, frame)
+        self.direct_sent += 1
+
+    def _log_status(self) -> None:
+        """Says once per state why there is no leader and when one is expected."""
+        if not self._joins_started:
+            return  # the agent is still starting: what its joins are is not known yet
+        status = self.election.status(self._runtime.now)
+        if status.state == self._logged_state:
+            return
+        self._logged_state = status.state
+        if status.state not in ("leading", "known"):
+            log.info("%s", describe(status))
 
     def _schedule(self) -> None:
         if self._closed:

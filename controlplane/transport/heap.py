@@ -7,8 +7,9 @@ benchmark). Long-lived member state is made of values that reference counting
 frees on its own (membership views, ring entries, encoded records: no cycles),
 so the collector gains nothing by walking it again and again.
 
-The policy: after start-up, and whenever the member table has grown or turned
-over by a good part since the last time, collect the young generations and
+The policy: after start-up, whenever the member table has grown or turned over
+by a good part since the last time, and after a full collection that took more
+than a few milliseconds, collect the young generations and
 freeze everything that is left (``gc.freeze``) so that later full collections
 walk only what is newer. The price is that a reference cycle already alive at a
 freeze and unreachable later is never collected; what is alive at such a moment
@@ -33,6 +34,10 @@ MIN_MEMBERS = 256
 # changes per member happened, since the last freeze.
 GROWTH = 0.25
 TURNOVER = 1.0
+# A full collection longer than this says the unfrozen heap has grown large by
+# other means (churn that stays under the turnover bound, caches): freeze again at
+# the next member change, so the collection after it walks little.
+SLOW_FULL_COLLECTION = 0.005
 
 
 class HeapSettler:
@@ -47,6 +52,7 @@ class HeapSettler:
         self.full_collections = 0
         self.longest_full_collection = 0.0
         self._collection_started = 0.0
+        self._freeze_due = False
 
     def start(self) -> None:
         """Freezes what start-up allocated (modules, the servers, the configuration)
@@ -73,6 +79,8 @@ class HeapSettler:
             self.full_collections += 1
             elapsed = time.perf_counter() - self._collection_started
             self.longest_full_collection = max(self.longest_full_collection, elapsed)
+            # Not inside the collector's callback: at the next observation.
+            self._freeze_due = self._freeze_due or elapsed > SLOW_FULL_COLLECTION
 
     def observe(self, members: int, changed: int) -> bool:
         """Notes `changed` member changes with `members` known; True if it froze."""
@@ -81,7 +89,7 @@ class HeapSettler:
             return False
         grown = members >= self._members_at_freeze * (1 + GROWTH)
         turned_over = self._changes >= members * TURNOVER
-        if grown or turned_over:
+        if grown or turned_over or self._freeze_due:
             self._freeze(members)
             return True
         return False
@@ -92,5 +100,6 @@ class HeapSettler:
         gc.freeze()
         self._members_at_freeze = members
         self._changes = 0
+        self._freeze_due = False
         self.freezes += 1
         log.debug("heap frozen at %d members (%d objects frozen)", members, gc.get_freeze_count())

@@ -66,6 +66,8 @@ class PushPullClient:
 
     def __init__(self) -> None:
         self._channels: dict[Address, grpc.aio.Channel] = {}
+        # Told (peer, status details) when a peer refuses our state: another key or label.
+        self.on_refused: Callable[[Address, str], None] | None = None
 
     def _channel(self, dest: Address) -> grpc.aio.Channel:
         channel = self._channels.get(dest)
@@ -82,6 +84,8 @@ class PushPullClient:
             response = await stub.PushPull(gossip_pb2.PushPullRequest(frame=frame), timeout=timeout)
         except grpc.aio.AioRpcError as error:
             log.debug("push-pull with %s failed: %s", dest, error.code().name)
+            if error.code() == grpc.StatusCode.PERMISSION_DENIED and self.on_refused is not None:
+                self.on_refused(dest, error.details() or "")
             if error.code() == grpc.StatusCode.UNAVAILABLE:
                 # Drop the channel so a restarted peer on the same address is reached
                 # with a fresh connection instead of a backed-off one.

@@ -17,7 +17,8 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-from controlplane.gossip import SendPacket, StartPushPull
+from controlplane.config import format_host_port
+from controlplane.gossip import NameConflict, PushPullRejected, SendPacket, StartPushPull
 from controlplane.membership import (
     ChannelDelivery,
     ChannelStateReceived,
@@ -29,7 +30,16 @@ from controlplane.membership import (
     UserEvent,
 )
 from controlplane.membership import Effect as MembershipEffect
+from controlplane.transport.direct import is_direct
 from controlplane.transport.pushpull import PushPullClient
+from controlplane.transport.refusals import (
+    EXCHANGES,
+    PACKETS,
+    RefusalReport,
+    changed_reason,
+    mismatch_counts,
+    refusal_reason,
+)
 from controlplane.transport.snapshot import SnapshotFile
 from controlplane.transport.udp import UdpEndpoint
 
@@ -39,13 +49,17 @@ Address = tuple[str, int]
 Event = MemberEvent | UserEvent
 EventListener = Callable[[Event], None]
 ChannelHandler = Callable[[ChannelDelivery | ChannelStateReceived], None]
+ConflictHandler = Callable[[NameConflict], None]
+DirectHandler = Callable[[Address, bytes], None]
 
 
-# A merge slice aims at this much loop time; the number of items per slice adapts
-# to the measured cost (a new member costs far more than a known one).
+# A merge slice aims at this much loop time; its size in the layer's cost units (a
+# change costs more than a known record) adapts to the measured time. The maximum is
+# about 8 ms of known records, so one slice of news after a run of known records
+# cannot hold the loop much past the target before the size adapts.
 MERGE_SLICE_SECONDS = 0.004
 MERGE_SLICE_MIN = 16
-MERGE_SLICE_MAX = 8192
+MERGE_SLICE_MAX = 2048
 # Member events of one batch are logged by name up to this many, then counted.
 LOGGED_NAMES_MAX = 8
 
@@ -100,6 +114,10 @@ async def resolve(text: str, default_port: int) -> list[Address]:
     return list(dict.fromkeys((str(info[4][0]), int(info[4][1])) for info in infos))
 
 
+def _text(address: Address) -> str:
+    return format_host_port(address[0], address[1])
+
+
 class GossipRuntime:
     """One gossip member, live: membership layer + UDP + push-pull client + timer."""
 
@@ -113,8 +131,14 @@ class GossipRuntime:
         self._snapshot = snapshot
         self.udp = UdpEndpoint(self._on_datagram)
         self._push_pull = push_pull or PushPullClient()
+        self._push_pull.on_refused = self._on_refused_by_peer
+        # Key and label mismatches, named in the log at a bounded rate.
+        self.refusals = RefusalReport()
+        self._conflict_handlers: list[ConflictHandler] = []
         self._listeners: list[EventListener] = []
         self._channel_handlers: dict[str, ChannelHandler] = {}
+        # Direct datagrams (transport/direct.py) go here, never to the gossip core.
+        self._direct_handler: DirectHandler | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         self._tasks: set[asyncio.Task[None]] = set()
@@ -148,6 +172,10 @@ class GossipRuntime:
         """Calls `listener` with every member and user event the layer emits."""
         self._listeners.append(listener)
 
+    def on_name_conflict(self, handler: ConflictHandler) -> None:
+        """Calls `handler` when a member at another address claims this member's name."""
+        self._conflict_handlers.append(handler)
+
     def on_channel(
         self,
         channel: str,
@@ -170,15 +198,41 @@ class GossipRuntime:
 
     # ------------------------------------------------------------------ inputs
 
+    def on_direct(self, handler: DirectHandler) -> None:
+        """Routes datagrams framed as direct (``transport/direct.py``) to `handler`."""
+        self._direct_handler = handler
+
     def _on_datagram(self, source: Address, data: bytes) -> None:
         if self._closed:
             return
+        if self._direct_handler is not None and is_direct(data):
+            self._direct_handler(source, data)
+            return
+        dropped = self.layer.node.stats.dropped
+        before = mismatch_counts(dropped)
         self.apply(self.layer.receive_packet(source, data, self.now))
+        reason = changed_reason(before, mismatch_counts(dropped))
+        if reason is not None:
+            self._report(self.refusals.refused(PACKETS, reason, _text(source), self.now))
+
+    def _on_refused_by_peer(self, peer: Address, details: str) -> None:
+        if not self._closed:
+            line = self.refusals.refused_by_peer(refusal_reason(details), _text(peer), self.now)
+            self._report(line)
+
+    @staticmethod
+    def _report(line: str | None) -> None:
+        if line is not None:
+            log.warning("%s", line)
 
     async def serve_push_pull(self, source: Address, frame: bytes) -> bytes:
         """The gRPC PushPull handler's entry into the core: merge the peer's state a
         slice at a time, then answer with ours. Raises PushPullRejected."""
-        job = self.layer.open_push_pull(frame)
+        try:
+            job = self.layer.open_push_pull(frame)
+        except PushPullRejected as error:
+            self._report(self.refusals.refused(EXCHANGES, error.reason, source[0], self.now))
+            raise
         await self._merge(job)
         return self.layer.push_pull_reply()
 
@@ -231,6 +285,10 @@ class GossipRuntime:
             if isinstance(effect, SnapshotRecord):
                 if self._snapshot is not None:
                     self._snapshot.write(effect)
+                continue
+            if isinstance(effect, NameConflict):
+                for on_conflict in self._conflict_handlers:
+                    on_conflict(effect)
                 continue
             if batch:
                 self._publish_members(batch)

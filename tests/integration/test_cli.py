@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import signal
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from controlplane.cli import build_parser
 from controlplane.testing.agents import (
     AgentProcess,
     clean_environment,
@@ -155,7 +157,6 @@ def test_exit_codes(pair: tuple[AgentProcess, AgentProcess]) -> None:
     # 2: usage errors, one line.
     for args in (
         ["members", "--status", "sleeping"],
-        ["tags"],
         ["tags", "--set", "novalue"],
         ["monitor", "--type", "nope"],
         ["frobnicate"],
@@ -163,6 +164,7 @@ def test_exit_codes(pair: tuple[AgentProcess, AgentProcess]) -> None:
         result = cli(*args, "--addr", first.target) if args[0] != "frobnicate" else cli(*args)
         assert result.returncode == 2, (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
+        assert result.stderr.startswith("controlplane: "), (args, result.stderr)
 
 
 def test_keygen_prints_a_usable_key(tmp_path: Path) -> None:
@@ -176,3 +178,74 @@ def test_addr_falls_back_to_the_environment(pair: tuple[AgentProcess, AgentProce
     listed = cli("members", env={"CONTROLPLANE_ADDR": first.target})
     assert listed.returncode == 0
     assert listed.stdout.split()[0] == "cli-1"
+
+
+# ----------------------------------------------------------- a new user's first hour
+
+
+def test_version() -> None:
+    result = cli("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "controlplane 0.1.0\n"
+
+
+def _arguments(parser: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, argparse.Action]]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _arguments(sub, f"{path} {name}")
+        elif not isinstance(action, argparse._HelpAction):
+            yield f"{path} {'/'.join(action.option_strings) or action.dest}", action
+
+
+def test_every_argument_has_help_text() -> None:
+    arguments = list(_arguments(build_parser(), "controlplane"))
+    assert len(arguments) > 50
+    missing = [name for name, action in arguments if not (action.help or "").strip()]
+    assert not missing, f"arguments without help: {missing}"
+
+
+def test_tags_without_arguments_shows_the_tags(agent: AgentProcess) -> None:
+    shown = cli("tags", "--addr", agent.target)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == f"Tags of {agent.name}: api_version=1.0,rank=0,role=server\n"
+    changed = cli("tags", "--addr", agent.target, "--set", "zone=a", "--format", "json")
+    assert json.loads(changed.stdout)["tags"]["zone"] == "a"
+    again = cli("tags", "--addr", agent.target, "--format", "json")
+    assert json.loads(again.stdout) == json.loads(changed.stdout)
+
+
+def test_errors_share_one_prefix(agent: AgentProcess, tmp_path: Path) -> None:
+    bad_file = tmp_path / "agent.toml"
+    bad_file.write_text("prot = 1\n")
+    for args, status in (
+        (["members", "--bogus"], 2),  # argparse, client command
+        (["agent", "--port", "0"], 2),  # a setting
+        (["agent", "--config", str(bad_file)], 2),  # a config file
+        (["agent", "--port", str(agent.port)], 2),  # the agent cannot start
+        (["keys", "--addr", agent.target], 2),  # a command's own check
+        (["force-leave", "--addr", agent.target, "nobody"], 1),  # the agent's answer
+    ):
+        result = cli(*args)
+        assert result.returncode == status, (args, result.stderr)
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1, (args, result.stderr)
+        assert lines[0].startswith("controlplane: "), (args, lines)
+        assert not lines[0].startswith(("controlplane: controlplane", "controlplane: agent:"))
+
+
+def test_a_bad_regex_is_one_clean_line(agent: AgentProcess) -> None:
+    result = cli("members", "--addr", agent.target, "--name", "[")
+    assert result.returncode == 1
+    assert result.stderr == (
+        "controlplane: INVALID_ARGUMENT: name_pattern: is not a valid RE2 regular expression:"
+        " missing ]: [\n"
+    )
+    tag = cli("members", "--addr", agent.target, "--tag", "zone=(")
+    assert tag.returncode == 1
+    assert "b'" not in tag.stderr
+    assert "missing ): (" in tag.stderr
+    # RE2 itself printed nothing on the agent's stderr (its log).
+    assert wait_until(lambda: "serving on" in agent.log(), timeout=5)
+    assert "re2" not in agent.log().lower()
+    assert "Error parsing" not in agent.log()

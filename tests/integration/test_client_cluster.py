@@ -4,7 +4,9 @@ watches that resume on another agent without repeating or losing changes."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.client import Client, ClientOptions, MemberChangeKind, MembersUpdate
+from controlplane.client import AsyncClient, Client, ClientOptions, MemberChangeKind, MembersUpdate
 from controlplane.errors import ControlPlaneError, Unavailable
 from controlplane.testing.agents import AgentProcess, free_port, start_agent, wait_until
 from controlplane.v1 import membership_pb2
@@ -127,6 +129,59 @@ def test_heartbeats_bring_the_whole_cluster_and_survive_the_seed(cluster: Cluste
         names = {m.name for m in client.members()}
         assert names == {"n0", "n1", "n2"}
         assert client.current_server != seed.target
+
+
+# A stopped (SIGSTOP) agent keeps its connections open and answers nothing: only
+# the attempt deadline moves the call on. The margin covers a loaded 2-core machine
+# (the next agent, the client and the test all waiting for a core); the call's own
+# deadline, which is what a hung agent cost without an attempt deadline, is far
+# beyond it.
+ATTEMPT = 1.0
+MARGIN = 4.0
+CALL_DEADLINE = 30.0
+
+
+def test_a_stopped_agent_costs_about_one_attempt_deadline(cluster: Cluster) -> None:
+    agents = three_agents(cluster)
+    options = ClientOptions(heartbeat=False, timeout=CALL_DEADLINE, attempt_timeout=ATTEMPT)
+    seeds = [a.target for a in agents]
+
+    def blocking(victim_of: list[AgentProcess]) -> float:
+        with Client(seeds, options) as client:
+            client.members()  # the next call goes to the same agent, the pool's head
+            victim = cluster.agents[client.current_server or ""]
+            victim_of.append(victim)
+            victim.process.send_signal(signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                client.members()
+                elapsed = time.monotonic() - started
+            finally:
+                victim.process.send_signal(signal.SIGCONT)
+            assert client.current_server != victim.target
+        return elapsed
+
+    async def asynchronous(victim_of: list[AgentProcess]) -> float:
+        async with AsyncClient(seeds, options) as client:
+            await client.members()
+            victim = cluster.agents[client.current_server or ""]
+            victim_of.append(victim)
+            victim.process.send_signal(signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                await client.members()
+                elapsed = time.monotonic() - started
+            finally:
+                victim.process.send_signal(signal.SIGCONT)
+            assert client.current_server != victim.target
+        return elapsed
+
+    victims: list[AgentProcess] = []
+    assert blocking(victims) < ATTEMPT + MARGIN
+    assert asyncio.run(asynchronous(victims)) < ATTEMPT + MARGIN
+    # The stopped agents were resumed and serve again.
+    for victim in victims:
+        assert wait_until(lambda: len(victim.members()) == 3, timeout=30)  # noqa: B023
 
 
 def apply(view: dict[str, membership_pb2.Member], update: MembersUpdate) -> None:

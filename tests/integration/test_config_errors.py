@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ def assert_one_line_exit_2(result: subprocess.CompletedProcess[str], *needles: s
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "Traceback" not in result.stderr
+    assert lines[0].startswith("controlplane: "), lines[0]
     for needle in needles:
         assert needle in lines[0]
 
@@ -64,6 +66,7 @@ def test_port_in_use() -> None:
         taken.listen()
         result = run_agent("--port", str(port), "--bind", "127.0.0.1")
     assert_one_line_exit_2(result, f"port {port}", "already in use")
+    assert result.stderr.startswith(f"controlplane: port {port} on 127.0.0.1")
 
 
 def test_config_file_that_is_not_utf8(tmp_path: Path) -> None:
@@ -75,6 +78,52 @@ def test_config_file_that_is_not_utf8(tmp_path: Path) -> None:
 def test_unusable_data_directory() -> None:
     result = run_agent("--port", str(free_port()), "--data-dir", "/proc/controlplane-nope")
     assert_one_line_exit_2(result, "data directory", "/proc/controlplane-nope")
+
+
+@pytest.mark.parametrize(
+    ("address", "needle"),
+    [
+        ("127.0.0.1:99999", "has port '99999'; a port is 1 to 65535"),
+        ("127.0.0.1:0", "has port '0'"),
+        ("127.0.0.1:http", "has port 'http'"),
+        ("300.1.2.3", "no valid host name or IPv4 address"),
+        ("[::1", "must be [IPv6]:port"),
+        ("host name", "must be host or host:port"),
+    ],
+)
+def test_join_address_is_checked_at_start(address: str, needle: str) -> None:
+    started = time.monotonic()
+    result = run_agent("--port", str(free_port()), "--join", address)
+    # Refused before the agent starts, not retried for ever.
+    assert time.monotonic() - started < 20
+    assert_one_line_exit_2(result, "flag --join", f"join address {address!r}", needle)
+
+
+def test_join_address_in_the_environment() -> None:
+    result = run_agent(env={"CONTROLPLANE_JOIN": "127.0.0.1:7946,127.0.0.1:99999"})
+    assert_one_line_exit_2(result, "environment CONTROLPLANE_JOIN", "'127.0.0.1:99999'")
+
+
+def test_unknown_environment_variable_is_named_with_the_known_ones() -> None:
+    # A mistyped setting: warned about (with the closest name), the rest still applies.
+    result = run_agent("--port", "70000", env={"CONTROLPLANE_PROT": "7000"})
+    assert result.returncode == 2
+    warning, error = result.stderr.splitlines()
+    assert warning.startswith(
+        "controlplane: warning: environment variable CONTROLPLANE_PROT is not a setting"
+        " and is ignored (did you mean CONTROLPLANE_PORT?); known: CONTROLPLANE_ADDR,"
+    )
+    for known in ("CONTROLPLANE_PORT", "CONTROLPLANE_JOIN", "CONTROLPLANE_TOKEN"):
+        assert known in warning
+    assert error.startswith("controlplane: flag --port:")
+    # Every command warns, and the known variables are quiet.
+    keygen = run_cli("keygen", env={"CONTROLPLANE_ADRR": "x", "CONTROLPLANE_TOKEN": "t" * 8})
+    assert keygen.returncode == 0
+    assert keygen.stderr.splitlines() == [
+        line for line in keygen.stderr.splitlines() if "CONTROLPLANE_ADRR" in line
+    ]
+    assert len(keygen.stderr.splitlines()) == 1
+    assert "did you mean CONTROLPLANE_ADDR?" in keygen.stderr
 
 
 def run_agent(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -1,8 +1,9 @@
-"""Seeded simulations of the election: safety under faults, failover, rank changes.
+"""Seeded simulations of the election: safety and views under faults, failover, rank changes.
 
-The safety checker lives in ``controlplane.testing.election_sim``; these tests
-run it over many seeds, prove it catches a deliberately broken election, and
-measure failover and rank hand-over on scripted runs.
+The checker lives in ``controlplane.testing.election_sim``; these tests run it
+over many seeds, prove it catches deliberately broken elections (a holder without
+the skew margin; views judged fresh from a copy's arrival), and measure failover,
+rank hand-over and leadership that stays put on scripted runs.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import time
 
 import pytest
 
-from controlplane.election import Election, ElectionConfig, LeaderView, failover_bound
+from controlplane.election import Echo, Election, ElectionConfig, LeaderView, failover_bound
 from controlplane.testing.election_sim import ElectionSim, SimConfig, run_seed
 
 PLAIN_SEEDS = range(600)
@@ -35,26 +36,38 @@ class HolderUsesFollowerRule(Election):
         return self._follower_lease_end(sent_at)
 
 
-def test_thousand_seeded_runs_never_overlap_and_epochs_only_grow() -> None:
+class ViewsFromArrival(Election):
+    """Broken on purpose: a view runs from when a copy arrives (the old rule), so a
+    late copy (re-sent, or queued while the receiver was paused) revives a lease."""
+
+    def _view_end(self, echo: Echo | None, remaining: float, now: float) -> float | None:
+        return now + min(remaining, self._cfg.lease_time) + self._cfg.max_clock_skew
+
+
+def test_thousand_seeded_runs_never_overlap_never_report_stale_and_epochs_only_grow() -> None:
     started = time.perf_counter()
     failures: dict[int, list[str]] = {}
-    leaderships = 0
+    leaderships = views = 0
     for seed in PLAIN_SEEDS:
         sim = run_seed(seed, plain_config(seed))
         leaderships += len(sim.leaderships)
+        views += sim.views_checked
         if sim.violations:
             failures[seed] = sim.violations[:3]
     for seed in QUORUM_SEEDS:
         sim = run_seed(seed, quorum_config(seed))
         leaderships += len(sim.leaderships)
+        views += sim.views_checked
         if sim.violations:
             failures[seed] = sim.violations[:3]
     elapsed = time.perf_counter() - started
-    print(f"{len(PLAIN_SEEDS) + len(QUORUM_SEEDS)} runs, {leaderships} leaderships, {elapsed:.1f}s")
+    runs = len(PLAIN_SEEDS) + len(QUORUM_SEEDS)
+    print(f"{runs} runs, {leaderships} leaderships, {views} views checked, {elapsed:.1f}s")
     assert failures == {}
     # Faults must actually move leadership around, or the check proves little.
-    assert leaderships > 3 * (len(PLAIN_SEEDS) + len(QUORUM_SEEDS))
-    assert elapsed < 60.0
+    assert leaderships > 3 * runs
+    assert views > 1000 * runs
+    assert elapsed < 120.0
 
 
 def test_checker_catches_a_holder_without_the_skew_margin() -> None:
@@ -70,6 +83,16 @@ def test_checker_catches_a_holder_without_the_skew_margin() -> None:
     ]
     assert plain, "the checker missed overlaps of the broken election without quorum"
     assert quorum, "the checker missed overlaps of the broken election in quorum mode"
+
+
+def test_checker_catches_views_judged_fresh_on_arrival() -> None:
+    caught: dict[int, str] = {}
+    for seed in range(100):
+        sim = run_seed(seed, plain_config(seed), factory=ViewsFromArrival)
+        if sim.violations:
+            caught[seed] = sim.violations[0]
+    assert caught, "the checker missed stale views"
+    assert any("whose lease ended" in violation for violation in caught.values())
 
 
 def agreed(sim: ElectionSim) -> LeaderView | None:
@@ -135,4 +158,28 @@ def test_rank_change_moves_leadership_only_after_the_lease_ends(seed: int) -> No
     assert new_began is not None
     assert new_began >= old_led_until
     assert sim.election(challenger).epoch > old.epoch
+    assert sim.violations == []
+
+
+@pytest.mark.parametrize("quorum", [0, 5])
+@pytest.mark.parametrize("seed", range(10))
+def test_follower_restarts_never_move_leadership(seed: int, quorum: int) -> None:
+    """Every member of rank 0; followers are killed and restarted, one at a time."""
+    cfg = SimConfig(members=5, loss=0.02, election=ElectionConfig(quorum=quorum))
+    sim = ElectionSim(cfg, seed)
+    for name in sim.members:
+        sim.set_rank(name, 0)
+    sim.run_until(20.0)
+    first = agreed(sim)
+    assert first is not None
+    for round_ in range(6):
+        follower = sorted(n for n in sim.members if n != first.name)[round_ % 4]
+        sim.kill(follower)
+        sim.run_until(sim.now + sim.rng.uniform(0.5, 3.0))
+        sim.restart(follower)
+        sim.run_until(sim.now + 8.0)
+    after = agreed(sim)
+    assert after is not None
+    assert (after.name, after.epoch) == (first.name, first.epoch)
+    assert {lead.name for lead in sim.leaderships} == {first.name}
     assert sim.violations == []

@@ -3,9 +3,12 @@ packet loss, partitions, pauses, graceful leave and name reuse."""
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
+
 from controlplane.gossip import GossipConfig, MemberLeft, NodeStatus, UserMessage
 from controlplane.gossip.formulas import retransmit_limit, suspicion_timeout
-from controlplane.testing.sim import SimCluster
+from controlplane.testing.sim import SimCluster, SimNetwork
 
 ALIVE = {NodeStatus.ALIVE}
 
@@ -190,3 +193,65 @@ def test_simulation_is_deterministic():
         return [(m.name, m.core.stats.packets_sent) for m in cluster.running()]
 
     assert run() == run()
+
+
+MEMBERLIST_TIMING = {"adaptive_probe_timeout": False, "suspicion_probes": False}
+
+
+def kill_to_dead_everywhere(config: GossipConfig, n: int, seed: int) -> float:
+    cluster = SimCluster(config, seed=seed, record_events=False)
+    cluster.bootstrap(n)
+    cluster.run_for(5 + seed % 5)
+    victim = f"node-{seed % n:04d}"
+    cluster.kill(victim)
+    live = [m.name for m in cluster.running()]
+    took = cluster.run_until_true(
+        lambda: cluster.all_see(victim, {NodeStatus.DEAD}, live), timeout=60, step=0.01
+    )
+    assert took is not None
+    return took
+
+
+def test_detection_beats_memberlist_timing_on_the_same_seeds():
+    # The same clusters, kills and randomness: only the probe timeout (adapted to the
+    # measured round trip) and the probes of a suspect by those who learn of it differ.
+    # What is left is the wait for a first probe and Lifeguard's minimum (4 s here).
+    seeds = range(30)
+    ours = sorted(kill_to_dead_everywhere(GossipConfig.lan(), 10, seed) for seed in seeds)
+    theirs = sorted(
+        kill_to_dead_everywhere(GossipConfig.lan(**MEMBERLIST_TIMING), 10, seed) for seed in seeds
+    )
+    assert ours[15] < 0.9 * theirs[15]
+    assert sum(ours) < sum(theirs)
+    minimum = suspicion_timeout(4, 10, 1.0)
+    assert min(ours) >= minimum
+
+
+def test_network_wide_delay_spikes_give_no_false_declaration():
+    # Every 10-30 s one-way delays jump to 0.1-1 s for up to 3 s. Probes fail and members
+    # are suspected, but every suspect is alive and refutes: nobody is declared dead.
+    config = GossipConfig.lan()
+
+    def set_delay(network: SimNetwork, delay: tuple[float, float]) -> Callable[[], None]:
+        def action() -> None:
+            network.delay = delay
+
+        return action
+
+    for seed in (1, 2, 3):
+        cluster = SimCluster(config, seed=seed, record_events=False)
+        cluster.bootstrap(30)
+        rng = random.Random(seed)
+        at = 0.0
+        while at < 200:
+            at += rng.uniform(10, 30)
+            low = rng.uniform(0.1, 0.5)
+            cluster.at(at, set_delay(cluster.network, (low, 2 * low)))
+            at += rng.uniform(0.5, 3.0)
+            cluster.at(at, set_delay(cluster.network, (0.001, 0.005)))
+        cluster.run_for(200)
+        suspected = sum(m.core.stats.suspicions_raised for m in cluster.running())
+        declared = sum(m.core.stats.members_declared_dead for m in cluster.running())
+        assert suspected > 0
+        assert declared == 0
+        assert cluster.converged()

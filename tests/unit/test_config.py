@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import base64
+import re
 import socket
 from pathlib import Path
 
 import pytest
 
-from controlplane.config import AgentConfig, ConfigError, build_config, load_file
+from controlplane.config import (
+    SETTINGS,
+    AgentConfig,
+    ConfigError,
+    build_config,
+    environment_warnings,
+    load_file,
+    split_join_address,
+)
 
 
 def test_defaults() -> None:
@@ -120,3 +129,72 @@ def test_cluster_label_limit() -> None:
     assert build_config(flags={"cluster_label": "x" * 255}).cluster_label == "x" * 255
     with pytest.raises(ConfigError, match="cluster_label must be at most 255 bytes"):
         build_config(flags={"cluster_label": "x" * 256})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("10.0.0.1", ("10.0.0.1", None)),
+        ("10.0.0.1:8000", ("10.0.0.1", 8000)),
+        ("agent-1", ("agent-1", None)),
+        ("cp_agent_1:7946", ("cp_agent_1", 7946)),
+        ("agents.example.com.", ("agents.example.com.", None)),
+        ("[::1]:7946", ("::1", 7946)),
+        ("[fe80::1]", ("fe80::1", None)),
+        ("::1", ("::1", None)),
+        ("127.0.0.1:65535", ("127.0.0.1", 65535)),
+    ],
+)
+def test_join_addresses_that_are_accepted(text: str, expected: tuple[str, int | None]) -> None:
+    assert split_join_address(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("127.0.0.1:99999", "has port '99999'; a port is 1 to 65535"),
+        ("127.0.0.1:0", "has port '0'"),
+        ("127.0.0.1:", "has port ''"),
+        ("127.0.0.1:x", "has port 'x'"),
+        ("999.0.0.1", "no valid host name or IPv4 address"),
+        (":7946", "no valid host name or IPv4 address"),
+        ("-agent", "no valid host name or IPv4 address"),
+        ("a..b", "no valid host name or IPv4 address"),
+        ("[::1", "must be [IPv6]:port"),
+        ("[::1]7946", "must be [IPv6]:port"),
+        ("[10.0.0.1]:1", "no IPv6 address between the brackets"),
+        ("1:2:3", "neither host:port nor an IPv6 address"),
+        ("", "must be host or host:port"),
+        (" 10.0.0.1", "must be host or host:port"),
+    ],
+)
+def test_join_addresses_that_are_refused(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        split_join_address(text)
+    with pytest.raises(ConfigError) as raised:
+        build_config(flags={"join": ["10.0.0.2", text]})
+    assert str(raised.value).startswith(f"flag --join: join address {text!r}")
+
+
+def test_unknown_environment_variables_are_warned_about() -> None:
+    environ = {
+        "CONTROLPLANE_PROT": "7000",
+        "CONTROLPLANE_PORT": "7000",
+        "CONTROLPLANE_ADDR": "x:1",
+        "CONTROLPLANE_HEALTH_TARGET": "x:1",
+        "CONTROLPLANE_SOMETHING_ELSE": "1",
+        "PATH": "/bin",
+    }
+    prot, other = environment_warnings(environ)
+    assert (
+        "CONTROLPLANE_PROT is not a setting and is ignored (did you mean CONTROLPLANE_PORT?)"
+        in prot
+    )
+    assert "CONTROLPLANE_SOMETHING_ELSE is not a setting and is ignored; known: " in other
+    known = other.split("; known: ")[1].split(", ")
+    assert known == sorted(known)
+    assert {setting.env for setting in SETTINGS.values()} <= set(known)
+    assert {"CONTROLPLANE_ADDR", "CONTROLPLANE_TOKEN", "CONTROLPLANE_HEALTH_TARGET"} <= set(known)
+    assert environment_warnings({"CONTROLPLANE_PORT": "1", "HOME": "/"}) == []
+    # The warnings do not change what the agent reads.
+    assert build_config(environ=environ).port == 7000

@@ -17,7 +17,12 @@ from hypothesis import strategies as st
 from controlplane.gossip import codec
 from controlplane.gossip.v1 import gossip_pb2 as pb
 from controlplane.membership import Effect, MemberEvent, MemberInfo, Membership, MemberStatus
-from controlplane.membership.messages import encode_join_intent, encode_leave_intent, encode_state
+from controlplane.membership.messages import (
+    decode_state,
+    encode_join_intent,
+    encode_leave_intent,
+    encode_state,
+)
 from controlplane.membership.tags import encode_tags
 from tests.unit.membership.helpers import alive, dead, make, receive, user
 
@@ -121,3 +126,13 @@ def test_sliced_merges_and_cached_views_match_a_rebuild(ops, slice_size):
         assert layer.alive_count() == sum(m.status is MemberStatus.ALIVE for m in views)
         # An unchanged member is the very same object from one listing to the next.
         assert all(a is b for a, b in zip(views, layer.members(), strict=True))
+        # The push-pull state, assembled from cached fields, says what a fresh
+        # encoding of the layer's state says.
+        state = decode_state(layer.local_state(False))
+        assert state is not None
+        assert {t.node: t.lamport_time for t in state.status_times} == {
+            name: member.status_ltime for name, member in layer._members.items()
+        }
+        assert sorted(state.left_members) == sorted(
+            name for name, member in layer._members.items() if member.status is MemberStatus.LEFT
+        )

@@ -8,6 +8,7 @@ surface as the exceptions the gRPC edge maps to statuses.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import AsyncGenerator
@@ -413,3 +414,28 @@ async def test_client_pages_stay_under_the_message_limit() -> None:
     assert all(p.ByteSize() <= MAX_PUBLIC_MESSAGE_BYTES for p in pages)
     ids = [c.client_id for p in pages for c in p.clients]
     assert ids == [f"client-{i:05d}" for i in range(1100)]
+
+
+async def test_a_filter_matching_few_members_still_yields_between_windows(
+    layer: Membership, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Count the filter's checks between two yields to the loop: a filter that
+    # matches almost nobody must not scan the whole fleet in one callback.
+    checks = [0]
+    most_between_yields = [0]
+    matches = membership_api.MemberFilter.matches
+
+    def counting(self: membership_api.MemberFilter, member: Any) -> bool:
+        checks[0] += 1
+        most_between_yields[0] = max(most_between_yields[0], checks[0])
+        return matches(self, member)
+
+    async def yielding(_delay: float) -> None:
+        checks[0] = 0
+
+    monkeypatch.setattr(membership_api.MemberFilter, "matches", counting)
+    monkeypatch.setattr(asyncio, "sleep", yielding)
+    request = pb.ListMembersRequest(name_pattern="member-0499.")
+    page = await service(layer).ListMembers(request, NO_CONTEXT)
+    assert [m.name for m in page.members] == [f"member-0499{i}" for i in range(10)]
+    assert most_between_yields[0] <= membership_api.LIST_SLICE

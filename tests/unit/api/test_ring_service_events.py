@@ -209,3 +209,60 @@ async def test_add_node_at_the_cap_is_refused() -> None:
             None,  # type: ignore[arg-type]
         )
     assert len(sent) == 2
+
+
+def test_a_peer_state_equal_to_ours_or_seen_lately_is_not_decoded_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import controlplane.api.ring as ring_api
+
+    decoded: list[bytes] = []
+    real = rings.StateDecoder
+
+    def counting(data: bytes) -> rings.StateDecoder:
+        decoded.append(data)
+        return real(data)
+
+    monkeypatch.setattr(ring_api, "StateDecoder", counting)
+    service, published = make_service(FakeLayer())
+    peer = RingDirectory("peer")
+    first = encode_state([peer.prepare("r", "10.1.0.1", 80, 1, {})])
+    service.on_channel(ChannelStateReceived("ring", first))
+    assert ids(service, "r") == ["10.1.0.1:80"]
+    # Converged: the peer sends what we would send.
+    service.on_channel(ChannelStateReceived("ring", service.local_state()))
+    # The same state again, from the next push-pull with that peer.
+    service.on_channel(ChannelStateReceived("ring", first))
+    assert decoded == [first]
+    assert published == ["r"]
+
+
+async def test_a_large_peer_state_is_merged_a_slice_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    import controlplane.api.ring as ring_api
+
+    monkeypatch.setattr(ring_api, "STATE_SLICE", 50)
+    service, published = make_service(FakeLayer())
+    peer = RingDirectory("peer")
+    batch = [peer.prepare("r", f"10.1.{i // 200}.{i % 200 + 1}", 80, 1, {}) for i in range(1000)]
+    state = encode_state(batch)
+    assert len(state) > ring_api.INLINE_STATE_BYTES
+    merged_slices: list[int] = []
+    merge = service._merge
+
+    def counting(registrations, now, source):
+        merged_slices.append(len(registrations))
+        return merge(registrations, now, source)
+
+    monkeypatch.setattr(service, "_merge", counting)
+    service.on_channel(ChannelStateReceived("ring", state))
+    # Nothing merged inside the callback that delivered the state.
+    assert merged_slices == []
+    while service._merges:
+        await asyncio.sleep(0)
+    assert merged_slices == [50] * 20
+    assert len(ids(service, "r")) == 1000
+    assert set(published) == {"r"}

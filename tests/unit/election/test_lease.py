@@ -7,11 +7,14 @@ import pytest
 from controlplane.election import (
     ElectionConfig,
     ElectionConfigError,
+    drift_factor,
     failover_bound,
     follower_expiry,
     holder_expiry,
     is_safe,
     min_safe_skew,
+    send_time_bound,
+    view_expiry,
 )
 
 
@@ -73,3 +76,31 @@ def test_zero_skew_is_unsafe_even_without_drift() -> None:
 
 def test_failover_bound_sums_its_parts() -> None:
     assert failover_bound(10.0, 1.0, 1.0, 2.0) == 15.0
+
+
+@pytest.mark.parametrize("drift", [0.0, 0.01, 0.04])
+@pytest.mark.parametrize("delay", [0.0, 0.05, 30.0])
+@pytest.mark.parametrize(("receiver_rate", "holder_rate"), [(-1, 1), (1, -1), (1, 1), (-1, -1)])
+def test_a_view_never_outlasts_the_lease_whatever_the_delay_and_drift(
+    drift: float, delay: float, receiver_rate: int, holder_rate: int
+) -> None:
+    """Real time: the receiver sends its stamp at 0; the holder gets it after ``delay``,
+    holds it ``held`` seconds of its clock, then sends a renewal with ``remaining``
+    seconds of lease left; the receiver's view must end by the lease's end."""
+    r_rate, h_rate = 1 + receiver_rate * drift, 1 + holder_rate * drift
+    held, remaining = 0.4, 9.0
+    send_real = delay + held / h_rate
+    lease_end_real = send_real + remaining / h_rate
+    receiver_offset = 1000.0  # its clock reads offset + rate * real time
+    stamp = receiver_offset
+    sent = send_time_bound(stamp, held, drift)
+    end_local = view_expiry(sent, remaining, drift)
+    end_real = (end_local - receiver_offset) / r_rate
+    assert end_real <= lease_end_real + 1e-9
+    # And it is short of the lease only by the delay and the drift allowance.
+    assert lease_end_real - end_real <= delay + (held + remaining) * 4 * drift + 1e-9
+
+
+def test_drift_factor() -> None:
+    assert drift_factor(0.0) == 1.0
+    assert drift_factor(0.01) == pytest.approx(0.99 / 1.01)

@@ -1,4 +1,4 @@
-"""The election message codec: round trips, bounds, and garbage."""
+"""The election message codec (election.proto): round trips, bounds, and garbage."""
 
 from __future__ import annotations
 
@@ -9,48 +9,74 @@ import pytest
 
 from controlplane.election import (
     MAX_MESSAGE_BYTES,
+    Echo,
+    InquiryMessage,
     LeaseMessage,
+    Message,
     MessageError,
     ReleaseMessage,
+    ViewMessage,
     VoteMessage,
     decode,
 )
+from controlplane.gossip.v1 import election_pb2 as pb
 
-SAMPLES: list[LeaseMessage | VoteMessage | ReleaseMessage] = [
-    LeaseMessage("node-a", 7, 42, True, True, 10.0),
-    LeaseMessage("ü" * 127, 2**64 - 1, 0, False, True, 10.0),
+SAMPLES: list[Message] = [
+    LeaseMessage("node-a", 7, 42, True, True, 9.5, Echo(1234.5, 0.25)),
+    LeaseMessage("ü" * 127, 2**64 - 1, 0, False, True, 0.0),
     LeaseMessage("n", 1, 3, True, False, 3.25),
-    VoteMessage("voter", "cand", 3, 9, True, 3, 0.0),
-    VoteMessage("v" * 255, "c" * 255, 1, 2, False, 8, 4.5),
+    VoteMessage("voter", "cand", 3, 9, True, 3, 0.0, 2**64 - 1, 55.125),
+    VoteMessage("v" * 255, "c" * 255, 1, 2, False, 8, 4.5, 7, -3.0, True),
     ReleaseMessage("old-leader", 12),
+    InquiryMessage("asker", 99, 1e9),
+    ViewMessage("r" * 255, "h" * 255, 2**64 - 1, 3600.0, 3600.0, Echo(-1.5, 3600.0), 2**64 - 1),
+    ViewMessage("r", None, 0, 0.0, 0.0, Echo(0.0, 0.0), 5),
 ]
 
 
 @pytest.mark.parametrize("message", SAMPLES)
-def test_round_trip(message: LeaseMessage | VoteMessage | ReleaseMessage) -> None:
+def test_round_trip(message: Message) -> None:
     data = message.to_bytes()
     assert len(data) <= MAX_MESSAGE_BYTES
     assert decode(data) == message
+
+
+def test_renewals_are_small() -> None:
+    # One renewal per voter per beat: its size is the election's idle cost.
+    renewal = LeaseMessage("server-01", 12, 3456, True, True, 9.0, Echo(12345.678, 0.5))
+    vote = VoteMessage("server-02", "server-01", 12, 3456, True, 12, 0.0, 2**63, 12345.9)
+    assert len(renewal.to_bytes()) < 64
+    assert len(vote.to_bytes()) < 80
 
 
 def test_message_error_is_a_value_error() -> None:
     assert issubclass(MessageError, ValueError)
 
 
+def _raw(**body: object) -> bytes:
+    return pb.ElectionMessage(**body).SerializeToString()  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     "data",
     [
-        b"",
-        b"\x01",
-        b"\x02\x01" + bytes(40),  # unknown version
-        b"\x01\x09" + bytes(40),  # unknown kind
-        SAMPLES[0].to_bytes()[:-1],  # truncated name
-        SAMPLES[0].to_bytes() + b"x",  # trailing byte
-        SAMPLES[3].to_bytes()[:10],  # truncated fields
-        b"\x01\x03" + bytes(8) + b"\x00",  # empty name
-        b"\x01\x03" + bytes(8) + b"\x02\xff\xfe",  # not UTF-8
-        b"\x01\x01\x04" + bytes(24) + b"\x01a",  # unknown flag
-        b"\x01\x01\x00" + bytes(24) + b"\x01a",  # neither established nor request
+        b"",  # no body
+        b"\xff\xff\xff",  # not protobuf
+        SAMPLES[0].to_bytes()[:-3],  # truncated
+        _raw(lease=pb.Lease(holder="", epoch=1)),  # empty name
+        _raw(lease=pb.Lease(holder="a" * 256, epoch=1)),  # name too long
+        _raw(lease=pb.Lease(holder="a", lease_remaining=float("nan"))),
+        _raw(lease=pb.Lease(holder="a", lease_remaining=-1.0)),
+        _raw(lease=pb.Lease(holder="a", lease_remaining=3600.5)),
+        _raw(lease=pb.Lease(holder="a", echo=pb.Echo(stamp=float("inf")))),
+        _raw(lease=pb.Lease(holder="a", echo=pb.Echo(stamp=1.0, held=-0.5))),
+        _raw(vote=pb.Vote(voter="v", candidate="", epoch=1)),
+        _raw(vote=pb.Vote(voter="v", candidate="c", retry_after=float("inf"))),
+        _raw(vote=pb.Vote(voter="v", candidate="c", stamp=float("nan"))),
+        _raw(inquiry=pb.Inquiry(asker="")),
+        _raw(view=pb.View(responder="r")),  # a view must echo the inquiry
+        _raw(view=pb.View(responder="r", block_remaining=-1.0, echo=pb.Echo())),
+        _raw(release=pb.Release(holder="")),
         bytes(MAX_MESSAGE_BYTES + 1),
     ],
 )
@@ -59,15 +85,11 @@ def test_garbage_raises_message_error(data: bytes) -> None:
         decode(data)
 
 
-def test_bad_durations_rejected_both_ways() -> None:
+def test_not_utf8_name_is_refused() -> None:
+    # Field 1 (lease), holder field 1 with an invalid UTF-8 byte.
+    data = bytes([0x0A, 0x03, 0x0A, 0x01, 0xFF])
     with pytest.raises(MessageError):
-        LeaseMessage("a", 1, 1, True, True, float("nan")).to_bytes()
-    with pytest.raises(MessageError):
-        VoteMessage("a", "b", 1, 1, False, 1, -1.0).to_bytes()
-    raw = bytearray(LeaseMessage("a", 1, 1, True, True, 10.0).to_bytes())
-    raw[19:27] = b"\x7f\xf0\x00\x00\x00\x00\x00\x00"  # +inf
-    with pytest.raises(MessageError):
-        decode(bytes(raw))
+        decode(data)
 
 
 def test_bad_fields_rejected_on_encode() -> None:
@@ -76,7 +98,15 @@ def test_bad_fields_rejected_on_encode() -> None:
     with pytest.raises(MessageError):
         LeaseMessage("a" * 256, 1, 1, True, True, 1.0).to_bytes()
     with pytest.raises(MessageError):
+        LeaseMessage("a", 1, 1, True, True, float("nan")).to_bytes()
+    with pytest.raises(MessageError):
+        VoteMessage("a", "b", 1, 1, False, 1, -1.0).to_bytes()
+    with pytest.raises(MessageError):
         ReleaseMessage("a", -1).to_bytes()
+    with pytest.raises(MessageError):
+        InquiryMessage("a", 2**64, 0.0).to_bytes()
+    with pytest.raises(MessageError):
+        LeaseMessage("a", 1, 1, True, True, 1.0, Echo(float("nan"), 0.0)).to_bytes()
 
 
 def test_random_garbage_never_escapes_as_another_error() -> None:

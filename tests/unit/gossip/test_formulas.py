@@ -6,10 +6,13 @@ import pytest
 
 from controlplane.gossip.awareness import Awareness
 from controlplane.gossip.formulas import (
+    adaptive_probe_timeout,
     expected_confirmations,
+    probe_suspect_after,
     push_pull_scale,
     remaining_suspicion_time,
     retransmit_limit,
+    suspicion_probe_chance,
     suspicion_timeout,
 )
 
@@ -86,3 +89,39 @@ def test_awareness_table() -> None:
 @pytest.mark.parametrize(("mult", "n", "expected"), [(4, 5, 2), (4, 3, 0), (4, 4, 2), (3, 2, 0)])
 def test_expected_confirmations(mult: int, n: int, expected: int) -> None:
     assert expected_confirmations(mult, n) == expected
+
+
+# (srtt, rttvar, floor, ceiling, health score) -> timeout.
+@pytest.mark.parametrize(
+    ("srtt", "rttvar", "floor", "ceiling", "score", "expected"),
+    [
+        (None, 0.0, 0.04, 0.5, 0, 0.5),  # nothing measured: memberlist's ProbeTimeout
+        (None, 0.0, 0.04, 0.5, 2, 1.5),  # ... scaled by the health score
+        (0.001, 0.0005, 0.04, 0.5, 0, 0.04),  # a loopback round trip: the floor
+        (0.05, 0.01, 0.04, 0.5, 0, 0.09),  # srtt + 4 * rttvar
+        (0.05, 0.01, 0.04, 0.5, 1, 0.18),  # ... doubled at health score 1
+        (0.3, 0.1, 0.04, 0.5, 0, 0.5),  # never above ProbeTimeout
+        (0.3, 0.1, 0.04, 0.5, 3, 2.0),  # ... except as the health score scales it
+    ],
+)
+def test_adaptive_probe_timeout(
+    srtt: float | None, rttvar: float, floor: float, ceiling: float, score: int, expected: float
+) -> None:
+    assert adaptive_probe_timeout(srtt, rttvar, floor, ceiling, score) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("timeout", "interval", "expected"),
+    [(0.04, 1.0, 0.12), (0.2, 1.0, 0.6), (0.5, 1.0, 1.0), (0.08, 2.0, 0.24), (1.0, 2.0, 2.0)],
+)
+def test_probe_suspect_after(timeout: float, interval: float, expected: float) -> None:
+    assert probe_suspect_after(timeout, interval) == pytest.approx(expected)
+
+
+# (expected confirmations, members) -> chance that one who learns of a suspicion probes.
+@pytest.mark.parametrize(
+    ("k", "n", "expected"),
+    [(0, 3, 0.0), (2, 4, 1.0), (2, 5, 1.0), (2, 10, 0.75), (2, 50, 0.125), (4, 1002, 0.012)],
+)
+def test_suspicion_probe_chance(k: int, n: int, expected: float) -> None:
+    assert suspicion_probe_chance(k, n) == pytest.approx(expected)

@@ -147,7 +147,8 @@ def test_probe_cycle_indirect_then_suspect_with_buddy():
             if effect.dest != PEER:
                 continue
             kinds = [m.WhichOneof("body") for m in decode(effect).messages]
-            if kinds[:2] == ["ping", "suspect"]:
+            # The suspicion goes first, so the suspect refutes before it acks.
+            if kinds[:2] == ["suspect", "ping"]:
                 saw_buddy = True
         if saw_buddy:
             break

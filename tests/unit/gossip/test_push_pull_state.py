@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from controlplane.gossip import GossipConfig, PushPullRejected, codec
+from controlplane.gossip.node import MERGE_CHANGE_COST
 from controlplane.gossip.v1 import gossip_pb2 as pb
 
 from .helpers import PEER, make_node, packet
@@ -51,6 +52,11 @@ def test_the_reply_follows_every_change_of_a_cached_record():
     node.update_meta(b"mine", 4.0)
     assert reply_records(node) == expected_records(node)
     assert reply_records(node)["c"][0] == ("10.0.0.7", 7946)
+    # A refutation changes only our own incarnation.
+    mine = reply_records(node)["me"][2]
+    node.receive_packet(PEER, packet(codec.encode_suspect(mine, "me", "b")), 5.0)
+    assert reply_records(node) == expected_records(node)
+    assert reply_records(node)["me"][2] > mine
 
 
 def test_a_state_merged_in_slices_equals_one_merged_at_once():
@@ -66,9 +72,37 @@ def test_a_state_merged_in_slices_equals_one_merged_at_once():
     while not job.done:
         got.extend(sliced.merge_some(job, 0.0, 7))
         steps += 1
-    assert steps == -(-200 // 7)
     assert got == expected
     assert expected_records(sliced) == expected_records(at_once)
+    # Every record was news, and news costs more than the slice's budget: one a slice.
+    assert steps == 200
+
+
+def test_a_slice_counts_news_dearer_than_records_that_change_nothing():
+    records = [(f"m{i:03d}", f"10.1.0.{i + 1}", 1) for i in range(100)]
+    node = make_node()
+    node.push_pull_response(PEER, state_frame(records), 0.0)
+
+    def slices(frame: bytes, limit: int) -> int:
+        job = node.open_push_pull_response(frame)
+        assert job is not None
+        count = 0
+        while not job.done:
+            node.merge_some(job, 1.0, limit)
+            count += 1
+        return count
+
+    # All known: one unit each.
+    assert slices(state_frame(records), 10) == 10
+    # Every tenth record news (a member not known yet), MERGE_CHANGE_COST units each:
+    # each of the ten ends a slice, and the last nine known records make one more.
+    mixed = [
+        (f"new{i:03d}", f"10.2.0.{i + 1}", 1) if i % 10 == 0 else record
+        for i, record in enumerate(records)
+    ]
+    assert slices(state_frame(mixed), MERGE_CHANGE_COST) == 11
+    # Merged again, nothing is news: ceil(100 / 16) slices.
+    assert slices(state_frame(mixed), MERGE_CHANGE_COST) == 7
 
 
 def test_a_state_with_more_members_than_the_limit_is_refused():

@@ -58,3 +58,23 @@ def test_full_collections_are_timed_until_stopped():
         settler.stop()
     gc.collect()
     assert settler.full_collections == 1
+
+
+def test_a_slow_full_collection_brings_the_next_freeze_forward(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settler = HeapSettler()
+    settler.start()
+    try:
+        assert settler.observe(1000, 0)
+        assert not settler.observe(1000, 1)
+        # A quick full collection changes nothing; a slow one freezes at the next change.
+        monkeypatch.setattr(heap, "SLOW_FULL_COLLECTION", 60.0)
+        gc.collect()
+        assert not settler.observe(1000, 1)
+        monkeypatch.setattr(heap, "SLOW_FULL_COLLECTION", 0.0)
+        gc.collect()
+        assert settler.observe(1000, 1)
+        assert not settler.observe(1000, 1)
+    finally:
+        settler.stop()

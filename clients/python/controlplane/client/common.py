@@ -37,6 +37,7 @@ from controlplane.v1 import server_pool_pb2
 
 __all__ = [
     "CHANNEL_OPTIONS",
+    "DEFAULT_ATTEMPT_TIMEOUT",
     "DEFAULT_TIMEOUT",
     "HEARTBEAT_CEILING",
     "HEARTBEAT_FLOOR",
@@ -47,6 +48,10 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT = 5.0
+DEFAULT_ATTEMPT_TIMEOUT = 1.0
+"""Seconds one attempt of an idempotent call may take before the next server is
+tried: the agents answer in milliseconds, so an agent silent for a second is
+treated as hung (stopped, black-holed, its loop stuck) rather than waited for."""
 HEARTBEAT_FLOOR = 1.0
 """Seconds; a server asking for faster heartbeats is slowed down to this."""
 HEARTBEAT_CEILING = 300.0
@@ -102,6 +107,14 @@ class ClientOptions:
 
     Attributes:
         timeout: default deadline of every unary call, seconds (per call: `timeout=`).
+            It covers every attempt of the call.
+        attempt_timeout: deadline of one attempt of an idempotent call, seconds: an
+            agent that has not answered by then is reported failed and the call
+            moves to the next server, so a hung agent costs at most this much. When
+            no untried server is left, the last one cut off is tried once more with
+            whatever the call's deadline leaves. None: every attempt may use the
+            rest of the call's deadline. Writes (not idempotent) are never cut
+            short, as they are never repeated.
         client_id: identifies this client in heartbeats (default: a random UUID).
         api_version: the API version this client speaks; other servers are skipped.
         metadata: sent with heartbeats (shown by ListClients).
@@ -116,6 +129,7 @@ class ClientOptions:
     """
 
     timeout: float = DEFAULT_TIMEOUT
+    attempt_timeout: float | None = DEFAULT_ATTEMPT_TIMEOUT
     client_id: str = field(default_factory=lambda: f"py-{uuid.uuid4()}")
     api_version: ApiVersion = field(default_factory=lambda: ApiVersion(1, 0))
     metadata: Mapping[str, str] = field(default_factory=dict)
@@ -129,6 +143,10 @@ class ClientOptions:
     def __post_init__(self) -> None:
         if not self.timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {self.timeout!r}")
+        if self.attempt_timeout is not None and not self.attempt_timeout > 0:
+            raise ValueError(
+                f"attempt_timeout must be > 0 seconds or None, got {self.attempt_timeout!r}"
+            )
         override = self.heartbeat_interval_override
         if override is not None and not override > 0:
             raise ValueError(f"heartbeat_interval_override must be > 0, got {override!r}")
@@ -176,6 +194,7 @@ class Failover:
             rng=random.Random(options.seed),
         )
         self.current: Server | None = None
+        self._converted: tuple[list[server_pool_pb2.Server], list[Server]] = ([], [])
 
     @property
     def seeds(self) -> tuple[str, ...]:
@@ -220,7 +239,14 @@ class Failover:
             self._pool.set_draining(server, True)
 
     def refresh(self, response: server_pool_pb2.HeartbeatResponse) -> None:
-        servers = [server_from_proto(s) for s in response.servers]
+        protos = list(response.servers)
+        # Heartbeats repeat the same list; converting it costs more than comparing it.
+        last_protos, last_servers = self._converted
+        if protos == last_protos:
+            servers = last_servers
+        else:
+            servers = [server_from_proto(s) for s in protos]
+            self._converted = (protos, servers)
         with self._lock:
             self._pool.refresh_server_lists(
                 servers, response.num_nodes, response.leader_address or None, time.monotonic()

@@ -32,6 +32,7 @@ from controlplane.client.common import (
     heartbeat_interval,
 )
 from controlplane.client.health import HealthStatus, check_health
+from controlplane.client.idempotency import is_idempotent
 from controlplane.client.ringview import RingState
 from controlplane.client.views import (
     EventUpdate,
@@ -541,12 +542,20 @@ class Client:
         self._check_open()
         budget = self._options.timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
+        # Only an attempt that may be repeated elsewhere is cut short.
+        per_attempt = self._options.attempt_timeout if is_idempotent(method) else None
         tried: list[Server] = []
         last: ControlPlaneError | None = None
+        cut: Server | None = None
         while True:
             server = self._failover.find_server() if not tried else None
             if server is None:
                 server = self._next_server(tried)
+            if server is None and cut is not None:
+                # Every server was tried and the last one was cut off by the attempt
+                # deadline, not the call's: it may be slow rather than hung, so it
+                # gets whatever the call's deadline leaves.
+                server, per_attempt = cut, None
             if server is None:
                 raise exhausted(method, tried, last)
             remaining = deadline - time.monotonic()
@@ -555,8 +564,9 @@ class Client:
                     f"{method}: the {budget:g} s deadline passed before a server answered "
                     f"(tried {', '.join(s.address for s in tried) or 'none'}); raise the timeout"
                 )
+            attempt = remaining if per_attempt is None else min(per_attempt, remaining)
             try:
-                response = invoke(self._stubs(server.address), remaining)
+                response = invoke(self._stubs(server.address), attempt)
             except grpc.RpcError as error:
                 verdict = classify(
                     error, method, server, deadline_passed=time.monotonic() >= deadline
@@ -567,6 +577,7 @@ class Client:
                     raise verdict.error from None
                 tried.append(server)
                 last = verdict.error
+                cut = server if attempt < remaining and isinstance(last, DeadlineExceeded) else None
                 continue
             self._failover.succeeded(server)
             return response

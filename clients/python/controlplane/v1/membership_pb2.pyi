@@ -871,22 +871,72 @@ class GetLeaderResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LEADER_FIELD_NUMBER: _builtins.int
+    ELECTION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def leader(self) -> Global___Leader:
         """leader is absent while no member holds an unexpired lease."""
+
+    @_builtins.property
+    def election(self) -> Global___ElectionStatus:
+        """election says, when leader is absent, why the answering agent knows of no
+        leader and when it expects one.
+        """
 
     def __init__(
         self,
         *,
         leader: Global___Leader | None = ...,
+        election: Global___ElectionStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["leader", b"leader"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["election", b"election", "leader", b"leader"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["leader", b"leader"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["election", b"election", "leader", b"leader"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetLeaderResponse: _TypeAlias = GetLeaderResponse  # noqa: Y015
+
+@_typing.final
+class ElectionStatus(_message.Message):
+    """ElectionStatus explains an election in progress as the answering agent sees it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    EXPECTED_WITHIN_FIELD_NUMBER: _builtins.int
+    state: _builtins.str
+    """state is a short machine-readable word: "joining" (not in the cluster yet),
+    "asking" (asking the members who leads before claiming), "restarted"
+    (quorum mode: grants given before a restart may still be held), "paused"
+    (this process was paused), "lease" (another member's lease is still in
+    force), "claiming" (this member claims), "waiting" (another member is the
+    one to claim), "no-quorum" (too few voters in sight), "no-candidate" (no
+    ranked member in sight), "following" (a member without a rank, asking
+    a ranked one).
+    """
+    reason: _builtins.str
+    """reason is one sentence for people: what the agent waits for, and why."""
+    @_builtins.property
+    def expected_within(self) -> _duration_pb2.Duration:
+        """expected_within bounds how long until a leader is expected; absent when
+        there is no bound (no quorum, no candidate).
+        """
+
+    def __init__(
+        self,
+        *,
+        state: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        expected_within: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expected_within", b"expected_within"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_within", b"expected_within", "reason", b"reason", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ElectionStatus: _TypeAlias = ElectionStatus  # noqa: Y015
 
 @_typing.final
 class WatchLeaderRequest(_message.Message):
