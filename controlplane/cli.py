@@ -18,7 +18,6 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from importlib import metadata
 from typing import Any, NoReturn, TextIO
 
 import grpc
@@ -74,10 +73,25 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _version() -> str:
+    # Imported here: reading package metadata costs memory that an agent, which
+    # never prints its version, should not pay at every start.
+    from importlib import metadata
+
     try:
         return metadata.version("controlplane")
     except metadata.PackageNotFoundError:  # run from a source tree without installing
         return "unknown"
+
+
+class _VersionAction(argparse.Action):
+    """--version, with the version looked up only when it is asked for."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
+        sys.stdout.write(f"controlplane {_version()}\n")
+        parser.exit()
 
 
 # ---------------------------------------------------------------- agent command
@@ -490,8 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="controlplane", description="controlplane agent and tools")
     parser.add_argument(
         "--version",
-        action="version",
-        version=f"controlplane {_version()}",
+        action=_VersionAction,
         help="print the version and exit",
     )
     commands = parser.add_subparsers(

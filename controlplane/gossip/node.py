@@ -954,7 +954,8 @@ class GossipNode:
             codec.encode_suspect(state.incarnation, name, self.name),
             codec.encode_ping(self._next_seq_no(), name, self.name),
         ]
-        self._send(state.address, messages, effects)
+        # Sent raw, like any probe of a suspect: no broadcast spends a transmit on it.
+        self._emit(state.address, messages, effects)
 
     def _on_dead(
         self, incarnation: int, name: str, accuser: str, now: float, effects: list[Effect]
