@@ -203,6 +203,11 @@ class RingService:
             if registration is not None:
                 self._merge_and_publish([registration], f"gossip from {effect.origin}")
             return
+        if len(effect.state) > INLINE_STATE_BYTES and self._merges:
+            # One large state at a time: peers (or a stranger with push-pull access)
+            # cannot pile up decodes of up to MAX_STATE_REGISTRATIONS each. Not
+            # remembered, so the sender's next push-pull offers it again.
+            return
         if not self._state_is_news(effect.state):
             return
         decoder = StateDecoder(effect.state)

@@ -266,3 +266,28 @@ async def test_a_large_peer_state_is_merged_a_slice_at_a_time(
     assert merged_slices == [50] * 20
     assert len(ids(service, "r")) == 1000
     assert set(published) == {"r"}
+
+
+async def test_one_large_peer_state_is_merged_at_a_time() -> None:
+    import asyncio
+
+    service, _published = make_service(FakeLayer())
+    first, second = RingDirectory("p1"), RingDirectory("p2")
+    one = encode_state(
+        [first.prepare("r", f"10.1.{i // 200}.{i % 200 + 1}", 80, 1, {}) for i in range(1000)]
+    )
+    two = encode_state(
+        [second.prepare("s", f"10.2.{i // 200}.{i % 200 + 1}", 80, 1, {}) for i in range(1000)]
+    )
+    service.on_channel(ChannelStateReceived("ring", one))
+    # A second large state while the first is still being merged is not taken up...
+    service.on_channel(ChannelStateReceived("ring", two))
+    assert len(service._merges) == 1
+    while service._merges:
+        await asyncio.sleep(0)
+    assert ids(service, "s") == []
+    # ...and is merged when its sender offers it again.
+    service.on_channel(ChannelStateReceived("ring", two))
+    while service._merges:
+        await asyncio.sleep(0)
+    assert len(ids(service, "s")) == 1000
