@@ -10,6 +10,9 @@ goes NOT_SERVING and the member is tagged `draining`, so heartbeating clients
 move to other servers; after `drain_period` the agent leaves the cluster and
 waits for the leave to spread; then in-flight RPCs get `shutdown_grace` seconds
 and the process exits 0.
+
+SIGHUP reloads the TLS certificate, key and CA for new connections
+(`controlplane.transport.tls`); open connections keep theirs.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import logging
 import random
 import signal
@@ -27,7 +31,13 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from controlplane.api.auth import TokenCheck
+from controlplane.api.auth import (
+    AccessPolicy,
+    ApiToken,
+    TokensFileError,
+    configured_tokens,
+    load_tokens_file,
+)
 from controlplane.api.heartbeat import (
     API_VERSION_TAG,
     DRAINING_TAG,
@@ -41,7 +51,12 @@ from controlplane.api.membership import Event, LeaderRpcs, MembershipService, le
 from controlplane.api.reflection import add_reflection
 from controlplane.api.ring import CHANNEL as RING_CHANNEL
 from controlplane.api.ring import RegistrationStore, RingService
-from controlplane.api.server_pool import AGENT_API_VERSION, PoolRegistry, ServerPoolRpcs
+from controlplane.api.server_pool import (
+    AGENT_API_VERSION,
+    PoolRegistry,
+    ServerPoolRpcs,
+    tls_health_ping,
+)
 from controlplane.api.services import (
     GOSSIP,
     KEYRING,
@@ -53,6 +68,7 @@ from controlplane.api.services import (
     pending_servicer,
 )
 from controlplane.config import AgentConfig, format_host_port
+from controlplane.datadir import DataDirError, StateFileError, check_data_dir
 from controlplane.election import Election, ElectionConfig, LeaderView
 from controlplane.gossip import PROFILES, Keyring, NameConflict
 from controlplane.heartbeat import HeartbeatTracker
@@ -61,9 +77,10 @@ from controlplane.rings import RingDirectory
 from controlplane.transport.election import RANK_TAG, ElectionDriver, EpochStore, new_life
 from controlplane.transport.heap import HeapSettler
 from controlplane.transport.looplag import LoopLagProbe
-from controlplane.transport.pushpull import MAX_MESSAGE_BYTES, GossipServicer
+from controlplane.transport.pushpull import MAX_MESSAGE_BYTES, GossipServicer, PushPullClient
 from controlplane.transport.runtime import GossipRuntime
 from controlplane.transport.snapshot import SnapshotFile, read_snapshot, snapshot_path
+from controlplane.transport.tls import AgentTls, TlsFileError
 
 log = logging.getLogger("controlplane.agent")
 
@@ -162,6 +179,9 @@ class Agent:
         self.heap = HeapSettler()
         # Set when this agent joined a cluster where its name was taken: it stops.
         self.name_taken: str | None = None
+        self.tls: AgentTls | None = None
+        self.access: AccessPolicy | None = None
+        self._push_pull: PushPullClient | None = None
         self._conflicts_warned: dict[tuple[str, int], float] = {}
 
     def _on_event(self, event: Event) -> None:
@@ -180,19 +200,67 @@ class Agent:
         return [service.full_name for service in PUBLIC_SERVICES]
 
     def _load_keyring(self) -> Keyring | None:
-        """The gossip keyring: the data directory's keyring file wins over --encrypt,
-        as in Serf, because keys may have been rotated since the flag was written."""
+        """The gossip keyring: the data directory's keyring file wins over --encrypt
+        (as in Consul), because keys may have been rotated since the flag was written.
+
+        A keyring file that cannot be read or parsed raises StateFileError: starting
+        without encryption, or with --encrypt's possibly rotated-out key, would
+        change security silently, and the file is never written over unread. Only a
+        keyring built from --encrypt is written, so that rotations are kept."""
         config = self.config
         store = KeyringFile(config.data_dir) if config.data_dir else None
         keys = store.load() if store is not None else None
-        if keys is None and config.encryption_key is not None:
-            keys = [config.encryption_key]
-        if keys is None:
+        if keys is not None:
+            assert store is not None
+            # Warned only when the flag would choose another primary key: a flag that
+            # still names the file's primary key changes nothing.
+            if config.encryption_key is not None and config.encryption_key != keys[0]:
+                log.warning(
+                    "--encrypt is ignored: the keyring file %s holds this agent's keys and"
+                    " another primary key (keys rotate with `controlplane keys`); remove the"
+                    " file to start from --encrypt",
+                    store.path,
+                )
+            log.info("gossip keyring: %d keys from %s", len(keys), store.path)
+            return Keyring(keys)
+        if config.encryption_key is None:
             return None
-        keyring = Keyring(keys)
+        keyring = Keyring([config.encryption_key])
         if store is not None:
-            store.save(keyring)
+            try:
+                store.save(keyring.keys)
+            except OSError as error:
+                raise DataDirError(
+                    f"keyring file {str(store.path)!r} cannot be written: {error.strerror or error}"
+                ) from None
         return keyring
+
+    def _check_token_protection(self) -> None:
+        """Tokens guard the public services only: the internal push-pull service on the
+        same port answers without one, so it must be guarded by gossip encryption
+        (its frames are sealed with the keyring) or by mTLS."""
+        config = self.config
+        if not (config.api_token or config.api_tokens_file):
+            return
+        if self.keyring is None and not config.verify_incoming:
+            raise AgentStartError(
+                "api_token and api_tokens_file protect the public API only: the internal"
+                f" push-pull service on the same port ({config.port}) answers without a"
+                " token, so anyone could read and forge membership through it; also set"
+                " --encrypt KEY (`controlplane keygen`) or verify_incoming (mTLS)"
+            )
+
+    def _warn_if_open(self) -> None:
+        """Once per start: gossip without encryption on a reachable address is open."""
+        config = self.config
+        if self.keyring is not None or ipaddress.ip_address(config.bind).is_loopback:
+            return
+        log.warning(
+            "gossip is not encrypted: anyone who can reach %s (UDP and TCP) can join the"
+            " cluster, read the member list and forge membership; start every agent with"
+            " --encrypt KEY (`controlplane keygen` prints one, docs/security.md)",
+            config.listen_target,
+        )
 
     def _membership(self, now: float) -> tuple[Membership, SnapshotFile | None]:
         config = self.config
@@ -249,8 +317,24 @@ class Agent:
             self._member_listeners.append(heartbeats.on_member_event)
             implemented.append(ServerPoolRpcs(self.pools))
             implemented.append(heartbeats)
-        auth = TokenCheck(self.config.api_token) if self.config.api_token else None
-        return pending_servicer(service, MISSING_FEATURES[service.name], *implemented, auth=auth)
+        return pending_servicer(
+            service, MISSING_FEATURES[service.name], *implemented, auth=self.access
+        )
+
+    def _access_policy(self) -> AccessPolicy | None:
+        """Who may call what (api/auth.py); None when everyone may call everything,
+        so an open loopback agent pays nothing per call."""
+        config = self.config
+        file_tokens: list[ApiToken] = []
+        if config.api_tokens_file:
+            file_tokens, warning = load_tokens_file(config.api_tokens_file)
+            if warning:
+                log.warning("%s", warning)
+        tokens = configured_tokens(config.api_token, file_tokens)
+        loopback_only = ipaddress.ip_address(config.bind).is_loopback
+        if not tokens and loopback_only:
+            return None
+        return AccessPolicy(tuple(tokens), loopback_only, config.verify_incoming)
 
     async def start(self) -> None:
         config = self.config
@@ -261,23 +345,42 @@ class Agent:
                     f"port {config.port} on {config.bind} is already in use ({label})"
                 )
         try:
+            # Read once here; SIGHUP reads them again (`reload_tls`).
+            self.tls = tls = AgentTls.from_config(config)
+            self.access = self._access_policy()
+        except (TlsFileError, TokensFileError) as error:
+            raise AgentStartError(str(error)) from None
+        try:
+            if config.data_dir:
+                check_data_dir(config.data_dir)
             self.keyring = self._load_keyring()
+            self._check_token_protection()
             layer, snapshot_file = self._membership(loop.time())
+        except StateFileError as error:
+            raise AgentStartError(str(error)) from None
         except OSError as error:
             raise AgentStartError(
                 f"data directory {config.data_dir!r} is not usable: {error.strerror or error}"
             ) from None
-        runtime = GossipRuntime(layer, snapshot=snapshot_file)
+        self._push_pull = PushPullClient(tls.outgoing, tls.channel_options())
+        runtime = GossipRuntime(layer, push_pull=self._push_pull, snapshot=snapshot_file)
         runtime.subscribe(self.events.publish)
         runtime.on_name_conflict(self._on_name_conflict)
-        self.pools = PoolRegistry(loop.time)
-        self.rings = RingService(
-            RingDirectory(config.node),
-            layer,
-            runtime.send,
-            loop.time,
-            RegistrationStore(config.data_dir) if config.data_dir else None,
+        self.pools = PoolRegistry(
+            loop.time, pinger=tls_health_ping(lambda: tls.outgoing, tls.channel_options())
         )
+        try:
+            self.rings = RingService(
+                RingDirectory(config.node),
+                layer,
+                runtime.send,
+                loop.time,
+                RegistrationStore(config.data_dir) if config.data_dir else None,
+            )
+        except StateFileError as error:
+            if snapshot_file is not None:
+                snapshot_file.close()
+            raise AgentStartError(str(error)) from None
         runtime.on_channel(RING_CHANNEL, self.rings.on_channel, self.rings.local_state)
         # Every view of the members (rings, election, heartbeat server lists) follows
         # member events one member at a time: a fleet's churn costs what changed.
@@ -291,12 +394,19 @@ class Agent:
         )
         runtime.on_channel(KEYRING_CHANNEL, self.keys.on_channel)
         epochs = EpochStore(config.data_dir) if config.data_dir else None
+        try:
+            # Out of range or damaged: exit 2 with one line (transport/election.py).
+            stored_epoch = epochs.load() if epochs else 0
+        except StateFileError as error:
+            if snapshot_file is not None:
+                snapshot_file.close()
+            raise AgentStartError(str(error)) from None
         election = Election(
             ElectionConfig(quorum=config.election_quorum),
             config.node,
             rank=config.rank if config.role == "server" else None,
             now=loop.time(),
-            epoch=epochs.load() if epochs else 0,
+            epoch=stored_epoch,
             life=new_life(),
             # Until its joins are done the agent cannot tell a leader in office from none.
             joining=True,
@@ -321,7 +431,10 @@ class Agent:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         add_reflection(server, [*self.service_names, health.SERVICE_NAME])
         try:
-            bound = server.add_insecure_port(config.listen_target)
+            if tls.serving:
+                bound = server.add_secure_port(config.listen_target, tls.server_credentials())
+            else:
+                bound = server.add_insecure_port(config.listen_target)
         except RuntimeError as error:
             raise AgentStartError(f"cannot bind {config.listen_target}: {error}") from None
         if bound == 0:
@@ -340,6 +453,12 @@ class Agent:
         self.election.start()
         for name in ["", *self.service_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self.access is not None and self.access.tokens:
+            # Names and scopes only: the secrets are never logged.
+            log.info(
+                "API tokens: %s",
+                ", ".join(f"{token.name} ({token.scope.label})" for token in self.access.tokens),
+            )
         log.info(
             "agent %s serving on %s (advertising %s, profile %s, role %s)",
             config.node,
@@ -348,6 +467,13 @@ class Agent:
             config.profile,
             config.role,
         )
+        log.info("%s", tls.summary())
+        if tls.serving and not tls.outgoing_tls:
+            log.warning(
+                "this agent serves TLS but calls its peers in plaintext: push-pull with"
+                " peers that serve TLS fails; set verify_outgoing (with tls_ca_file)"
+            )
+        self._warn_if_open()
         snapshot = layer.snapshot_state
         if snapshot is not None and snapshot.members and not snapshot.left:
             self.election.expect_join()
@@ -474,6 +600,28 @@ class Agent:
         log.info("%s", self.heap.summary())
         log.info("agent %s stopped", self.config.node)
 
+    def _on_sighup(self) -> None:
+        # Files are read off the loop: a slow disk must not stall gossip.
+        task = asyncio.create_task(self._reload_on_signal())
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
+
+    async def _reload_on_signal(self) -> None:
+        await self.reload_tls()
+
+    async def reload_tls(self) -> bool:
+        """SIGHUP: reads the TLS files again. New handshakes, in and out, use them;
+        open connections (watch streams included) keep theirs. A failure logs one
+        error line and keeps the current files; returns whether they were replaced."""
+        if self.tls is None or not (self.tls.serving or self.tls.outgoing_tls):
+            log.info("SIGHUP: nothing to reload (no TLS files configured)")
+            return False
+        if not await asyncio.to_thread(self.tls.reload):
+            return False
+        if self._push_pull is not None:
+            self._push_pull.set_credentials(self.tls.outgoing)
+        return True
+
     async def run(self) -> int:
         """Starts, serves until SIGTERM/SIGINT or `request_stop`, stops; returns 0.
 
@@ -482,10 +630,11 @@ class Agent:
         await self.start()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         try:
             await self._stopping.wait()
         finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 with contextlib.suppress(ValueError, RuntimeError):
                     loop.remove_signal_handler(signum)
             await self.stop()

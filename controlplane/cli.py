@@ -23,6 +23,7 @@ from typing import Any, NoReturn, TextIO
 import grpc
 
 from controlplane.agent import Agent, AgentStartError
+from controlplane.client.tls import TlsFiles, load_credentials
 from controlplane.config import (
     SETTINGS,
     AgentConfig,
@@ -111,6 +112,17 @@ def _add_agent_flags(parser: argparse.ArgumentParser) -> None:
             )
         else:
             metavar = setting.name.upper()
+            if setting.boolean:
+                # `--verify-incoming` alone means true; `--verify-incoming false` is allowed.
+                parser.add_argument(
+                    setting.flag,
+                    dest=setting.name,
+                    metavar="BOOL",
+                    nargs="?",
+                    const="true",
+                    help=help_text,
+                )
+                continue
             parser.add_argument(setting.flag, dest=setting.name, metavar=metavar, help=help_text)
 
 
@@ -158,14 +170,53 @@ def _parse_pairs(pairs: Sequence[str] | None, flag: str) -> dict[str, str]:
     return result
 
 
+# Names of the TLS files in error messages: the flags, which the environment feeds.
+_TLS_FLAGS = {"ca_file": "--ca-file", "cert_file": "--cert-file", "key_file": "--key-file"}
+
+
+def _channel(args: argparse.Namespace) -> grpc.Channel:
+    """A channel to the agent: TLS when --ca-file or --cert-file is given."""
+    files = TlsFiles(args.ca_file, args.cert_file, args.key_file)
+    if args.tls_server_name and not files.enabled:
+        raise UsageError("--tls-server-name needs TLS: give --ca-file (or --cert-file)")
+    try:
+        credentials = load_credentials(files, _TLS_FLAGS)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if credentials is None:
+        return grpc.insecure_channel(args.addr)
+    options = (
+        [("grpc.ssl_target_name_override", args.tls_server_name)] if args.tls_server_name else []
+    )
+    return grpc.secure_channel(args.addr, credentials, options=options)
+
+
 @contextmanager
 def _membership(args: argparse.Namespace) -> Iterator[membership_pb2_grpc.MembershipStub]:
-    with grpc.insecure_channel(args.addr) as channel:
+    with _channel(args) as channel:
         yield membership_pb2_grpc.MembershipStub(channel)
 
 
+def _token(args: argparse.Namespace) -> str:
+    """--token-file, when given, wins over --token (as Consul's -token-file does)."""
+    if not args.token_file:
+        return str(args.token)
+    try:
+        with open(args.token_file, encoding="utf-8") as file:
+            text = file.read()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise UsageError(f"--token-file {args.token_file!r} cannot be read: {reason}") from None
+    # Editors end files with a newline; only that one is not part of the token.
+    token = text.removesuffix("\n").removesuffix("\r")
+    if not token:
+        raise UsageError(f"--token-file {args.token_file!r} is empty")
+    return token
+
+
 def _metadata(args: argparse.Namespace) -> tuple[tuple[str, str | bytes], ...]:
-    return (("authorization", f"Bearer {args.token}"),) if args.token else ()
+    token = _token(args)
+    return (("authorization", f"Bearer {token}"),) if token else ()
 
 
 def _status_name(status: membership_pb2.MemberStatus.ValueType) -> str:
@@ -372,7 +423,7 @@ def cmd_keys(args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError("keys: give exactly one of --list, --install KEY, --use KEY, --remove KEY")
     action = chosen[0]
     metadata = _metadata(args)
-    with grpc.insecure_channel(args.addr) as channel:
+    with _channel(args) as channel:
         stub = keyring_pb2_grpc.KeyringStub(channel)
         if action == "list":
             listed = stub.ListKeys(
@@ -487,6 +538,31 @@ def _add_client_flags(parser: argparse.ArgumentParser, *, with_format: bool = Fa
         "--token",
         default=os.environ.get("CONTROLPLANE_TOKEN", ""),
         help="API token (default $CONTROLPLANE_TOKEN)",
+    )
+    parser.add_argument(
+        "--token-file",
+        default=os.environ.get("CONTROLPLANE_TOKEN_FILE", ""),
+        help="file holding the API token (default $CONTROLPLANE_TOKEN_FILE); keeps it out of ps",
+    )
+    parser.add_argument(
+        "--ca-file",
+        default=os.environ.get("CONTROLPLANE_CACERT", ""),
+        help="PEM CA bundle; speak TLS to the agent (default $CONTROLPLANE_CACERT)",
+    )
+    parser.add_argument(
+        "--cert-file",
+        default=os.environ.get("CONTROLPLANE_CLIENT_CERT", ""),
+        help="PEM client certificate for mTLS (default $CONTROLPLANE_CLIENT_CERT)",
+    )
+    parser.add_argument(
+        "--key-file",
+        default=os.environ.get("CONTROLPLANE_CLIENT_KEY", ""),
+        help="PEM key of --cert-file (default $CONTROLPLANE_CLIENT_KEY)",
+    )
+    parser.add_argument(
+        "--tls-server-name",
+        default=os.environ.get("CONTROLPLANE_TLS_SERVER_NAME", ""),
+        help="name expected in the agent's certificate (default: the host of --addr)",
     )
     parser.add_argument(
         "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait for the agent"

@@ -32,6 +32,11 @@ ENV_PREFIX = "CONTROLPLANE_"
 OTHER_ENVIRONMENT: Mapping[str, str] = {
     "CONTROLPLANE_ADDR": "the command-line tools' agent address",
     "CONTROLPLANE_TOKEN": "the command-line tools' API token",
+    "CONTROLPLANE_TOKEN_FILE": "the command-line tools' API token, read from a file",
+    "CONTROLPLANE_CACERT": "the command-line tools' CA file (TLS to the agent)",
+    "CONTROLPLANE_CLIENT_CERT": "the command-line tools' client certificate (mTLS)",
+    "CONTROLPLANE_CLIENT_KEY": "the command-line tools' client key (mTLS)",
+    "CONTROLPLANE_TLS_SERVER_NAME": "the name the tools expect in the agent's certificate",
     "CONTROLPLANE_HEALTH_TARGET": "the container image's health check",
     "CONTROLPLANE_IMAGE": "docker-compose.yml",
     "CONTROLPLANE_DEBIAN_MIRROR": "scripts/build-images.sh",
@@ -71,8 +76,16 @@ class AgentConfig:
     join: tuple[str, ...] = ()
     tags: Mapping[str, str] = field(default_factory=dict)
     data_dir: str = ""
-    encrypt: str = ""
-    api_token: str = ""
+    # Secrets: never in a repr (and so never in a log line or a traceback).
+    encrypt: str = field(default="", repr=False)
+    api_token: str = field(default="", repr=False)
+    api_tokens_file: str = ""
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    verify_incoming: bool = False
+    verify_outgoing: bool = False
+    verify_server_hostname: bool = False
     cluster_label: str = ""
     log_level: str = "info"
     drain_period: float = 2.0
@@ -156,6 +169,17 @@ def _parse_float(raw: object) -> float:
         except ValueError:
             raise ValueError(f"must be a number of seconds, got {raw!r}") from None
     raise ValueError(f"must be a number of seconds, got {type(raw).__name__}")
+
+
+def _parse_bool(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in _BOOL_WORDS:
+        return _BOOL_WORDS[raw.strip().lower()]
+    raise ValueError(f"must be true or false, got {raw!r}")
+
+
+_BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 def _parse_list(raw: object) -> tuple[str, ...]:
@@ -323,6 +347,11 @@ class Setting:
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
+    @property
+    def boolean(self) -> bool:
+        """A switch: on the command line, the flag alone means true."""
+        return self.parse is _parse_bool
+
 
 SETTINGS: dict[str, Setting] = {
     s.name: s
@@ -384,7 +413,50 @@ SETTINGS: dict[str, Setting] = {
             _check_encrypt,
             "base64 AES key that encrypts gossip; `controlplane keygen` prints one",
         ),
-        Setting("api_token", _parse_str, _check_token, "token every public API call must carry"),
+        Setting(
+            "api_token",
+            _parse_str,
+            _check_token,
+            "token with every API scope (prefer the environment or api_tokens_file:"
+            " flags show in ps)",
+        ),
+        Setting(
+            "api_tokens_file",
+            _parse_str,
+            _no_check,
+            "file of API tokens and their scopes: read, write, operator (docs/security.md)",
+        ),
+        Setting(
+            "tls_ca_file",
+            _parse_str,
+            _no_check,
+            "PEM CA bundle that verifies peers' and clients' certificates",
+        ),
+        Setting(
+            "tls_cert_file",
+            _parse_str,
+            _no_check,
+            "PEM certificate of this agent; with tls_key_file, the gRPC port speaks TLS",
+        ),
+        Setting("tls_key_file", _parse_str, _no_check, "PEM private key of tls_cert_file"),
+        Setting(
+            "verify_incoming",
+            _parse_bool,
+            _no_check,
+            "require a client certificate signed by tls_ca_file on every call (mTLS)",
+        ),
+        Setting(
+            "verify_outgoing",
+            _parse_bool,
+            _no_check,
+            "use TLS, verified against tls_ca_file, for this agent's own calls to peers",
+        ),
+        Setting(
+            "verify_server_hostname",
+            _parse_bool,
+            _no_check,
+            "also require peers' certificates to carry the server name (docs/security.md)",
+        ),
         Setting("cluster_label", _parse_str, _check_label, "label every gossip frame must carry"),
         Setting(
             "log_level",
@@ -455,6 +527,47 @@ def load_file(path: str | Path) -> dict[str, object]:
         raise ConfigError(f"config file {str(path)!r} is not UTF-8 text") from None
 
 
+# A DNS name (RFC 1123 labels): what a certificate can carry and gRPC can expect.
+_DNS_NAME_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
+
+
+def tls_server_name(cluster_label: str) -> str:
+    """The DNS name servers' certificates carry under verify_server_hostname: Consul's
+    `server.<datacenter>.<domain>`, with the cluster label as the datacenter."""
+    return f"server.{cluster_label or 'controlplane'}"
+
+
+def check_tls(config: AgentConfig) -> None:
+    """Refuses TLS settings that cannot work together (the files are read at start)."""
+    if bool(config.tls_cert_file) != bool(config.tls_key_file):
+        given, missing = (
+            ("tls_cert_file", "tls_key_file")
+            if config.tls_cert_file
+            else ("tls_key_file", "tls_cert_file")
+        )
+        raise ConfigError(f"{given} is set but {missing} is not: give both")
+    if config.verify_incoming and not config.tls_cert_file:
+        raise ConfigError(
+            "verify_incoming needs tls_cert_file and tls_key_file: client certificates"
+            " are asked for in a TLS handshake"
+        )
+    if config.verify_incoming and not config.tls_ca_file:
+        raise ConfigError(
+            "verify_incoming needs tls_ca_file, the CA that signs client certificates"
+        )
+    for name in ("verify_outgoing", "verify_server_hostname"):
+        if getattr(config, name) and not config.tls_ca_file:
+            raise ConfigError(f"{name} needs tls_ca_file, the CA that signs peers' certificates")
+    if config.verify_server_hostname:
+        name = tls_server_name(config.cluster_label)
+        if not _DNS_NAME_RE.fullmatch(name):
+            raise ConfigError(
+                f"verify_server_hostname expects peers' certificates to name {name!r},"
+                " which is not a DNS name: use a cluster_label of letters, digits,"
+                " '-' and '.'"
+            )
+
+
 def build_config(
     *,
     file_values: Mapping[str, object] | None = None,
@@ -473,4 +586,6 @@ def build_config(
             _apply(values, setting.name, environ[setting.env], f"environment {setting.env}")
     for name, raw in (flags or {}).items():
         _apply(values, name, raw, f"flag {SETTINGS[name].flag}")
-    return replace(AgentConfig(), **values)
+    config = replace(AgentConfig(), **values)
+    check_tls(config)
+    return config

@@ -11,6 +11,13 @@ NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 DEFAULT = "default"
 
 
+def valid_name(name: str) -> bool:
+    """The rule, as a check: every name that reaches a log line, a snapshot record or
+    a member list passes it, so none can carry a separator, a newline or a control
+    character. O(length), at most 128."""
+    return NAME_RE.fullmatch(name) is not None
+
+
 def name_or_default(raw: str, field: str) -> str:
     """`raw`, or "default" when empty; INVALID_ARGUMENT naming `field` otherwise."""
     if not raw:

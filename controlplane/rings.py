@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from controlplane.errors import InvalidArgument
 from controlplane.gossip.v1 import ring_pb2
-from controlplane.names import NAME_RE, name_or_default
+from controlplane.names import NAME_RE, name_or_default, valid_name
 from controlplane.ring import HashRing, RingNode
 
 # The snapshot of a ring nobody has joined; immutable, so one serves every caller.
@@ -47,6 +47,10 @@ MAX_REGISTRATIONS = 10_000
 # A whole state holds the live registrations and the tombstones of the removed
 # ones; beyond this it is refused rather than merged (each entry costs loop time).
 MAX_STATE_REGISTRATIONS = 4 * MAX_REGISTRATIONS
+# A registration's Lamport time is believed at most this far above the directory's
+# clock when its batch arrives (membership/lamport.py MAX_LAMPORT_CATCH_UP): a new
+# agent (clock 0) catches up with any cluster that made fewer than 2**32 ring changes.
+MAX_LAMPORT_AHEAD = 2**32
 # Serf's TombstoneTimeout: how long a removal outlives the registration it removed.
 TOMBSTONE_TIMEOUT = 24 * 3600.0
 
@@ -257,6 +261,8 @@ class RingDirectory:
         # Ring -> ids whose entry may have changed since the last derivation.
         self._dirty: dict[str, set[str]] = {}
         self.registrations_dropped = 0
+        # Registrations refused for a Lamport time too far ahead (see merge_registrations).
+        self.registrations_out_of_range = 0
 
     # ------------------------------------------------------------- sources
 
@@ -309,24 +315,29 @@ class RingDirectory:
         self.apply(registration, now=0.0)
         return registration
 
-    def unregister(self, ring: str, node: str, now: float) -> Registration | None:
-        """A local RemoveNode; None when no such registered node is live."""
+    def prepare_removal(self, ring: str, node: str) -> Registration | None:
+        """A local RemoveNode, not applied yet (the caller stores it, then applies it);
+        None when no such registered node is live."""
         current = self._registrations.get((ring, node))
         if current is None or current.removed:
             return None
-        self._clock += 1
-        removal = Registration(
+        return Registration(
             ring,
             node,
             current.address,
             current.port,
             current.weight,
             {},
-            self._clock,
+            self._clock + 1,
             self._origin,
             removed=True,
         )
-        self.apply(removal, now)
+
+    def unregister(self, ring: str, node: str, now: float) -> Registration | None:
+        """A local RemoveNode, applied; None when no such registered node is live."""
+        removal = self.prepare_removal(ring, node)
+        if removal is not None:
+            self.apply(removal, now)
         return removal
 
     def apply(self, registration: Registration, now: float) -> bool:
@@ -355,6 +366,11 @@ class RingDirectory:
         accepted: list[Registration] = []
         over_cap: list[Registration] = []
         for registration in registrations:
+            if registration.lamport_time > clock + MAX_LAMPORT_AHEAD:
+                # Believed, a time near 2**64 would win its node for good and make
+                # the next local change overflow the wire's uint64.
+                self.registrations_out_of_range += 1
+                continue
             self._clock = max(self._clock, registration.lamport_time)
             merged = self._merge_one(registration, now, undo)
             if merged is None:
@@ -580,7 +596,7 @@ def _from_proto(message: ring_pb2.RingRegistration) -> Registration | None:
     if not (
         RING_NAME_RE.fullmatch(message.ring)
         and valid_address(message.address)
-        and message.origin
+        and valid_name(message.origin)  # a member name: it reaches logs and the API
         and 1 <= message.port <= 65535
         and 1 <= message.weight <= MAX_WEIGHT
         and message.id == node_id(message.address, message.port)

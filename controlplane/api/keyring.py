@@ -16,16 +16,16 @@ import base64
 import contextlib
 import json
 import logging
-import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc.aio
 
-from controlplane.errors import FailedPrecondition, InvalidArgument
+from controlplane.datadir import StateFileError, atomic_write, write_failure
+from controlplane.errors import ControlPlaneError, FailedPrecondition, InvalidArgument
 from controlplane.gossip import Keyring
 from controlplane.gossip.keyring import VALID_KEY_SIZES
 from controlplane.gossip.v1 import keyring_pb2 as wire
@@ -41,6 +41,12 @@ MIN_REPLY_WAIT = 2.0
 MAX_REPLY_WAIT = 15.0
 # How often a request is sent again while members have not answered.
 RESEND_INTERVAL = 1.0
+# What a failed keyring-file write left undone, by operation.
+NOT_DONE: dict[int, str] = {
+    wire.KEYRING_OPERATION_INSTALL: "the key was not installed",
+    wire.KEYRING_OPERATION_USE: "the primary key was not changed",
+    wire.KEYRING_OPERATION_REMOVE: "the key was not removed",
+}
 
 
 def check_key(key: bytes) -> bytes:
@@ -73,34 +79,59 @@ def apply_operation(keyring: Keyring, operation: int, key: bytes) -> str:
 
 
 class KeyringFile:
-    """Serf's keyring file: a JSON list of base64 keys, the primary first."""
+    """Serf's keyring file: a JSON list of base64 keys, the primary first.
+
+    A file that exists but cannot be read or holds anything but valid keys raises
+    StateFileError: the agent must not start with other keys than the ones the
+    operator rotated to, nor without encryption, nor overwrite what it could not
+    read (Serf's loadKeyringFile refuses to start in the same cases)."""
+
+    # A keyring of the largest keys holds about 45 bytes per key; anything near
+    # this size is not a keyring, and is not read into memory whole.
+    MAX_BYTES = 1 << 20
 
     def __init__(self, data_dir: str) -> None:
         self.path = Path(data_dir) / "serf" / "local.keyring"
 
+    def _problem(self, what: str) -> StateFileError:
+        return StateFileError(f"keyring file {str(self.path)!r} {what}")
+
     def load(self) -> list[bytes] | None:
+        """The keys, primary first; None when there is no file."""
         try:
-            encoded = json.loads(self.path.read_text())
-            keys = [base64.b64decode(item, validate=True) for item in encoded]
+            with open(self.path, "rb") as handle:
+                raw = handle.read(self.MAX_BYTES + 1)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, TypeError) as error:
-            log.error("keyring file %s is unusable (%s); using --encrypt", self.path, error)
-            return None
-        if not keys or any(len(key) not in VALID_KEY_SIZES for key in keys):
-            log.error("keyring file %s holds no valid keys; using --encrypt", self.path)
-            return None
+        except OSError as error:
+            raise self._problem(f"cannot be read: {error.strerror or error}") from None
+        if len(raw) > self.MAX_BYTES:
+            raise self._problem(f"is larger than {self.MAX_BYTES} bytes: not a keyring")
+        try:
+            encoded = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as error:
+            raise self._problem(f"is not a JSON list of base64 keys: {error}") from None
+        if not isinstance(encoded, list) or not all(isinstance(k, str) for k in encoded):
+            raise self._problem("is not a JSON list of base64 keys")
+        if not encoded:
+            raise self._problem("holds no keys")
+        keys: list[bytes] = []
+        for index, item in enumerate(encoded, start=1):
+            try:
+                key = base64.b64decode(item, validate=True)
+            except ValueError:
+                raise self._problem(f"key {index} is not valid base64") from None
+            if len(key) not in VALID_KEY_SIZES:
+                raise self._problem(f"key {index} is {len(key)} bytes; keys are 16, 24 or 32 bytes")
+            if key in keys:
+                raise self._problem(f"key {index} is listed twice")
+            keys.append(key)
         return keys
 
-    def save(self, keyring: Keyring) -> None:
-        temporary = self.path.with_suffix(".tmp")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            temporary.write_text(json.dumps([base64.b64encode(k).decode() for k in keyring.keys]))
-            os.chmod(temporary, 0o600)
-            os.replace(temporary, self.path)
-        except OSError as error:
-            log.error("cannot write keyring file %s: %s", self.path, error.strerror)
+    def save(self, keys: Sequence[bytes]) -> None:
+        """Replaces the file with `keys` (primary first); raises OSError on failure."""
+        text = json.dumps([base64.b64encode(key).decode() for key in keys])
+        atomic_write(self.path, text.encode(), mode=0o600)
 
 
 @dataclass
@@ -130,11 +161,42 @@ class KeyringService:
 
     # ------------------------------------------------------------ gossip side
 
-    def _reply(self, request: wire.KeyringRequest) -> wire.KeyringReply:
+    def _apply(self, operation: int, key: bytes) -> str:
+        """Applies one operation to this agent's keyring and keyring file; returns the
+        error to report, or "" on success.
+
+        The file is written before the keyring in memory changes, so a failed write
+        (ControlPlaneError, naming the file) leaves both as they were: what this
+        agent answers is what it would use after a restart."""
         assert self._keyring is not None
-        error = apply_operation(self._keyring, request.operation, request.key)
-        if not error and request.operation != wire.KEYRING_OPERATION_LIST and self._store:
-            self._store.save(self._keyring)
+        if operation == wire.KEYRING_OPERATION_LIST:
+            return apply_operation(self._keyring, operation, key)
+        # The operation is tried on a copy first: its keys are what the file must hold.
+        trial = Keyring(self._keyring.keys)
+        error = apply_operation(trial, operation, key)
+        if error or trial.keys == self._keyring.keys:
+            return error
+        if self._store is not None:
+            try:
+                self._store.save(trial.keys)
+            except OSError as failure:
+                raise write_failure(
+                    f"{NOT_DONE[operation]} on {self._layer.name}", self._store.path, failure
+                ) from None
+        return apply_operation(self._keyring, operation, key)
+
+    def _reply(self, request: wire.KeyringRequest) -> wire.KeyringReply:
+        """Applies a member's request here; a failed write is reported in the reply,
+        which the coordinator lists among the members' errors."""
+        try:
+            error = self._apply(request.operation, request.key)
+        except ControlPlaneError as failure:
+            log.error("keyring request from %s: %s", request.coordinator, failure)
+            error = str(failure)
+        return self._reply_for(request, error)
+
+    def _reply_for(self, request: wire.KeyringRequest, error: str) -> wire.KeyringReply:
+        assert self._keyring is not None
         return wire.KeyringReply(
             id=request.id,
             coordinator=request.coordinator,
@@ -178,7 +240,9 @@ class KeyringService:
             key=key,
         )
         pending = _Pending(expected=alive)
-        pending.replies[self._layer.name] = self._reply(request)
+        # This agent first: if its own keyring file cannot be written, the RPC fails
+        # with that error and nothing is asked of the other members.
+        pending.replies[self._layer.name] = self._reply_for(request, self._apply(operation, key))
         others = alive - {self._layer.name}
         if others:
             self._pending[request.id] = pending

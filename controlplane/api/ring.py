@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +24,14 @@ from typing import Any
 import grpc.aio
 
 from controlplane.api.hub import EventHub
-from controlplane.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from controlplane.datadir import StateFileError, atomic_write, write_failure
+from controlplane.errors import (
+    ControlPlaneError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
 from controlplane.membership import (
     ChannelDelivery,
     ChannelStateReceived,
@@ -99,26 +106,72 @@ def view_to_proto(view: RingView) -> pb.RingSnapshot:
 
 
 class RegistrationStore:
-    """The directory's registrations on disk, rewritten atomically on each change."""
+    """The directory's registrations on disk, rewritten atomically on each change.
+
+    Every write runs on one writer thread, in order, so that a write an RPC waits
+    for cannot be overtaken by an older background write (and no fsync holds the
+    loop). A file that exists but cannot be read or decoded stops the start
+    (StateFileError): written over, its registrations would be lost for good."""
+
+    # Background writes that fail are logged at most this often (a full disk would
+    # otherwise log every change learned from gossip).
+    FAILURE_LOG_INTERVAL = 60.0
 
     def __init__(self, data_dir: str) -> None:
         self.path = Path(data_dir) / "rings.state"
         self._writer: ThreadPoolExecutor | None = None
+        self._failure_logged_at: float | None = None
+        self._failures = 0
 
-    def load(self) -> bytes | None:
+    def load(self) -> list[Registration] | None:
+        """The registrations kept on disk; None when there is no file."""
         try:
-            return self.path.read_bytes()
+            data = self.path.read_bytes()
         except FileNotFoundError:
             return None
         except OSError as error:
-            log.error("cannot read %s (%s); starting without registrations", self.path, error)
-            return None
+            raise StateFileError(
+                f"ring registrations file {str(self.path)!r} cannot be read:"
+                f" {error.strerror or error}"
+            ) from None
+        registrations = decode_state(data)
+        if registrations is None:
+            raise StateFileError(
+                f"ring registrations file {str(self.path)!r} is damaged; move it aside to"
+                " start without it (the agent relearns registrations from its peers)"
+            )
+        return registrations
 
-    def save_in_background(self, data: bytes) -> None:
-        """Writes `data` on the store's writer thread; writes stay in order."""
+    def write(self, data: bytes) -> asyncio.Future[None]:
+        """Writes `data` on the writer thread; the future fails with the OSError."""
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="rings-state")
-        self._writer.submit(self.save, data)
+        return asyncio.wrap_future(self._writer.submit(self.save, data))
+
+    def save_in_background(self, data: bytes) -> None:
+        """Writes `data` on the writer thread; a failure is logged (rate-limited)."""
+        self.write(data).add_done_callback(self._log_failure)
+
+    def _log_failure(self, done: asyncio.Future[None]) -> None:
+        error = None if done.cancelled() else done.exception()
+        if error is None:
+            if self._failures:
+                log.warning("%s written again after %d failed writes", self.path, self._failures)
+                self._failures, self._failure_logged_at = 0, None
+            return
+        self._failures += 1
+        now = time.monotonic()
+        last = self._failure_logged_at
+        if last is None or now - last >= self.FAILURE_LOG_INTERVAL:
+            self._failure_logged_at = now
+            reason = error.strerror if isinstance(error, OSError) else error
+            log.error(
+                "cannot write %s: %s (%d writes failed; registrations are kept in"
+                " memory and written with the next change)",
+                self.path,
+                reason,
+                self._failures,
+            )
 
     def close(self) -> None:
         if self._writer is not None:
@@ -126,16 +179,8 @@ class RegistrationStore:
             self._writer = None
 
     def save(self, data: bytes) -> None:
-        temporary = self.path.with_suffix(".tmp")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(temporary, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
-        except OSError as error:
-            log.error("cannot write %s: %s", self.path, error.strerror)
+        """Replaces the file with `data` now; raises OSError on failure."""
+        atomic_write(self.path, data, mode=0o644)
 
 
 class RingService:
@@ -164,13 +209,12 @@ class RingService:
         self._persist_due = False
         self._merged_states: OrderedDict[bytes, None] = OrderedDict()
         self._merges: set[asyncio.Task[None]] = set()
-        if store is not None and (data := store.load()) is not None:
-            registrations = decode_state(data)
-            if registrations is None:
-                log.warning("%s is damaged; starting without registrations", store.path)
-            elif registrations:
-                # One merge: every ring is derived once, however many nodes it holds.
-                self._merge(registrations, clock(), f"{store.path}")
+        # Serializes AddNode and RemoveNode: each writes the registrations it expects
+        # to hold, and two at once would each write a state without the other.
+        self._local_changes = asyncio.Lock()
+        if store is not None and (registrations := store.load()):
+            # One merge: every ring is derived once, however many nodes it holds.
+            self._merge(registrations, clock(), f"{store.path}")
         self.refresh_members()
 
     # ------------------------------------------------------------ inputs
@@ -291,10 +335,31 @@ class RingService:
         return self._state_cache[1]
 
     def _persist(self) -> None:
-        """Writes the registrations now (an RPC that changed them answers after this)."""
+        """Writes the registrations now (without a loop, and at shutdown): a failure is
+        logged, since gossip and peers' states can give them back."""
         if self._store is not None:
             self._persist_due = False
-            self._store.save(self.local_state())
+            try:
+                self._store.save(self.local_state())
+            except OSError as error:
+                log.error("cannot write %s: %s", self._store.path, error.strerror or error)
+
+    async def _store_local_change(self, registration: Registration, what: str) -> None:
+        """Writes the registrations as they will be once `registration` is applied,
+        before anything changes in memory or goes out: when the write fails the RPC
+        fails (saying `what` was not stored) and the agent holds what a restart
+        would read."""
+        if self._store is None:
+            return
+        now = self._clock()
+        self._directory.expire(now)
+        expected = {(r.ring, r.id): r for r in self._directory.registrations()}
+        expected[(registration.ring, registration.id)] = registration
+        data = encode_state(sorted(expected.values(), key=lambda r: (r.ring, r.id)))
+        try:
+            await self._store.write(data)
+        except OSError as error:
+            raise write_failure(f"{what} was not stored", self._store.path, error) from None
 
     def _persist_soon(self) -> None:
         """Writes the registrations within PERSIST_DELAY, off the loop: registrations
@@ -402,14 +467,19 @@ class RingService:
             raise ResourceExhausted(
                 f"at most {cap} registered nodes per cluster; remove unused ones"
             )
-        registration = self._directory.prepare(
-            ring, request.address, request.port, weight, metadata
-        )
-        # Broadcast first: a registration too large for one datagram is refused
-        # before anything is kept.
-        self._send(CHANNEL, encode_registration(registration))
-        self._directory.apply(registration, self._clock())
-        self._persist()
+        async with self._local_changes:
+            registration = self._directory.prepare(
+                ring, request.address, request.port, weight, metadata
+            )
+            await self._store_local_change(registration, f"node {node} of ring {ring!r}")
+            try:
+                # A registration too large for one datagram is refused here, before
+                # anything is kept in memory or sent.
+                self._send(CHANNEL, encode_registration(registration))
+            except ControlPlaneError:
+                self._persist_soon()  # the file goes back to what memory holds
+                raise
+            self._directory.apply(registration, self._clock())
         self._publish([ring])
         view = self._directory.view(ring)
         return pb.AddNodeResponse(node=entry_to_proto(view.entry(node)), version=view.version)
@@ -420,17 +490,21 @@ class RingService:
         ring = ring_name(request.ring)
         if not request.id:
             raise InvalidArgument.for_field("id", "must be a node id, address:port")
-        removal = self._directory.unregister(ring, request.id, self._clock())
-        if removal is None:
-            view = self._directory.view(ring)
-            if any(e.id == request.id for e in view.entries):
-                raise FailedPrecondition(
-                    f"node {request.id!r} comes from membership; remove the member's "
-                    f"ring tag instead"
-                )
-            raise NotFound(f"ring {ring!r} has no registered node {request.id!r}")
-        self._send(CHANNEL, encode_registration(removal))
-        self._persist()
+        async with self._local_changes:
+            removal = self._directory.prepare_removal(ring, request.id)
+            if removal is None:
+                view = self._directory.view(ring)
+                if any(e.id == request.id for e in view.entries):
+                    raise FailedPrecondition(
+                        f"node {request.id!r} comes from membership; remove the member's "
+                        f"ring tag instead"
+                    )
+                raise NotFound(f"ring {ring!r} has no registered node {request.id!r}")
+            await self._store_local_change(
+                removal, f"the removal of node {request.id} from ring {ring!r}"
+            )
+            self._directory.apply(removal, self._clock())
+            self._send(CHANNEL, encode_registration(removal))
         self._publish([ring])
         return pb.RemoveNodeResponse(version=self._directory.view(ring).version)
 

@@ -102,13 +102,33 @@ def seconds_to_duration(seconds: float) -> Duration:
 
 
 async def health_ping(server: Server) -> bool:
-    """A rebalance ping: the server's standard health check says SERVING."""
-    async with grpc.aio.insecure_channel(server.address) as channel:
+    """A rebalance ping in plaintext: the server's standard health check says SERVING."""
+    return await _ping(grpc.aio.insecure_channel(server.address))
+
+
+async def _ping(channel: grpc.aio.Channel) -> bool:
+    async with channel:
         try:
             status = await check_health_async(channel, timeout=PING_TIMEOUT)
         except grpc.aio.AioRpcError:
             return False
     return status == HealthStatus.SERVING
+
+
+def tls_health_ping(
+    credentials: Callable[[], grpc.ChannelCredentials | None],
+    options: Sequence[tuple[str, str]] = (),
+) -> AsyncPinger:
+    """Rebalance pings with the agent's outgoing credentials, read at each ping so
+    that a TLS reload applies to the next one; None from `credentials` is plaintext."""
+
+    async def ping(server: Server) -> bool:
+        current = credentials()
+        if current is None:
+            return await health_ping(server)
+        return await _ping(grpc.aio.secure_channel(server.address, current, options=options))
+
+    return ping
 
 
 @dataclass

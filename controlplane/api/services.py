@@ -23,7 +23,7 @@ import grpc.aio
 from google.protobuf import message_factory
 from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
 
-from controlplane.api.auth import TokenCheck, token_check
+from controlplane.api.auth import AccessPolicy, access_check
 from controlplane.api.errors import Check, guard, guarded_parts
 from controlplane.api.paging import MAX_PUBLIC_MESSAGE_BYTES
 from controlplane.errors import ResourceExhausted, Unimplemented
@@ -206,11 +206,11 @@ GOSSIP = PublicService(
 
 
 def pending_servicer(
-    service: PublicService, missing: str, *implemented: object, auth: TokenCheck | None = None
+    service: PublicService, missing: str, *implemented: object, auth: AccessPolicy | None = None
 ) -> Any:
     """A servicer for `service` whose RPCs, except those the `implemented` objects
     provide, answer UNIMPLEMENTED naming what this version lacks (`missing`); with
-    `auth`, every RPC first checks the caller's token."""
+    `auth`, every RPC first checks that the caller may call it (api/auth.py)."""
     namespace: dict[str, object] = {}
     for method in service.method_names:
         path = f"/{service.full_name}/{method}"
@@ -218,8 +218,9 @@ def pending_servicer(
         behavior = getattr(provider, method) if provider else _unimplemented(path, missing)
         # A bound method (or plain function) of another object, exposed as a method of
         # the servicer class, with domain errors mapped to statuses; with `auth`, the
-        # token is checked first, inside the same guard.
-        namespace[method] = staticmethod(guard(path, behavior, token_check(auth)))
+        # access rule is checked first, inside the same guard.
+        check = access_check(auth, f"{service.name}/{method}")
+        namespace[method] = staticmethod(guard(path, behavior, check))
     return type(f"Pending{service.name}Servicer", (service.servicer_base,), namespace)()
 
 

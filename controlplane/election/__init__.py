@@ -18,7 +18,7 @@ from controlplane.election.effects import (
     Send,
 )
 from controlplane.election.election import Election, Role
-from controlplane.election.fencing import FencingToken, next_epoch, token
+from controlplane.election.fencing import MAX_EPOCH, FencingToken, next_epoch, token, valid_epoch
 from controlplane.election.lease import (
     drift_factor,
     failover_bound,
@@ -43,6 +43,7 @@ from controlplane.election.messages import (
 )
 
 __all__ = [
+    "MAX_EPOCH",
     "MAX_MESSAGE_BYTES",
     "Broadcast",
     "Echo",
@@ -74,5 +75,6 @@ __all__ = [
     "next_epoch",
     "send_time_bound",
     "token",
+    "valid_epoch",
     "view_expiry",
 ]

@@ -43,7 +43,7 @@ from controlplane.election.effects import (
     MemberView,
     Send,
 )
-from controlplane.election.fencing import next_epoch, token
+from controlplane.election.fencing import MAX_EPOCH, next_epoch, token, valid_epoch
 from controlplane.election.lease import (
     drift_factor,
     follower_expiry,
@@ -68,8 +68,11 @@ from controlplane.election.messages import (
 # was paused or starved. It must stay below the membership layer's failure
 # detection time, so that a member never missed a leadership it had to grant.
 PAUSE_BEATS = 1.5
-# Epochs from the wire are accepted only this far above the highest one seen, so
-# no single message can push the epoch to its ceiling and freeze it there.
+# Epochs from the wire are accepted only this far above the highest one seen, and
+# never above MAX_EPOCH, so no single message can push the epoch to its ceiling and
+# freeze it there: each new leadership raises the epoch by one, so a member is this
+# far behind only after 2**20 leaderships it did not hear of; from MAX_EPOCH_STEP
+# steps of forgery, 2**42 accepted messages are needed to reach the ceiling.
 MAX_EPOCH_STEP = 2**20
 # A holder's sequence numbers advance once per request: once a beat as leader, at
 # most ten a beat as a candidate retrying. A number further ahead than this
@@ -137,8 +140,8 @@ class Election:
         ``joining`` says the shell is still joining the cluster (``joined`` ends it)."""
         if not 0 < len(name.encode("utf-8")) <= MAX_NAME_BYTES:
             raise ValueError(f"member name must be 1..{MAX_NAME_BYTES} UTF-8 bytes")
-        if not 0 <= epoch <= MAX_COUNTER:
-            raise ValueError("epoch must be a uint64")
+        if not valid_epoch(epoch):
+            raise ValueError(f"epoch must be in 0..{MAX_EPOCH}")
         if not 0 <= life <= MAX_COUNTER:
             raise ValueError("life must be a uint64")
         self._cfg = config
@@ -829,7 +832,7 @@ class Election:
         return max([now, *ends])
 
     def _epoch_in_reach(self, epoch: int) -> bool:
-        return epoch <= self._max_seen + MAX_EPOCH_STEP
+        return epoch <= min(self._max_seen + MAX_EPOCH_STEP, MAX_EPOCH)
 
     def _seq_in_reach(self, known: _Known, seq: int, now: float) -> bool:
         beats = max(0.0, now - known.seq_at) / self._cfg.beat_interval

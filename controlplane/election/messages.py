@@ -15,7 +15,8 @@ Five messages, each a dataclass with ``to_bytes`` and one ``decode`` for all:
 * ``ViewMessage``: the answer: the leadership the responder knows of, and the
   highest epoch it has seen.
 
-Everything from the wire is checked here: names are 1 to 255 bytes, durations
+Everything from the wire is checked here: names follow the members' naming rule
+(``controlplane.names``: 1 to 128 characters of ``[A-Za-z0-9._-]``), durations
 finite and within ``[0, MAX_DURATION]``, stamps finite; anything else raises
 ``MessageError`` (a ``ValueError``).
 """
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from controlplane.gossip.v1 import election_pb2 as pb
+from controlplane.names import valid_name
 
 MAX_NAME_BYTES = 255
 # Epochs, sequences and lives are uint64 on the wire.
@@ -242,10 +244,8 @@ def _echo(echo: pb.Echo) -> Echo:
 
 
 def _name(name: str) -> str:
-    try:
-        size = len(name.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise MessageError("member name is not valid UTF-8") from None
-    if not 0 < size <= MAX_NAME_BYTES:
-        raise MessageError(f"member name must be 1..{MAX_NAME_BYTES} bytes, got {size}")
+    # Names reach the log and the leader view that every API client reads: a name
+    # no member may have is refused with the whole message.
+    if not valid_name(name):
+        raise MessageError(f"member name {name[:40]!r} is not 1 to 128 of [A-Za-z0-9._-]")
     return name

@@ -40,6 +40,13 @@ from controlplane.gossip.formulas import (
     suspicion_bounds,
     suspicion_probe_chance,
 )
+from controlplane.gossip.incarnation import (
+    newer,
+    next_incarnation,
+    older,
+    refutation,
+    within_step,
+)
 from controlplane.gossip.keyring import Keyring
 from controlplane.gossip.queue import TransmitLimitedQueue
 from controlplane.gossip.rtt import RttEstimator
@@ -47,10 +54,10 @@ from controlplane.gossip.state import Address, Member, NodeState, NodeStatus
 from controlplane.gossip.stats import GossipStats
 from controlplane.gossip.suspicion import Suspicion
 from controlplane.gossip.v1 import gossip_pb2 as pb
+from controlplane.names import valid_name
 
 MAX_NAME_SIZE = 255
 _SEQ_MASK = 0xFFFFFFFF
-_INCARNATION_MAX = 0xFFFFFFFF
 # What merging a record that changes a member costs against one that changes nothing,
 # in merge_some's units: an agent measured about 75 us against 4 us, events and
 # snapshot lines included. Counting changes keeps a slice's time steady whether a
@@ -139,8 +146,9 @@ class GossipNode:
         state_delegate: StateDelegate | None = None,
         record_cache: dict[tuple[object, ...], bytes] | None = None,
     ) -> None:
-        if not name or len(name.encode()) > MAX_NAME_SIZE:
-            raise ValueError(f"node name must be 1 to {MAX_NAME_SIZE} bytes")
+        if not valid_name(name):
+            # Its peers would drop every message naming it.
+            raise ValueError("node name must be 1 to 128 characters of [A-Za-z0-9._-]")
         if len(meta) > config.max_meta_size:
             raise MetadataTooLarge(len(meta), config.max_meta_size)
         self.config = config
@@ -287,7 +295,7 @@ class GossipNode:
         if len(meta) > self.config.max_meta_size:
             raise MetadataTooLarge(len(meta), self.config.max_meta_size)
         me = self._me
-        me.incarnation = min(me.incarnation + 1, _INCARNATION_MAX)
+        me.incarnation = next_incarnation(me.incarnation)
         me.meta = meta
         self._queue.queue(codec.encode_alive(me.incarnation, me.name, me.address, meta), me.name)
         effects: list[Effect] = []
@@ -733,7 +741,7 @@ class GossipNode:
         incarnation than ours means ``src`` missed our refutation, and would hold its
         suspicion until anti-entropy. Our alive message goes straight back to it."""
         me = self._me
-        if incarnation < me.incarnation and not self._left:
+        if older(incarnation, me.incarnation) and not self._left:
             self._send(
                 src, [codec.encode_alive(me.incarnation, me.name, me.address, me.meta)], effects
             )
@@ -769,7 +777,7 @@ class GossipNode:
         self, src: Address, request: pb.IndirectPing, now: float, effects: list[Effect]
     ) -> None:
         target = codec.decode_address(request.target_address)
-        if not request.target or target is None:
+        if not valid_name(request.target) or target is None:
             self.stats.drop("invalid_message")
             return
         if len(self._pending) >= 4 * self.config.max_broadcast_queue_depth:
@@ -791,7 +799,28 @@ class GossipNode:
     # ------------------------------------------------------------------ state rules
 
     def _valid_name(self, name: str) -> bool:
-        return len(name) > 0 and len(name.encode()) <= MAX_NAME_SIZE
+        # The members' naming rule (controlplane.names): a name reaches member lists,
+        # logs and the snapshot file, so none may carry a space, newline or control.
+        return valid_name(name)
+
+    def _believable(self, state: NodeState, incarnation: int) -> bool:
+        """An accusation or announcement about a member known alive or suspect moves
+        its incarnation by at most MAX_INCARNATION_STEP (gossip/incarnation.py);
+        anything further is counted and dropped."""
+        if state.status.dead_or_left or within_step(incarnation, state.incarnation):
+            return True
+        self.stats.drop("incarnation_step")
+        return False
+
+    def _alive_is_news(self, state: NodeState, incarnation: int, is_me: bool) -> bool:
+        """An alive message about a member known at this address changes something when
+        it is believable and newer; about ourselves, when not older (an equal one with
+        other metadata is refuted)."""
+        if not self._believable(state, incarnation):
+            return False
+        if is_me:
+            return not older(incarnation, state.incarnation)
+        return newer(incarnation, state.incarnation)
 
     def _on_alive(
         self,
@@ -817,6 +846,7 @@ class GossipNode:
             # (memberlist aliveNode returns early when hasLeft).
             return
         replaces_address = False
+        fresh = state is None
         if state is None:
             if len(self._nodes) >= self.config.max_nodes:
                 self.stats.drop("node_limit")
@@ -836,9 +866,7 @@ class GossipNode:
                     effects.append(NameConflict(name, address))
                 return
         is_me = state is self._me
-        if incarnation <= state.incarnation and not is_me and not replaces_address:
-            return
-        if incarnation < state.incarnation and is_me:
+        if not (fresh or replaces_address or self._alive_is_news(state, incarnation, is_me)):
             return
         self._suspicions.pop(name, None)
         old_status = state.status
@@ -863,11 +891,16 @@ class GossipNode:
     def _on_suspect(
         self, incarnation: int, name: str, accuser: str, now: float, effects: list[Effect]
     ) -> None:
+        if not (self._valid_name(name) and self._valid_name(accuser)):
+            self.stats.drop("invalid_name")
+            return
         state = self._nodes.get(name)
-        if state is None or incarnation < state.incarnation:
+        if state is None or older(incarnation, state.incarnation):
+            return
+        if not self._believable(state, incarnation):
             return
         suspicion = self._suspicions.get(name)
-        if suspicion is not None and incarnation <= suspicion.incarnation:
+        if suspicion is not None and not newer(incarnation, suspicion.incarnation):
             if suspicion.confirm(accuser):
                 self._queue.queue(codec.encode_suspect(incarnation, name, accuser), name)
                 self._push_suspicion(suspicion.deadline, name)
@@ -960,8 +993,13 @@ class GossipNode:
     def _on_dead(
         self, incarnation: int, name: str, accuser: str, now: float, effects: list[Effect]
     ) -> None:
+        if not (self._valid_name(name) and self._valid_name(accuser)):
+            self.stats.drop("invalid_name")
+            return
         state = self._nodes.get(name)
-        if state is None or incarnation < state.incarnation:
+        if state is None or older(incarnation, state.incarnation):
+            return
+        if not self._believable(state, incarnation):
             return
         self._suspicions.pop(name, None)
         if state.status.dead_or_left:
@@ -979,10 +1017,8 @@ class GossipNode:
 
     def _refute(self, me: NodeState, accused: int) -> None:
         """Out-bid an accusation about ourselves with a higher incarnation."""
-        incarnation = me.incarnation + 1
-        if accused >= incarnation:
-            incarnation = accused + 1
-        me.incarnation = min(incarnation, _INCARNATION_MAX)
+        # On the circle there is always a newer incarnation: no accusation is final.
+        me.incarnation = refutation(me.incarnation, accused)
         self.stats.refutations += 1
         # Lifeguard: being accused hints that we are the slow one.
         self._awareness.apply_delta(1)
@@ -1064,7 +1100,7 @@ class GossipNode:
             if (
                 existing is not None
                 and existing is not self._me
-                and record.incarnation <= existing.incarnation
+                and not newer(record.incarnation, existing.incarnation)
                 and existing.address[1] == wire_address.port
                 and existing.address[0] == wire_address.host
             ):

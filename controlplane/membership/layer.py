@@ -68,11 +68,21 @@ from controlplane.membership.events import (
     MemberStatus,
     UserEvent,
 )
-from controlplane.membership.lamport import LamportClock
+from controlplane.membership.lamport import (
+    MAX_LAMPORT_CATCH_UP,
+    MAX_LAMPORT_STEP,
+    LamportClock,
+    within_reach,
+)
 from controlplane.membership.snapshot import SnapshotRecord, SnapshotState, SnapshotWriter
 from controlplane.membership.stats import MembershipStats
 from controlplane.membership.tags import check_tags, decode_tags
-from controlplane.membership.validation import check_node_name, check_user_event, valid_node_name
+from controlplane.membership.validation import (
+    MAX_EVENT_NAME_SIZE,
+    check_node_name,
+    check_user_event,
+    valid_node_name,
+)
 
 Effect = (
     SendPacket
@@ -696,6 +706,13 @@ class Membership:
             # its cluster, and merging it would only cost time.
             self.stats.drop("state_too_large")
             return
+        if not (
+            self._clock_reaches(state.lamport_time, self._clock, MAX_LAMPORT_CATCH_UP)
+            and self._clock_reaches(
+                state.event_lamport_time, self._event_clock, MAX_LAMPORT_CATCH_UP
+            )
+        ):
+            return  # a state from no cluster of ours: none of its times is believed
         serf = _SerfMerge(state, ignore_old=self._merging_join and self._join_ignore_old)
         job = self._capturing
         if job is not None:
@@ -866,25 +883,25 @@ class Membership:
         if kind == "join_intent":
             intent = message.join_intent
             self.stats.join_intents_received += 1
-            if valid_node_name(intent.node):
-                rebroadcast = self._on_join_intent(intent.node, intent.lamport_time, now)
-            else:
+            if not valid_node_name(intent.node):
                 self.stats.drop("invalid_message")
+            elif self._clock_reaches(intent.lamport_time, self._clock):
+                rebroadcast = self._on_join_intent(intent.node, intent.lamport_time, now)
         elif kind == "leave_intent":
             leave = message.leave_intent
             self.stats.leave_intents_received += 1
-            if valid_node_name(leave.node):
+            if not valid_node_name(leave.node):
+                self.stats.drop("invalid_message")
+            elif self._clock_reaches(leave.lamport_time, self._clock):
                 rebroadcast = self._on_leave_intent(
                     leave.node, leave.lamport_time, leave.prune, now, out
                 )
-            else:
-                self.stats.drop("invalid_message")
         elif kind == "user_event":
             event = message.user_event
-            if event.name:
-                rebroadcast = self._on_user_event(messages.buffered(event), now, out)
-            else:
+            if not 0 < len(event.name.encode()) <= MAX_EVENT_NAME_SIZE:
                 self.stats.drop("invalid_message")
+            elif self._clock_reaches(event.lamport_time, self._event_clock):
+                rebroadcast = self._on_user_event(messages.buffered(event), now, out)
         elif kind == "channel_message":
             body = message.channel_message
             if CHANNEL_NAME.fullmatch(body.channel) and valid_node_name(body.origin):
@@ -900,6 +917,14 @@ class Membership:
             # broadcast once and does not gossip it further.
             self.stats.rebroadcasts += 1
             self._broadcast(payload, now)
+
+    def _clock_reaches(self, ltime: int, clock: LamportClock, step: int = MAX_LAMPORT_STEP) -> bool:
+        """A Lamport time from the network within ``step`` of ``clock``; else counted
+        (``lamport_out_of_range``) and refused: see lamport.py MAX_LAMPORT_STEP."""
+        if within_reach(ltime, clock.time(), step):
+            return True
+        self.stats.drop("lamport_out_of_range")
+        return False
 
     def _on_join_intent(self, node: str, ltime: int, now: float) -> bool:
         self._clock.witness(ltime)
@@ -989,7 +1014,9 @@ class Membership:
             self._event_clock.witness(state.event_lamport_time - 1)
         times: dict[str, int] = {}
         for status_time in state.status_times:
-            if valid_node_name(status_time.node):
+            if valid_node_name(status_time.node) and self._clock_reaches(
+                status_time.lamport_time, self._clock
+            ):
                 times[status_time.node] = status_time.lamport_time
             yield
         left = {name for name in state.left_members if valid_node_name(name)}
@@ -1010,7 +1037,9 @@ class Membership:
             # serf eventJoinIgnore: events before the join are history, not news.
             self._events.raise_min_time(state.event_lamport_time)
         for record in state.recent_events:
-            if record.name:
+            if 0 < len(record.name.encode()) <= MAX_EVENT_NAME_SIZE and self._clock_reaches(
+                record.lamport_time, self._event_clock
+            ):
                 self._on_user_event(messages.buffered(record), merge.now, merge.out)
                 yield
         for channel_state in state.channel_states:

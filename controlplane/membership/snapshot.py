@@ -21,10 +21,25 @@ never raises, and hands the :class:`SnapshotState` to ``Membership``.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass
 
 from controlplane.gossip.state import Address
 from controlplane.membership.validation import valid_node_name
+
+# The characters of an IP literal as the gossip codec canonicalizes it (no scope id).
+_HOST = re.compile(r"[0-9A-Fa-f.:]{1,45}")
+
+
+def writable(name: str, address: Address | None = None) -> bool:
+    """Every field of a record is from an alphabet without spaces and line breaks, so
+    no name or address can end its record early and forge the next one (a ``leave``
+    line, say). The layers above validate names already; this is the last gate."""
+    if not valid_node_name(name):
+        return False
+    return address is None or (_HOST.fullmatch(address[0]) is not None and 0 < address[1] < 65536)
+
 
 # snapshot.go snapshotBytesPerNode: expected bytes per alive member in a compact file.
 SNAPSHOT_BYTES_PER_NODE = 128
@@ -65,7 +80,12 @@ class SnapshotState:
 
 
 def _parse_address(host: str, port: str) -> Address | None:
-    if not host or not port.isdigit():
+    if not host or not port.isdigit() or len(port) > 5:
+        return None
+    # Members advertise IP addresses (config.py); anything else was never written here.
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
         return None
     number = int(port)
     if not 0 < number < 65536:
@@ -155,12 +175,14 @@ class SnapshotWriter:
         return self._offset
 
     def alive(self, name: str, address: Address) -> list[SnapshotRecord]:
+        if not writable(name, address):
+            return []
         self._alive[name] = address
         self._left = False
         return self._append(f"alive: {name} {address[0]} {address[1]}\n")
 
     def not_alive(self, name: str) -> list[SnapshotRecord]:
-        if self._alive.pop(name, None) is None:
+        if not writable(name) or self._alive.pop(name, None) is None:
             return []
         return self._append(f"not-alive: {name}\n")
 

@@ -21,7 +21,8 @@ class MembershipStats:
     rebroadcasts: int = 0
     members_reaped: int = 0
     members_pruned: int = 0
-    # Reasons: decode, invalid_message, state_decode, intent_limit, rebroadcast_too_large.
+    # Reasons: decode, invalid_message, state_decode, intent_limit, rebroadcast_too_large,
+    # lamport_out_of_range (a time too far above the local clock, lamport.py).
     dropped: Counter[str] = field(default_factory=Counter)
 
     def drop(self, reason: str) -> None:

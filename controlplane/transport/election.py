@@ -20,7 +20,9 @@ import secrets
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from controlplane.datadir import StateFileError
 from controlplane.election import (
+    MAX_EPOCH,
     Broadcast,
     Election,
     ElectionStatus,
@@ -29,6 +31,7 @@ from controlplane.election import (
     MemberView,
     MessageError,
     Send,
+    valid_epoch,
 )
 from controlplane.election import Effect as ElectionEffect
 from controlplane.gossip.keyring import Keyring
@@ -49,6 +52,9 @@ CHANNEL = "election"
 RANK_TAG = "rank"
 ROLE_TAG = "role"
 SERVER_ROLE = "server"
+# The rank range of config.py (--rank).
+MAX_RANK = 1_000_000
+MAX_RANK_DIGITS = 7
 
 
 def new_life() -> int:
@@ -61,8 +67,13 @@ def member_rank(member: MemberInfo) -> int | None:
     if member.tags.get(ROLE_TAG) != SERVER_ROLE:
         return None
     raw = member.tags.get(RANK_TAG, "")
-    # isdecimal alone accepts other scripts' digits, which int() may refuse.
-    return int(raw) if raw.isascii() and raw.isdigit() else None
+    # isdecimal alone accepts other scripts' digits, which int() may refuse. A rank
+    # is what config.py accepts (0 to 1,000,000, at most 7 digits): a tag beyond it
+    # makes the member ineligible rather than a number of hundreds of digits.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= MAX_RANK_DIGITS):
+        return None
+    rank = int(raw)
+    return rank if rank <= MAX_RANK else None
 
 
 def member_views(members: Iterable[MemberInfo]) -> dict[str, MemberView]:
@@ -80,6 +91,10 @@ def describe(status: ElectionStatus) -> str:
     return f"electing; a leader is expected within {seconds} s ({status.reason})"
 
 
+# The file holds one decimal number and a newline: MAX_EPOCH has 19 digits.
+_EPOCH_FILE_MAX_BYTES = 64
+
+
 class EpochStore:
     """The highest epoch this agent has seen, in `<data_dir>/election.epoch`."""
 
@@ -87,13 +102,25 @@ class EpochStore:
         self.path = Path(data_dir) / "election.epoch"
 
     def load(self) -> int:
+        """The stored epoch; 0 without a file. A file that cannot be read, or holds
+        anything but a number in 0..MAX_EPOCH, raises StateFileError: starting from 0
+        could reuse an epoch, and starting from a number above the range would leave
+        the agent granting nothing for ever (it grants only above what it has seen)."""
         try:
-            return int(self.path.read_text().strip() or 0)
+            with self.path.open("rb") as handle:
+                raw = handle.read(_EPOCH_FILE_MAX_BYTES + 1)
         except FileNotFoundError:
             return 0
-        except (OSError, ValueError) as error:
-            log.warning("cannot read %s (%s); epochs restart from gossip", self.path, error)
-            return 0
+        except OSError as error:
+            raise StateFileError(f"{self.path} cannot be read: {error.strerror or error}") from None
+        text = raw.decode("ascii", errors="replace").strip()
+        epoch = int(text) if len(raw) <= _EPOCH_FILE_MAX_BYTES and text.isdigit() else -1
+        if not valid_epoch(epoch):
+            raise StateFileError(
+                f"{self.path} must hold an epoch in 0..{MAX_EPOCH}, "
+                f"found {text[:40]!r}; remove it to take the epoch from the cluster"
+            )
+        return epoch
 
     def save(self, epoch: int) -> None:
         temporary = self.path.with_suffix(".tmp")

@@ -2,14 +2,16 @@
 
 The server side is the internal `controlplane.gossip.v1.Gossip/PushPull` RPC,
 which hands the peer's framed state to the core and returns the core's own. The
-client side keeps one channel per peer address and turns a failed exchange into
-`None`, which the core counts and retries on its own schedule.
+client side keeps one channel per peer address (TLS when the agent's
+`verify_outgoing` says so, see `controlplane.transport.tls`) and turns a failed
+exchange into `None`, which the core counts and retries on its own schedule.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -32,6 +34,8 @@ CHANNEL_OPTIONS = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
 )
+# Seconds a channel replaced by a TLS reload keeps serving the exchange in flight.
+RETIRE_GRACE = 30.0
 
 
 def peer_address(peer: str) -> Address:
@@ -62,21 +66,45 @@ class GossipServicer(gossip_pb2_grpc.GossipServicer):
 
 
 class PushPullClient:
-    """Runs push-pull exchanges against peers, one cached channel per peer."""
+    """Runs push-pull exchanges against peers, one cached channel per peer.
 
-    def __init__(self) -> None:
+    `credentials` (None: plaintext) and `options` (e.g. the server name expected
+    under verify_server_hostname) apply to every channel; `set_credentials` makes
+    later exchanges use new ones (a TLS reload)."""
+
+    def __init__(
+        self,
+        credentials: grpc.ChannelCredentials | None = None,
+        options: Sequence[tuple[str, str]] = (),
+    ) -> None:
         self._channels: dict[Address, grpc.aio.Channel] = {}
+        self._credentials = credentials
+        self._options = (*CHANNEL_OPTIONS, *options)
+        # Channels replaced by a reload, closed once their exchanges had time to end.
+        self._retiring: set[asyncio.Task[None]] = set()
         # Told (peer, status details) when a peer refuses our state: another key or label.
         self.on_refused: Callable[[Address, str], None] | None = None
 
     def _channel(self, dest: Address) -> grpc.aio.Channel:
         channel = self._channels.get(dest)
         if channel is None:
-            channel = grpc.aio.insecure_channel(
-                format_host_port(dest[0], dest[1]), options=CHANNEL_OPTIONS
-            )
+            target = format_host_port(dest[0], dest[1])
+            if self._credentials is None:
+                channel = grpc.aio.insecure_channel(target, options=self._options)
+            else:
+                channel = grpc.aio.secure_channel(target, self._credentials, options=self._options)
             self._channels[dest] = channel
         return channel
+
+    def set_credentials(self, credentials: grpc.ChannelCredentials | None) -> None:
+        """Later exchanges connect with `credentials`; cached channels are dropped,
+        each closed after a grace that lets an exchange in flight finish."""
+        self._credentials = credentials
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            task = asyncio.create_task(channel.close(RETIRE_GRACE))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
 
     async def exchange(self, dest: Address, frame: bytes, timeout: float) -> bytes | None:
         stub = gossip_pb2_grpc.GossipStub(self._channel(dest))
@@ -101,3 +129,5 @@ class PushPullClient:
     async def close(self) -> None:
         for dest in list(self._channels):
             await self._forget(dest)
+        for task in list(self._retiring):
+            task.cancel()

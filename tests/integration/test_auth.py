@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from controlplane.client import Client, ClientOptions
 from controlplane.client.health import HealthStatus
 from controlplane.errors import PermissionDenied, Unauthenticated
-from controlplane.testing.agents import AgentProcess, running_agent
+from controlplane.testing.agents import AgentProcess, current_secure_setup, running_agent
 from controlplane.testing.agents import run_cli as cli
 from controlplane.v1 import membership_pb2 as pb
 from controlplane.v1 import membership_pb2_grpc
@@ -19,13 +20,23 @@ from controlplane.v1 import membership_pb2_grpc
 pytestmark = pytest.mark.integration
 
 TOKEN = "s3cret-token-42"
+# A token guards the public API only; the agent refuses to start unless gossip (and
+# with it the internal push-pull on the same port) is encrypted, or mTLS is on.
+GOSSIP_KEY = base64.b64encode(bytes(range(32))).decode()
+
+
+@pytest.fixture(autouse=True)
+def _own_credentials_only() -> None:
+    # These agents are secured by --api-token alone; --secure-agents' mTLS and tokens
+    # file would override what the tests are about.
+    if current_secure_setup() is not None:
+        pytest.skip("sets up its own token; --secure-agents does not apply")
 
 
 @pytest.fixture
 def secured(tmp_path: Path) -> Iterator[AgentProcess]:
-    with running_agent(
-        "secured", log_dir=tmp_path, args=["--api-token", TOKEN, "--profile", "local"]
-    ) as agent:
+    args = ["--api-token", TOKEN, "--encrypt", GOSSIP_KEY, "--profile", "local"]
+    with running_agent("secured", log_dir=tmp_path, args=args) as agent:
         yield agent
 
 

@@ -16,7 +16,13 @@ import pytest
 
 from controlplane.client import AsyncClient, Client, ClientOptions, MemberChangeKind, MembersUpdate
 from controlplane.errors import ControlPlaneError, Unavailable
-from controlplane.testing.agents import AgentProcess, free_port, start_agent, wait_until
+from controlplane.testing.agents import (
+    AgentProcess,
+    free_port,
+    start_agent,
+    wait_until,
+    with_credentials,
+)
 from controlplane.v1 import membership_pb2
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -65,14 +71,16 @@ def three_agents(cluster: Cluster) -> list[AgentProcess]:
 
 def test_reads_fail_over_and_writes_are_never_repeated(cluster: Cluster) -> None:
     agents = three_agents(cluster)
-    with Client([agents[0].target], FAST) as client:
+    with Client([agents[0].target], with_credentials(FAST)) as client:
         assert wait_until(lambda: len(client.servers()) == 3, timeout=30)
         client.members()
         victim = cluster.agents[client.current_server or ""]
         # A second client that knows two servers, the victim at its head, and
         # does not heartbeat: its next call goes to the victim.
         other = next(a for a in agents if a is not victim)
-        writer = Client([victim.target, other.target], ClientOptions(heartbeat=False))
+        writer = Client(
+            [victim.target, other.target], with_credentials(ClientOptions(heartbeat=False))
+        )
         while writer._failover.find_server().address != victim.target:
             writer._failover.failed(writer._failover.find_server())  # type: ignore[arg-type]
 
@@ -117,7 +125,9 @@ def test_reads_fail_over_and_writes_are_never_repeated(cluster: Cluster) -> None
 def test_heartbeats_bring_the_whole_cluster_and_survive_the_seed(cluster: Cluster) -> None:
     seed = cluster.start(0)
     interval = 1.0
-    with Client([seed.target], ClientOptions(heartbeat_interval_override=interval)) as client:
+    with Client(
+        [seed.target], with_credentials(ClientOptions(heartbeat_interval_override=interval))
+    ) as client:
         assert {s.address for s in client.servers()} == {seed.target}
         cluster.start(1, seed)
         cluster.start(2, seed)
@@ -143,7 +153,9 @@ CALL_DEADLINE = 30.0
 
 def test_a_stopped_agent_costs_about_one_attempt_deadline(cluster: Cluster) -> None:
     agents = three_agents(cluster)
-    options = ClientOptions(heartbeat=False, timeout=CALL_DEADLINE, attempt_timeout=ATTEMPT)
+    options = with_credentials(
+        ClientOptions(heartbeat=False, timeout=CALL_DEADLINE, attempt_timeout=ATTEMPT)
+    )
     seeds = [a.target for a in agents]
 
     def blocking(victim_of: list[AgentProcess]) -> float:
@@ -198,7 +210,7 @@ def state(member: membership_pb2.Member) -> tuple[int, tuple[tuple[str, str], ..
 
 def test_member_watch_resumes_without_repeating_or_losing_changes(cluster: Cluster) -> None:
     agents = three_agents(cluster)
-    with Client([a.target for a in agents], FAST) as client:
+    with Client([a.target for a in agents], with_credentials(FAST)) as client:
         assert wait_until(lambda: len(client.servers()) == 3, timeout=30)
         watch = client.watch_members()
         updates: list[MembersUpdate] = []

@@ -33,14 +33,7 @@ FAILOVER_BOUND = LEASE + SKEW + 2 * BEAT + DETECTION
 
 
 def leader_of(agent: AgentProcess) -> tuple[str, int] | None:
-    try:
-        with agent.channel() as channel:
-            answer = membership_pb2_grpc.MembershipStub(channel).GetLeader(
-                pb.GetLeaderRequest(), timeout=2
-            )
-    except grpc.RpcError:
-        return None
-    return (answer.leader.name, answer.leader.epoch) if answer.HasField("leader") else None
+    return agent.leader()
 
 
 def agreed(agents: list[AgentProcess]) -> tuple[str, int] | None:

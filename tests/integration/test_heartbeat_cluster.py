@@ -45,7 +45,7 @@ def agents(tmp_path: Path) -> Iterator[Agents]:
 
 
 def heartbeat(agent: AgentProcess, client_id: str = "client-a") -> pb.HeartbeatResponse:
-    with grpc.insecure_channel(agent.target) as channel:
+    with agent.channel() as channel:
         stub = server_pool_pb2_grpc.ServerPoolStub(channel)
         return stub.Heartbeat(
             pb.HeartbeatRequest(client_id=client_id, api_version=pb.ApiVersion(major=1)),
@@ -85,7 +85,7 @@ def test_clients_get_their_own_order_and_are_listed(agents: Agents) -> None:
     orders = {tuple(s.name for s in heartbeat(first, f"client-{i}").servers) for i in range(12)}
     assert len(orders) > 1  # clients spread over the servers
     assert heartbeat(first, "client-0").servers == heartbeat(first, "client-0").servers
-    with grpc.insecure_channel(first.target) as channel:
+    with first.channel() as channel:
         listed = server_pool_pb2_grpc.ServerPoolStub(channel).ListClients(
             pb.ListClientsRequest(), timeout=5
         )
@@ -109,7 +109,7 @@ def test_a_draining_agent_leaves_heartbeat_lists_before_it_stops(agents: Agents)
 
 def test_bad_heartbeats_are_invalid_argument(agents: Agents) -> None:
     first = agents.start(1)
-    with grpc.insecure_channel(first.target) as channel:
+    with first.channel() as channel:
         stub = server_pool_pb2_grpc.ServerPoolStub(channel)
         with pytest.raises(grpc.RpcError) as empty:
             stub.Heartbeat(pb.HeartbeatRequest(), timeout=5)

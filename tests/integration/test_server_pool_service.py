@@ -257,7 +257,7 @@ def test_rebalance_pings_real_agents_with_health_checks(tmp_path: Path) -> None:
     dead = f"127.0.0.1:{free_port()}"
     with (
         running_agent("pool-agent", log_dir=tmp_path) as agent,
-        grpc.insecure_channel(agent.target) as channel,
+        agent.channel() as channel,
     ):
         stub = server_pool_pb2_grpc.ServerPoolStub(channel)
         stub.RefreshServerLists(

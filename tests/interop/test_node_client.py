@@ -28,9 +28,16 @@ from typing import Any
 
 import grpc
 import pytest
+import trustme
 
 from controlplane.ring import HashRing
-from controlplane.testing.agents import AgentProcess, free_port, start_agent, wait_until
+from controlplane.testing.agents import (
+    AgentProcess,
+    current_secure_setup,
+    free_port,
+    start_agent,
+    wait_until,
+)
 from controlplane.v1 import (
     membership_pb2,
     membership_pb2_grpc,
@@ -562,3 +569,58 @@ def test_leave_is_last_and_the_agent_leaves_gracefully(node_run: NodeRun) -> Non
     assert observed.ok("Membership.Leave") == {}
     assert observed.exit_status_a == 0, observed.agent_a.log()
     assert observed.a_status_on_b == "MEMBER_STATUS_LEFT"
+
+
+def test_a_node_client_calls_over_mtls(tmp_path: Path) -> None:
+    """grpc-js presents a client certificate to an agent started with verify_incoming,
+    and is refused at the handshake without one."""
+    if current_secure_setup() is not None:
+        pytest.skip("sets up its own TLS; --secure-agents does not apply")
+    reason = missing_peer()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but the Node.js gRPC client cannot run: {reason}")
+        pytest.skip(f"Node.js gRPC client unavailable: {reason}")
+    authority, stranger = trustme.CA(), trustme.CA()
+    ca = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(ca))
+    files: dict[str, tuple[str, str]] = {}
+    for stem, issuer, names in (
+        ("agent", authority, ("server.controlplane",)),
+        ("client", authority, ("client.controlplane",)),
+        ("stranger", stranger, ("client.controlplane",)),
+    ):
+        issued = issuer.issue_cert(*names)
+        cert, key = tmp_path / f"{stem}.pem", tmp_path / f"{stem}-key.pem"
+        issued.cert_chain_pems[0].write_to_path(str(cert))
+        issued.private_key_pem.write_to_path(str(key))
+        files[stem] = (str(cert), str(key))
+    args = [
+        *AGENT_ARGS,
+        "--tls-ca-file", str(ca),
+        "--tls-cert-file", files["agent"][0],
+        "--tls-key-file", files["agent"][1],
+        "--verify-incoming",
+    ]  # fmt: skip
+    agent = start_agent("node-mtls", args=args, log_dir=tmp_path, wait=False)
+
+    def node_call(stem: str) -> Json:
+        completed = subprocess.run(
+            ["node", str(NODE_DIR / "mtls_call.js"), agent.target, str(ca), *files[stem],
+             "server.controlplane"],
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            timeout=NODE_TIMEOUT_SECONDS,
+            check=False,
+        )  # fmt: skip
+        assert completed.returncode == 0, completed.stderr
+        document: Json = json.loads(completed.stdout)
+        return document
+
+    try:
+        assert wait_until(lambda: node_call("client")["code"] == "OK", 20), agent.log()
+        assert node_call("client")["members"] == ["node-mtls"]
+        assert node_call("stranger")["code"] == "UNAVAILABLE"
+    finally:
+        agent.kill()

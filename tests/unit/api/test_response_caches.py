@@ -10,7 +10,7 @@ from typing import Any, cast
 import grpc
 import pytest
 
-from controlplane.api.auth import TokenCheck
+from controlplane.api.auth import AccessPolicy, configured_tokens
 from controlplane.api.errors import guarded_parts
 from controlplane.api.heartbeat import HeartbeatRpcs, live_servers, server_proto
 from controlplane.api.membership import MembershipService
@@ -133,7 +133,9 @@ class _Pools:
 
 @pytest.fixture
 def find_server() -> grpc.RpcMethodHandler[Any, Any]:
-    servicer = pending_servicer(SERVER_POOL, "", _Pools(), auth=TokenCheck("s3cret-token"))
+    servicer = pending_servicer(
+        SERVER_POOL, "", _Pools(), auth=AccessPolicy(tuple(configured_tokens("s3cret-token", ())))
+    )
     registrar = _Registrar()
     SERVER_POOL.add_to_server(servicer, cast(Any, registrar))
     return registrar.handlers["FindServer"]

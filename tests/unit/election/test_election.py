@@ -610,3 +610,15 @@ def test_next_deadline_is_always_ahead() -> None:
         net.run(0.37)
         for member in net.members.values():
             assert net.now < member.next_deadline() <= net.now + BEAT
+
+
+def test_epochs_above_the_ceiling_are_not_in_reach() -> None:
+    import pytest
+
+    from controlplane.election import MAX_EPOCH
+
+    election = Election(ElectionConfig(), "a", rank=1, now=0.0, epoch=MAX_EPOCH - 1)
+    assert election._epoch_in_reach(MAX_EPOCH)
+    assert not election._epoch_in_reach(MAX_EPOCH + 1)
+    with pytest.raises(ValueError, match="epoch"):
+        Election(ElectionConfig(), "a", rank=1, now=0.0, epoch=MAX_EPOCH + 1)

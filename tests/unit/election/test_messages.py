@@ -23,13 +23,13 @@ from controlplane.gossip.v1 import election_pb2 as pb
 
 SAMPLES: list[Message] = [
     LeaseMessage("node-a", 7, 42, True, True, 9.5, Echo(1234.5, 0.25)),
-    LeaseMessage("ü" * 127, 2**64 - 1, 0, False, True, 0.0),
+    LeaseMessage("u" * 128, 2**64 - 1, 0, False, True, 0.0),
     LeaseMessage("n", 1, 3, True, False, 3.25),
     VoteMessage("voter", "cand", 3, 9, True, 3, 0.0, 2**64 - 1, 55.125),
-    VoteMessage("v" * 255, "c" * 255, 1, 2, False, 8, 4.5, 7, -3.0, True),
+    VoteMessage("v" * 128, "c" * 128, 1, 2, False, 8, 4.5, 7, -3.0, True),
     ReleaseMessage("old-leader", 12),
     InquiryMessage("asker", 99, 1e9),
-    ViewMessage("r" * 255, "h" * 255, 2**64 - 1, 3600.0, 3600.0, Echo(-1.5, 3600.0), 2**64 - 1),
+    ViewMessage("r" * 128, "h" * 128, 2**64 - 1, 3600.0, 3600.0, Echo(-1.5, 3600.0), 2**64 - 1),
     ViewMessage("r", None, 0, 0.0, 0.0, Echo(0.0, 0.0), 5),
 ]
 
@@ -64,7 +64,14 @@ def _raw(**body: object) -> bytes:
         b"\xff\xff\xff",  # not protobuf
         SAMPLES[0].to_bytes()[:-3],  # truncated
         _raw(lease=pb.Lease(holder="", epoch=1)),  # empty name
-        _raw(lease=pb.Lease(holder="a" * 256, epoch=1)),  # name too long
+        _raw(lease=pb.Lease(holder="a" * 129, epoch=1)),  # name too long
+        # Names no member may have (controlplane.names): each would reach the log.
+        _raw(lease=pb.Lease(holder="evil\nleave", epoch=1)),
+        _raw(lease=pb.Lease(holder="a b", epoch=1)),
+        _raw(lease=pb.Lease(holder="ü", epoch=1)),
+        _raw(vote=pb.Vote(voter="v\x00", candidate="c", epoch=1)),
+        _raw(inquiry=pb.Inquiry(asker="a\r")),
+        _raw(view=pb.View(responder="r", holder="h\n", echo=pb.Echo())),
         _raw(lease=pb.Lease(holder="a", lease_remaining=float("nan"))),
         _raw(lease=pb.Lease(holder="a", lease_remaining=-1.0)),
         _raw(lease=pb.Lease(holder="a", lease_remaining=3600.5)),

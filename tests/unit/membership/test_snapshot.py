@@ -99,3 +99,16 @@ def test_writer_asks_for_a_rewrite_past_the_threshold():
     assert problems == []
     assert state.members == (("a", ("10.0.0.1", 7946)),)
     assert state.lamport_time == 40
+
+
+def test_an_alive_record_needs_an_ip_address_and_a_port():
+    data = (
+        b"alive: x 300.1.1.1 1\n"
+        b"alive: h example.com 7946\n"
+        b"alive: p 10.0.0.1 000007946\n"
+        b"alive: y 10.0.0.1 7946\n"
+        b"alive: z ::1 7946\n"
+    )
+    state, problems = parse_snapshot(data)
+    assert state.members == (("y", ("10.0.0.1", 7946)), ("z", ("::1", 7946)))
+    assert [p.split(":")[0] for p in problems] == ["line 1", "line 2", "line 3"]

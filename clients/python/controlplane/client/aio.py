@@ -93,6 +93,8 @@ class AsyncClient:
         if timeout is not None:
             options = dataclasses.replace(options, timeout=timeout)
         self._options = options
+        # Read once: every channel to every agent shares these credentials.
+        self._credentials = options.channel_credentials()
         self._failover = Failover([seeds] if isinstance(seeds, str) else seeds, options)
         # The first resolution may block on DNS; seeds are usually IP literals, and
         # later re-discoveries resolve in a worker thread.
@@ -527,7 +529,11 @@ class AsyncClient:
         if conn is None:
             self._check_open()
             channel = async_channel(
-                address, [*CHANNEL_OPTIONS, *self._options.channel_options], self._options.token
+                address,
+                [*CHANNEL_OPTIONS, *self._options.channel_options],
+                self._options.token,
+                self._credentials,
+                self._options.tls_server_name,
             )
             conn = _Stubs(
                 channel,

@@ -1,4 +1,5 @@
-"""Sends the API token with every call, as agents started with `api_token` require.
+"""The client's channels: TLS when configured, and the API token with every call,
+as agents started with `api_token` require.
 
 The token travels as `authorization: Bearer <token>` metadata, added by a client
 interceptor on each channel the client opens, so no call site can forget it.
@@ -76,13 +77,43 @@ class AsyncStreamToken(_AsyncToken, grpc.aio.UnaryStreamClientInterceptor):
         return await continuation(self._details(details), request)
 
 
-def sync_channel(address: str, options: list[tuple[str, Any]], token: str) -> grpc.Channel:
-    channel = grpc.insecure_channel(address, options=options)
+def _tls_options(
+    options: list[tuple[str, Any]], credentials: grpc.ChannelCredentials | None, server_name: str
+) -> list[tuple[str, Any]]:
+    if credentials is not None and server_name:
+        # gRPC checks this name, instead of the dialled host, against the certificate.
+        return [*options, ("grpc.ssl_target_name_override", server_name)]
+    return options
+
+
+def sync_channel(
+    address: str,
+    options: list[tuple[str, Any]],
+    token: str,
+    credentials: grpc.ChannelCredentials | None = None,
+    server_name: str = "",
+) -> grpc.Channel:
+    """A blocking channel: TLS with `credentials` (None: plaintext), the token on each call."""
+    options = _tls_options(options, credentials, server_name)
+    if credentials is None:
+        channel = grpc.insecure_channel(address, options=options)
+    else:
+        channel = grpc.secure_channel(address, credentials, options=options)
     return grpc.intercept_channel(channel, TokenInterceptor(token)) if token else channel
 
 
-def async_channel(address: str, options: list[tuple[str, Any]], token: str) -> grpc.aio.Channel:
+def async_channel(
+    address: str,
+    options: list[tuple[str, Any]],
+    token: str,
+    credentials: grpc.ChannelCredentials | None = None,
+    server_name: str = "",
+) -> grpc.aio.Channel:
+    """An asyncio channel: TLS with `credentials` (None: plaintext), the token on each call."""
+    options = _tls_options(options, credentials, server_name)
     interceptors: list[grpc.aio.ClientInterceptor] | None = (
         [AsyncUnaryToken(token), AsyncStreamToken(token)] if token else None
     )
-    return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
+    if credentials is None:
+        return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(address, credentials, options=options, interceptors=interceptors)

@@ -23,6 +23,7 @@ import grpc
 
 from controlplane.client.idempotency import is_idempotent
 from controlplane.client.status import error_from_status, is_from_agent, rpc_error_parts
+from controlplane.client.tls import TlsFiles, load_credentials
 from controlplane.errors import ControlPlaneError, DeadlineExceeded, Unavailable
 from controlplane.pool import (
     ApiVersion,
@@ -126,6 +127,18 @@ class ClientOptions:
         channel_options: extra gRPC channel options, appended to CHANNEL_OPTIONS.
         seed: randomness for the pool's shuffles (tests).
         token: API token sent with every call (agents started with `api_token`).
+        ca_file: PEM CA bundle that verifies the agents' certificates. With
+            `ca_file` or `cert_file` set, the client speaks TLS (without `ca_file`,
+            gRPC's bundled public roots verify the agents).
+        cert_file: PEM client certificate, presented to agents started with
+            `verify_incoming` (mTLS); needs `key_file`.
+        key_file: the unencrypted PEM private key of `cert_file`.
+        tls_server_name: the name expected in every agent's certificate instead of
+            the host dialled (e.g. `server.controlplane`, which agents started with
+            `verify_server_hostname` carry); needs TLS.
+        The files are read and checked once, when the client is created: a file
+        that cannot be read, is not PEM, or a key that does not match its
+        certificate raises ValueError naming the field.
     """
 
     timeout: float = DEFAULT_TIMEOUT
@@ -139,8 +152,19 @@ class ClientOptions:
     channel_options: Sequence[tuple[str, int | str]] = ()
     seed: int | None = None
     token: str = ""
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    tls_server_name: str = ""
 
     def __post_init__(self) -> None:
+        if bool(self.cert_file) != bool(self.key_file):
+            given, missing = (
+                ("cert_file", "key_file") if self.cert_file else ("key_file", "cert_file")
+            )
+            raise ValueError(f"{given} is set but {missing} is not: give both")
+        if self.tls_server_name and not self.tls_files.enabled:
+            raise ValueError("tls_server_name needs TLS: set ca_file (or cert_file)")
         if not self.timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {self.timeout!r}")
         if self.attempt_timeout is not None and not self.attempt_timeout > 0:
@@ -150,6 +174,14 @@ class ClientOptions:
         override = self.heartbeat_interval_override
         if override is not None and not override > 0:
             raise ValueError(f"heartbeat_interval_override must be > 0, got {override!r}")
+
+    @property
+    def tls_files(self) -> TlsFiles:
+        return TlsFiles(self.ca_file, self.cert_file, self.key_file)
+
+    def channel_credentials(self) -> grpc.ChannelCredentials | None:
+        """Reads and checks the TLS files (ValueError naming the field); None: plaintext."""
+        return load_credentials(self.tls_files)
 
 
 def server_from_proto(proto: server_pool_pb2.Server) -> Server:

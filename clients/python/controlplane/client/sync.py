@@ -103,6 +103,8 @@ class Client:
         if timeout is not None:
             options = dataclasses.replace(options, timeout=timeout)
         self._options = options
+        # Read once: every channel to every agent shares these credentials.
+        self._credentials = options.channel_credentials()
         self._failover = Failover([seeds] if isinstance(seeds, str) else seeds, options)
         self._failover.rediscover()
         self._conns: dict[str, _Stubs] = {}
@@ -514,6 +516,8 @@ class Client:
                     address,
                     [*CHANNEL_OPTIONS, *self._options.channel_options],
                     self._options.token,
+                    self._credentials,
+                    self._options.tls_server_name,
                 )
                 conn = _Stubs(
                     channel,
