@@ -10,7 +10,7 @@ RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 TOOLS_STAMP := $(VENV)/.installed-tools
 
-.PHONY: run tools test venv runtime proto proto-check lint typecheck pytest cluster-test node-deps clean
+.PHONY: run tools test venv runtime proto proto-check lint typecheck pytest pytest-secure cluster-test node-deps clean fuzz fuzz-smoke
 
 ## run: create .venv, install both distributions (and only their dependencies), start
 ## one agent on 127.0.0.1:7946; the commands are in .venv/bin
@@ -21,7 +21,7 @@ run: runtime
 tools: $(TOOLS_STAMP)
 
 ## test: everything CI checks
-test: venv node-deps lint typecheck proto-check pytest cluster-test
+test: venv node-deps lint typecheck proto-check pytest pytest-secure fuzz-smoke cluster-test
 
 runtime: $(RUN_STAMP)
 
@@ -60,13 +60,37 @@ lint: venv
 	$(BIN)/buf lint
 
 typecheck: venv
-	$(BIN)/mypy controlplane clients/python/controlplane tools tests $(wildcard bench)
+	$(BIN)/mypy controlplane clients/python/controlplane tools tests fuzz $(wildcard bench)
 	@# strict is the project-wide setting; repeated here so the client can never lose it
 	$(BIN)/mypy --strict clients/python/controlplane
 
 # Unit, property, simulation, integration and interop tiers.
+# Atheris harnesses (fuzz/), one after another, each for FUZZ_SECONDS, in-process and
+# offline; each prints one summary line (executions, crashes). Inputs that crash are kept
+# in fuzz/crashes/<harness>/; fuzz-smoke is the short run `make test` includes.
+FUZZ_SECONDS ?= 60
+FUZZ_HARNESSES := gossip_packet direct_frame push_pull snapshot ring_state keyring_file \
+	epoch_file servicers
+fuzz: venv
+	@set -o pipefail; failed=0; for harness in $(FUZZ_HARNESSES); do \
+		$(PY) -m fuzz.$$harness --seconds $(FUZZ_SECONDS) 2>&1 \
+			| grep -v -e '^INFO: Instrumenting' -e '^WARNING: It looks like' || failed=1; \
+	done; exit $$failed
+
+fuzz-smoke: venv
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=3
+
 pytest: venv
 	$(BIN)/pytest -m "not cluster"
+
+# The agent-cluster tests once more, every agent with mTLS (verify_incoming and
+# verify_outgoing) and a scoped token file, every call with a client certificate and
+# an operator token (tests/conftest.py, controlplane/testing/agents.py SecureSetup).
+SECURE_TESTS := $(addprefix tests/integration/,test_membership_cluster.py \
+	test_heartbeat_cluster.py test_ring_cluster.py test_election_cluster.py \
+	test_keyring_cluster.py test_client_cluster.py test_server_pool_service.py test_cli.py)
+pytest-secure: venv
+	$(BIN)/pytest -m "not cluster" --secure-agents $(SECURE_TESTS)
 
 # Containers on a local Docker engine (scripts/docker-engine.sh starts one; with
 # CI=true a missing engine fails the run instead of skipping the tier).

@@ -281,7 +281,7 @@ def split_join_address(text: str) -> tuple[str, int | None]:
             raise ValueError(f"address {text!r} has no valid host name or IPv4 address")
     if port_text is None:
         return host, None
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+    if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
         raise ValueError(f"address {text!r} has port {port_text!r}; a port is 1 to 65535")
     return host, int(port_text)
 

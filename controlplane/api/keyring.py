@@ -109,7 +109,8 @@ class KeyringFile:
             raise self._problem(f"is larger than {self.MAX_BYTES} bytes: not a keyring")
         try:
             encoded = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as error:
+        # RecursionError: nesting deeper than the interpreter's limit ("[[[[...").
+        except (UnicodeDecodeError, ValueError, RecursionError) as error:
             raise self._problem(f"is not a JSON list of base64 keys: {error}") from None
         if not isinstance(encoded, list) or not all(isinstance(k, str) for k in encoded):
             raise self._problem("is not a JSON list of base64 keys")

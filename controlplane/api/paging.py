@@ -81,7 +81,8 @@ def _decode_token(token: str) -> tuple[str, str]:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         body = json.loads(raw.decode())
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+    # RecursionError: a forged token nesting deeper than the interpreter's limit.
+    except (binascii.Error, UnicodeDecodeError, ValueError, RecursionError):
         body = None
     if (
         not isinstance(body, dict)

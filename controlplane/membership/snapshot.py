@@ -80,7 +80,8 @@ class SnapshotState:
 
 
 def _parse_address(host: str, port: str) -> Address | None:
-    if not host or not port.isdigit() or len(port) > 5:
+    # isascii: str.isdigit() also accepts superscripts, which int() refuses.
+    if not host or not (port.isascii() and port.isdigit()) or len(port) > 5:
         return None
     # Members advertise IP addresses (config.py); anything else was never written here.
     try:
@@ -133,7 +134,9 @@ def parse_snapshot(data: bytes) -> tuple[SnapshotState, list[str]]:
             members.pop(name, None)
         elif line.startswith(("clock: ", "event-clock: ")):
             key, _, value = line.partition(": ")
-            if not value.isdigit() or len(value) > 20 or int(value) >= 2**64:
+            # ASCII digits only: the writer writes no others, and int() refuses some
+            # characters that str.isdigit() accepts (superscripts).
+            if not (value.isascii() and value.isdigit()) or len(value) > 20 or int(value) >= 2**64:
                 problems.append(f"line {number}: bad {key} record: {line[:80]!r}")
                 continue
             if key == "clock":

@@ -198,3 +198,10 @@ def test_unknown_environment_variables_are_warned_about() -> None:
     assert environment_warnings({"CONTROLPLANE_PORT": "1", "HOME": "/"}) == []
     # The warnings do not change what the agent reads.
     assert build_config(environ=environ).port == 7000
+
+
+@pytest.mark.parametrize("port", ["79²", "٧٩٤٦"])
+def test_a_join_port_is_ascii_digits(port: str) -> None:
+    # str.isdigit() accepts these; int() refuses the first and reads the second.
+    with pytest.raises(ConfigError, match="a port is 1 to 65535"):
+        build_config(flags={"join": (f"10.0.0.1:{port}",)})
