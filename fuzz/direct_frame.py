@@ -31,7 +31,18 @@ def target(data: bytes) -> None:
 
 
 def seeds() -> list[bytes]:
+    # One valid message of each kind, so mutations start past the decoder's first checks.
+    echo = messages.Echo(stamp=12.5, held=0.25)
+    valid: list[messages.Message] = [
+        messages.LeaseMessage("node-1", 7, 3, True, False, 4.5, echo),
+        messages.VoteMessage("node-2", "node-1", 7, 3, True, 7, 0.0, life=9, stamp=1.5),
+        messages.ReleaseMessage("node-1", 7),
+        messages.InquiryMessage("node-3", 2, 3.25),
+        messages.ViewMessage("node-2", "node-1", 7, 4.0, 0.0, echo, max_epoch=7),
+        messages.ViewMessage("node-2", None, 0, 0.0, 1.0, echo),
+    ]
     payloads = [b"", b"\x0a\x00", b"\x12\x04\x08\x01\x10\x02"]
+    payloads += [message.to_bytes() for message in valid]
     out = []
     for keyed in (0, 1):
         for payload in payloads:
