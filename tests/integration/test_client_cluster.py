@@ -240,8 +240,12 @@ def test_member_watch_resumes_without_repeating_or_losing_changes(cluster: Clust
                 with lock:
                     for update in updates:
                         apply(view, update)
-                return truth == {name: state(m) for name, m in view.items()} and (
-                    truth.get(victim.name, (0,))[0] == membership_pb2.MEMBER_STATUS_FAILED
+                # The newcomer must be in the truth too: an agent that has not yet
+                # heard of it agrees with a watch that has not either.
+                return (
+                    truth == {name: state(m) for name, m in view.items()}
+                    and truth.get(victim.name, (0,))[0] == membership_pb2.MEMBER_STATUS_FAILED
+                    and newcomer.name in truth
                 )
 
             assert wait_until(converged, timeout=30)
