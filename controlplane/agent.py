@@ -369,6 +369,7 @@ class Agent:
         self.pools = PoolRegistry(
             loop.time, pinger=tls_health_ping(lambda: tls.outgoing, tls.channel_options())
         )
+        epochs = EpochStore(config.data_dir) if config.data_dir else None
         try:
             self.rings = RingService(
                 RingDirectory(config.node),
@@ -377,6 +378,8 @@ class Agent:
                 loop.time,
                 RegistrationStore(config.data_dir) if config.data_dir else None,
             )
+            # Out of range or damaged: exit 2 with one line (transport/election.py).
+            stored_epoch = epochs.load() if epochs else 0
         except StateFileError as error:
             if snapshot_file is not None:
                 snapshot_file.close()
@@ -393,14 +396,6 @@ class Agent:
             KeyringFile(config.data_dir) if config.data_dir else None,
         )
         runtime.on_channel(KEYRING_CHANNEL, self.keys.on_channel)
-        epochs = EpochStore(config.data_dir) if config.data_dir else None
-        try:
-            # Out of range or damaged: exit 2 with one line (transport/election.py).
-            stored_epoch = epochs.load() if epochs else 0
-        except StateFileError as error:
-            if snapshot_file is not None:
-                snapshot_file.close()
-            raise AgentStartError(str(error)) from None
         election = Election(
             ElectionConfig(quorum=config.election_quorum),
             config.node,

@@ -6,20 +6,15 @@ field violation without re-phrasing it.
 
 from __future__ import annotations
 
-import re
-
 from controlplane.errors import InvalidArgument
+from controlplane.names import MAX_NAME_LENGTH, valid_name
 
 # Node names: 1 to 128 characters of letters, digits, '-', '_' and '.' (the characters
-# Serf's ValidateNodeNames accepts, at the length it allows).
-MAX_NODE_NAME_LENGTH = 128
-_NODE_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}", re.ASCII)
+# Serf's ValidateNodeNames accepts, at the length it allows): the one rule of names.py.
+MAX_NODE_NAME_LENGTH = MAX_NAME_LENGTH
+valid_node_name = valid_name
 # User event names: 1 to 128 bytes of UTF-8.
 MAX_EVENT_NAME_SIZE = 128
-
-
-def valid_node_name(name: str) -> bool:
-    return _NODE_NAME.fullmatch(name) is not None
 
 
 def check_node_name(name: str, field: str = "name") -> None:

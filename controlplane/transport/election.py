@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from controlplane.datadir import StateFileError
+from controlplane.datadir import StateFileError, atomic_write
 from controlplane.election import (
     MAX_EPOCH,
     Broadcast,
@@ -123,11 +122,8 @@ class EpochStore:
         return epoch
 
     def save(self, epoch: int) -> None:
-        temporary = self.path.with_suffix(".tmp")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            temporary.write_text(f"{epoch}\n")
-            os.replace(temporary, self.path)
+            atomic_write(self.path, f"{epoch}\n".encode(), mode=0o644)
         except OSError as error:
             log.error("cannot write %s: %s", self.path, error.strerror)
 

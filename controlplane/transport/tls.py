@@ -28,12 +28,14 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from controlplane.config import AgentConfig, tls_server_name
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 log = logging.getLogger("controlplane.tls")
 
@@ -62,6 +64,9 @@ def _read(setting: str, path: str) -> bytes:
 
 
 def _certificates(setting: str, path: str, data: bytes) -> list[x509.Certificate]:
+    # cryptography costs megabytes of memory: loaded only when TLS files are given.
+    from cryptography import x509
+
     try:
         certificates = x509.load_pem_x509_certificates(data)
     except ValueError:
@@ -81,6 +86,8 @@ def load_material(ca_file: str, cert_file: str, key_file: str) -> TlsMaterial:
         cert = _read("tls_cert_file", cert_file)
         key = _read("tls_key_file", key_file)
         leaf = _certificates("tls_cert_file", cert_file, cert)[0]
+        from cryptography.hazmat.primitives import serialization
+
         try:
             private = serialization.load_pem_private_key(key, password=None)
         except (ValueError, TypeError):
