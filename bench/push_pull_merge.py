@@ -21,11 +21,11 @@ import random
 import time
 
 from controlplane.gossip import PROFILES, codec
-from controlplane.gossip.v1 import gossip_pb2 as pb
 from controlplane.membership import MemberEvent, Membership, MembershipConfig, messages
 from controlplane.membership.tags import encode_tags
-from controlplane.transport.heap import HeapSettler
-from controlplane.transport.runtime import SliceSize
+from controlplane.shell.heap import HeapSettler
+from controlplane.shell.runtime import SliceSize
+from controlplane.wire.v1 import gossip_pb2 as pb
 
 
 def agent() -> Membership:

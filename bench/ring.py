@@ -27,7 +27,7 @@ from functools import partial
 import uhashring
 
 from controlplane.ring import HashRing, RingNode
-from controlplane.rings import RingDirectory, RingMember
+from controlplane.rings.directory import RingDirectory, RingMember
 
 LOOKUP_KEYS = 50_000
 SPREAD_KEYS = 200_000

@@ -12,7 +12,7 @@ waits for the leave to spread; then in-flight RPCs get `shutdown_grace` seconds
 and the process exits 0.
 
 SIGHUP reloads the TLS certificate, key and CA for new connections
-(`controlplane.transport.tls`); open connections keep theirs.
+(`controlplane.shell.tls`); open connections keep theirs.
 """
 
 from __future__ import annotations
@@ -71,16 +71,16 @@ from controlplane.config import AgentConfig, format_host_port
 from controlplane.datadir import DataDirError, StateFileError, check_data_dir
 from controlplane.election import Election, ElectionConfig, LeaderView
 from controlplane.gossip import PROFILES, Keyring, NameConflict
-from controlplane.heartbeat import HeartbeatTracker
+from controlplane.heartbeat.tracker import HeartbeatTracker
 from controlplane.membership import MemberEvent, Membership, MembershipConfig
-from controlplane.rings import RingDirectory
-from controlplane.transport.election import RANK_TAG, ElectionDriver, EpochStore, new_life
-from controlplane.transport.heap import HeapSettler
-from controlplane.transport.looplag import LoopLagProbe
-from controlplane.transport.pushpull import MAX_MESSAGE_BYTES, GossipServicer, PushPullClient
-from controlplane.transport.runtime import GossipRuntime
-from controlplane.transport.snapshot import SnapshotFile, read_snapshot, snapshot_path
-from controlplane.transport.tls import AgentTls, TlsFileError
+from controlplane.rings.directory import RingDirectory
+from controlplane.shell.election import RANK_TAG, ElectionDriver, EpochStore, new_life
+from controlplane.shell.heap import HeapSettler
+from controlplane.shell.looplag import LoopLagProbe
+from controlplane.shell.pushpull import MAX_MESSAGE_BYTES, GossipServicer, PushPullClient
+from controlplane.shell.runtime import GossipRuntime
+from controlplane.shell.snapshot import SnapshotFile, read_snapshot, snapshot_path
+from controlplane.shell.tls import AgentTls, TlsFileError
 
 log = logging.getLogger("controlplane.agent")
 

@@ -15,7 +15,7 @@ import atheris  # type: ignore[import-untyped]
 # guide the fuzzer and instrumenting them costs seconds at every start.
 with atheris.instrument_imports(include=["controlplane"]):
     from controlplane.election import messages
-    from controlplane.transport.direct import DirectFrameError, open_direct, seal_direct
+    from controlplane.gossip.direct import DirectFrameError, open_direct, seal_direct
     from fuzz import _cores
     from fuzz.runner import main
 

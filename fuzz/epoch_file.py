@@ -17,7 +17,7 @@ import atheris  # type: ignore[import-untyped]
 # guide the fuzzer and instrumenting them costs seconds at every start.
 with atheris.instrument_imports(include=["controlplane"]):
     from controlplane.datadir import StateFileError
-    from controlplane.transport.election import EpochStore
+    from controlplane.shell.election import EpochStore
     from fuzz.runner import main
 
 _STORE = EpochStore(tempfile.mkdtemp(prefix="fuzz-epoch-"))

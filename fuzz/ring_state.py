@@ -18,10 +18,10 @@ import atheris  # type: ignore[import-untyped]
 # Only the project is instrumented: coverage of grpc, protobuf and asyncio would not
 # guide the fuzzer and instrumenting them costs seconds at every start.
 with atheris.instrument_imports(include=["controlplane"]):
-    from controlplane import rings
     from controlplane.api.ring import RegistrationStore
     from controlplane.datadir import StateFileError
     from controlplane.errors import InvalidArgument
+    from controlplane.rings import directory as rings
     from fuzz import _cores
     from fuzz.runner import main
 

@@ -41,11 +41,11 @@ with atheris.instrument_imports(include=["controlplane"]):
     from controlplane.api.services import MEMBERSHIP, RING, SERVER_POOL, PublicService
     from controlplane.api.services import pending_servicer as _pending_servicer
     from controlplane.election.effects import ElectionStatus
-    from controlplane.heartbeat import HeartbeatTracker
+    from controlplane.heartbeat.tracker import HeartbeatTracker
     from controlplane.membership import Membership
     from controlplane.pool import Server
-    from controlplane.rings import RingDirectory
-    from controlplane.transport.runtime import parse_address
+    from controlplane.rings.directory import RingDirectory
+    from controlplane.shell.runtime import parse_address
     from fuzz import _cores
     from fuzz.runner import main
 

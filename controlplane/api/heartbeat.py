@@ -27,7 +27,7 @@ import grpc.aio
 from controlplane.api.paging import filters_digest, page_request, take_page
 from controlplane.api.server_pool import seconds_to_duration
 from controlplane.errors import InvalidArgument
-from controlplane.heartbeat import HeartbeatClient, HeartbeatTracker
+from controlplane.heartbeat.tracker import HeartbeatClient, HeartbeatTracker
 from controlplane.membership import MemberEvent, MemberInfo, MemberStatus
 from controlplane.pool import ApiVersion, is_api_compatible
 from controlplane.v1 import server_pool_pb2 as pb

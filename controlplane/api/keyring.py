@@ -28,9 +28,9 @@ from controlplane.datadir import StateFileError, atomic_write, write_failure
 from controlplane.errors import ControlPlaneError, FailedPrecondition, InvalidArgument
 from controlplane.gossip import Keyring
 from controlplane.gossip.keyring import VALID_KEY_SIZES
-from controlplane.gossip.v1 import keyring_pb2 as wire
 from controlplane.membership import ChannelDelivery, ChannelStateReceived, Membership, MemberStatus
 from controlplane.v1 import keyring_pb2 as pb
+from controlplane.wire.v1 import keyring_pb2 as wire
 
 log = logging.getLogger("controlplane.keyring")
 

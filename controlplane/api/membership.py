@@ -31,7 +31,7 @@ from controlplane.membership import (
     MemberStatus,
     UserEvent,
 )
-from controlplane.transport.runtime import GossipRuntime
+from controlplane.shell.runtime import GossipRuntime
 from controlplane.v1 import membership_pb2 as pb
 
 PATTERN_MAX = 256

@@ -1,6 +1,6 @@
 """The Ring service: consistent hash rings over membership and registrations.
 
-The ring directory (controlplane.rings) follows membership one event at a time
+The ring directory (controlplane.rings.directory) follows membership one event at a time
 (only the members an event names are re-read) and merges registrations received on
 the gossip "ring" channel, a message or a peer's full state at a time; both cost
 what they change, not the size of the fleet. AddNode and RemoveNode write
@@ -42,7 +42,7 @@ from controlplane.membership import (
     MemberStatus,
 )
 from controlplane.ring import EmptyRingError
-from controlplane.rings import (
+from controlplane.rings.directory import (
     MAX_STATE_REGISTRATIONS,
     Registration,
     RingDirectory,

@@ -23,7 +23,7 @@ from google.protobuf.duration_pb2 import Duration
 from controlplane.client.health import HealthStatus, check_health_async
 from controlplane.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from controlplane.errors import Unavailable as UnavailableError
-from controlplane.names import name_or_default
+from controlplane.gossip.names import name_or_default
 from controlplane.pool import (
     ApiVersion,
     FailureVerdict,

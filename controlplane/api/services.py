@@ -27,7 +27,6 @@ from controlplane.api.auth import AccessPolicy, access_check
 from controlplane.api.errors import Check, guard, guarded_parts
 from controlplane.api.paging import MAX_PUBLIC_MESSAGE_BYTES
 from controlplane.errors import ResourceExhausted, Unimplemented
-from controlplane.gossip.v1 import gossip_pb2, gossip_pb2_grpc
 from controlplane.v1 import (
     keyring_pb2,
     keyring_pb2_grpc,
@@ -38,6 +37,7 @@ from controlplane.v1 import (
     server_pool_pb2,
     server_pool_pb2_grpc,
 )
+from controlplane.wire.v1 import gossip_pb2, gossip_pb2_grpc
 
 
 def agent_version() -> str:

@@ -16,7 +16,7 @@ Five messages, each a dataclass with ``to_bytes`` and one ``decode`` for all:
   highest epoch it has seen.
 
 Everything from the wire is checked here: names follow the members' naming rule
-(``controlplane.names``: 1 to 128 characters of ``[A-Za-z0-9._-]``), durations
+(``controlplane.gossip.names``: 1 to 128 characters of ``[A-Za-z0-9._-]``), durations
 finite and within ``[0, MAX_DURATION]``, stamps finite; anything else raises
 ``MessageError`` (a ``ValueError``).
 """
@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
-from controlplane.gossip.v1 import election_pb2 as pb
-from controlplane.names import valid_name
+from controlplane.gossip.names import valid_name
+from controlplane.wire.v1 import election_pb2 as pb
 
 MAX_NAME_BYTES = 255
 # Epochs, sequences and lives are uint64 on the wire.

@@ -21,7 +21,7 @@ import ipaddress
 import re
 
 from controlplane.gossip.keyring import ENCRYPTION_OVERHEAD, DecryptionFailed, Keyring
-from controlplane.gossip.v1 import gossip_pb2 as pb
+from controlplane.wire.v1 import gossip_pb2 as pb
 
 FRAME_VERSION = 1
 FLAG_ENCRYPTED = 0x01

@@ -48,13 +48,13 @@ from controlplane.gossip.incarnation import (
     within_step,
 )
 from controlplane.gossip.keyring import Keyring
+from controlplane.gossip.names import valid_name
 from controlplane.gossip.queue import TransmitLimitedQueue
 from controlplane.gossip.rtt import RttEstimator
 from controlplane.gossip.state import Address, Member, NodeState, NodeStatus
 from controlplane.gossip.stats import GossipStats
 from controlplane.gossip.suspicion import Suspicion
-from controlplane.gossip.v1 import gossip_pb2 as pb
-from controlplane.names import valid_name
+from controlplane.wire.v1 import gossip_pb2 as pb
 
 MAX_NAME_SIZE = 255
 _SEQ_MASK = 0xFFFFFFFF
@@ -799,7 +799,7 @@ class GossipNode:
     # ------------------------------------------------------------------ state rules
 
     def _valid_name(self, name: str) -> bool:
-        # The members' naming rule (controlplane.names): a name reaches member lists,
+        # The members' naming rule (controlplane.gossip.names): a name reaches member lists,
         # logs and the snapshot file, so none may carry a space, newline or control.
         return valid_name(name)
 

@@ -31,7 +31,7 @@ class GossipStats:
     # Reasons: oversized, truncated, frame_version, frame_flags, label, plaintext,
     # encrypted_without_keyring, decrypt, decode, protocol_version, unknown_message,
     # invalid_message, wrong_target, address_conflict, node_limit, internal_error,
-    # invalid_name (controlplane.names), incarnation_step (gossip/incarnation.py).
+    # invalid_name (controlplane.gossip.names), incarnation_step (gossip/incarnation.py).
     dropped: Counter[str] = field(default_factory=Counter)
 
     def drop(self, reason: str) -> None:

@@ -48,7 +48,6 @@ from controlplane.gossip.keyring import Keyring
 from controlplane.gossip.node import MERGE_CHANGE_COST, GossipNode
 from controlplane.gossip.node import PushPullMerge as CoreMerge
 from controlplane.gossip.state import Address, Member
-from controlplane.gossip.v1 import membership_pb2
 from controlplane.membership import messages
 from controlplane.membership.buffers import (
     BufferedEvent,
@@ -83,6 +82,7 @@ from controlplane.membership.validation import (
     check_user_event,
     valid_node_name,
 )
+from controlplane.wire.v1 import membership_pb2
 
 Effect = (
     SendPacket

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from controlplane.gossip import codec
-from controlplane.gossip.v1 import membership_pb2 as pb
 from controlplane.membership.buffers import BufferedEvent
+from controlplane.wire.v1 import membership_pb2 as pb
 
 
 def encode_join_intent(node: str, lamport_time: int) -> bytes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from controlplane.errors import InvalidArgument
-from controlplane.gossip.v1 import membership_pb2 as pb
+from controlplane.wire.v1 import membership_pb2 as pb
 
 
 def encode_tags(tags: Mapping[str, str]) -> bytes:

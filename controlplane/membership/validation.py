@@ -7,7 +7,7 @@ field violation without re-phrasing it.
 from __future__ import annotations
 
 from controlplane.errors import InvalidArgument
-from controlplane.names import MAX_NAME_LENGTH, valid_name
+from controlplane.gossip.names import MAX_NAME_LENGTH, valid_name
 
 # Node names: 1 to 128 characters of letters, digits, '-', '_' and '.' (the characters
 # Serf's ValidateNodeNames accepts, at the length it allows): the one rule of names.py.

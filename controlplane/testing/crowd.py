@@ -80,15 +80,15 @@ import grpc.aio
 from controlplane.gossip import PROFILES, GossipConfig, Keyring, codec
 from controlplane.gossip.formulas import push_pull_scale, suspicion_timeout
 from controlplane.gossip.state import NodeStatus
-from controlplane.gossip.v1 import gossip_pb2 as pb
-from controlplane.gossip.v1 import gossip_pb2_grpc, membership_pb2
 from controlplane.membership import messages
 from controlplane.membership.buffers import BufferedEvent, EventAdmission, EventBuffer
 from controlplane.membership.lamport import LamportClock
 from controlplane.membership.tags import encode_tags
+from controlplane.shell.looplag import LoopLagProbe
+from controlplane.shell.pushpull import CHANNEL_OPTIONS
 from controlplane.testing.agents import clean_environment
-from controlplane.transport.looplag import LoopLagProbe
-from controlplane.transport.pushpull import CHANNEL_OPTIONS
+from controlplane.wire.v1 import gossip_pb2 as pb
+from controlplane.wire.v1 import gossip_pb2_grpc, membership_pb2
 
 log = logging.getLogger("controlplane.crowd")
 

@@ -17,10 +17,10 @@ from grpc_status import rpc_status
 
 from controlplane.client import AsyncClient, Client, ClientOptions
 from controlplane.errors import InvalidArgument
-from controlplane.gossip.v1 import gossip_pb2, gossip_pb2_grpc
 from controlplane.testing.agents import AgentProcess
 from controlplane.v1 import membership_pb2 as pb
 from controlplane.v1 import membership_pb2_grpc, server_pool_pb2, server_pool_pb2_grpc
+from controlplane.wire.v1 import gossip_pb2, gossip_pb2_grpc
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,6 @@ import pytest
 
 from controlplane.client.health import HealthStatus
 from controlplane.gossip.codec import PROTOCOL_VERSION, frame_header
-from controlplane.gossip.v1 import gossip_pb2, gossip_pb2_grpc
 from controlplane.testing.agents import (
     AgentProcess,
     current_secure_setup,
@@ -40,6 +39,7 @@ from controlplane.v1 import (
     ring_pb2,
     ring_pb2_grpc,
 )
+from controlplane.wire.v1 import gossip_pb2, gossip_pb2_grpc
 
 pytestmark = pytest.mark.integration
 

@@ -24,11 +24,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from controlplane.gossip import codec
-from controlplane.gossip.v1 import gossip_pb2 as pb
-from controlplane.gossip.v1 import gossip_pb2_grpc
 from controlplane.testing.agents import AgentProcess, free_port, start_agent, wait_until
 from controlplane.testing.crowd import Crowd, CrowdConfig, CrowdMember, CrowdProcess
 from controlplane.v1 import membership_pb2, membership_pb2_grpc
+from controlplane.wire.v1 import gossip_pb2 as pb
+from controlplane.wire.v1 import gossip_pb2_grpc
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -17,9 +17,9 @@ import pytest
 
 from controlplane.election.messages import LeaseMessage
 from controlplane.gossip import codec
+from controlplane.gossip.direct import seal_direct
 from controlplane.membership import messages as membership_messages
 from controlplane.testing.agents import AgentProcess, free_port, start_agent, wait_until
-from controlplane.transport.direct import seal_direct
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 
-from controlplane.transport.looplag import LoopLagProbe
+from controlplane.shell.looplag import LoopLagProbe
 
 
 def hold_the_loop(seconds: float) -> None:

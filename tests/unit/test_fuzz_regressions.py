@@ -43,7 +43,7 @@ def _expected(name: str, module: ModuleType) -> tuple[type[BaseException], ...]:
 
     if name == "direct_frame":
         from controlplane.election.messages import MessageError
-        from controlplane.transport.direct import DirectFrameError
+        from controlplane.gossip.direct import DirectFrameError
 
         return (DirectFrameError, MessageError)
     if name in ("keyring_file", "epoch_file"):

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from controlplane.heartbeat import (
+from controlplane.heartbeat.tracker import (
     HEARTBEAT_GRACE,
     MIN_HEARTBEAT_TTL,
     HeartbeatTracker,

@@ -8,16 +8,16 @@ from types import MappingProxyType
 
 import pytest
 
-from controlplane import heartbeat
 from controlplane.api.heartbeat import member_api_version
 from controlplane.api.ring import RingService
 from controlplane.errors import InvalidArgument
 from controlplane.gossip import codec
-from controlplane.heartbeat import HeartbeatTracker
+from controlplane.heartbeat import tracker as heartbeat
+from controlplane.heartbeat.tracker import HeartbeatTracker
 from controlplane.membership import MemberInfo, MemberStatus
-from controlplane.rings import Registration, RingDirectory, check_address
-from controlplane.transport.election import member_rank
-from controlplane.transport.udp import UdpEndpoint
+from controlplane.rings.directory import Registration, RingDirectory, check_address
+from controlplane.shell.election import member_rank
+from controlplane.shell.udp import UdpEndpoint
 from controlplane.v1 import ring_pb2
 from tests.unit.gossip.helpers import PEER, make_node, packet
 

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from controlplane import rings
 from controlplane.errors import InvalidArgument
 from controlplane.ring import HashRing
-from controlplane.rings import (
+from controlplane.rings import directory as rings
+from controlplane.rings.directory import (
     Registration,
     RingDirectory,
     RingMember,
@@ -263,7 +263,7 @@ def test_the_cap_can_be_given_per_directory() -> None:
 
 
 def test_a_state_beyond_the_state_cap_is_refused(monkeypatch):
-    import controlplane.rings as rings_module
+    import controlplane.rings.directory as rings_module
 
     monkeypatch.setattr(rings_module, "MAX_STATE_REGISTRATIONS", 3)
     directory = rings_module.RingDirectory("a")

@@ -3,7 +3,7 @@ name are refused (issue 13: Lamport-timed messages and names on every path)."""
 
 from __future__ import annotations
 
-from controlplane.rings import (
+from controlplane.rings.directory import (
     MAX_LAMPORT_AHEAD,
     Registration,
     RingDirectory,

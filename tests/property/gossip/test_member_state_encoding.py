@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controlplane.gossip import codec
-from controlplane.gossip.v1 import gossip_pb2 as pb
+from controlplane.wire.v1 import gossip_pb2 as pb
 
 
 @settings(derandomize=True, max_examples=500, deadline=None)

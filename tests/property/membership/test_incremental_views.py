@@ -15,7 +15,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controlplane.gossip import codec
-from controlplane.gossip.v1 import gossip_pb2 as pb
 from controlplane.membership import Effect, MemberEvent, MemberInfo, Membership, MemberStatus
 from controlplane.membership.messages import (
     decode_state,
@@ -24,6 +23,7 @@ from controlplane.membership.messages import (
     encode_state,
 )
 from controlplane.membership.tags import encode_tags
+from controlplane.wire.v1 import gossip_pb2 as pb
 from tests.unit.membership.helpers import alive, dead, make, receive, user
 
 NAMES = [f"m{i}" for i in range(8)]

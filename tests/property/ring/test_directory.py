@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controlplane.ring import HashRing, RingNode
-from controlplane.rings import (
+from controlplane.rings.directory import (
     Registration,
     RingDirectory,
     RingEntry,

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controlplane import heartbeat
-from controlplane.heartbeat import HEARTBEAT_GRACE, MIN_HEARTBEAT_TTL, HeartbeatTracker
+from controlplane.heartbeat import tracker as heartbeat
+from controlplane.heartbeat.tracker import HEARTBEAT_GRACE, MIN_HEARTBEAT_TTL, HeartbeatTracker
 
 
 class CountingTable(OrderedDict[str, Any]):

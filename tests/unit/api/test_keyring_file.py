@@ -18,9 +18,9 @@ from controlplane.api.keyring import KeyringFile, KeyringService
 from controlplane.datadir import StateFileError
 from controlplane.errors import ResourceExhausted, Unavailable
 from controlplane.gossip import Keyring
-from controlplane.gossip.v1 import keyring_pb2 as wire
 from controlplane.membership import ChannelDelivery, MemberStatus
 from controlplane.v1 import keyring_pb2 as pb
+from controlplane.wire.v1 import keyring_pb2 as wire
 
 OLD = bytes(range(32))
 NEW = bytes(range(100, 132))

@@ -29,12 +29,12 @@ from controlplane.api.paging import (
 )
 from controlplane.errors import InvalidArgument, ResourceExhausted
 from controlplane.gossip import PROFILES, codec
-from controlplane.gossip.v1 import gossip_pb2
-from controlplane.heartbeat import HeartbeatTracker
+from controlplane.heartbeat.tracker import HeartbeatTracker
 from controlplane.membership import Membership, MembershipConfig, MemberStatus, messages
 from controlplane.membership.tags import encode_tags
 from controlplane.v1 import membership_pb2 as pb
 from controlplane.v1 import server_pool_pb2 as pool_pb
+from controlplane.wire.v1 import gossip_pb2
 from tests.unit.membership.helpers import datagram
 
 FLEET = 5000

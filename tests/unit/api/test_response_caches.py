@@ -16,7 +16,7 @@ from controlplane.api.heartbeat import HeartbeatRpcs, live_servers, server_proto
 from controlplane.api.membership import MembershipService
 from controlplane.api.services import SERVER_POOL, OversizedRequest, pending_servicer
 from controlplane.gossip import codec
-from controlplane.heartbeat import HeartbeatTracker
+from controlplane.heartbeat.tracker import HeartbeatTracker
 from controlplane.membership import EventType, MemberEvent, MemberStatus
 from controlplane.membership.tags import encode_tags
 from controlplane.pool import ApiVersion

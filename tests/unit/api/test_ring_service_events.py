@@ -13,7 +13,6 @@ from types import MappingProxyType
 
 import pytest
 
-from controlplane import rings
 from controlplane.api.ring import RegistrationStore, RingService
 from controlplane.errors import ResourceExhausted
 from controlplane.membership import (
@@ -25,7 +24,8 @@ from controlplane.membership import (
     MemberStatus,
 )
 from controlplane.ring import HashRing
-from controlplane.rings import RingDirectory, encode_registration, encode_state
+from controlplane.rings import directory as rings
+from controlplane.rings.directory import RingDirectory, encode_registration, encode_state
 from controlplane.v1 import ring_pb2
 
 

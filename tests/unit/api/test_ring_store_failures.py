@@ -14,7 +14,7 @@ import pytest
 from controlplane.api.ring import RegistrationStore
 from controlplane.datadir import StateFileError
 from controlplane.errors import ResourceExhausted, Unavailable
-from controlplane.rings import decode_state
+from controlplane.rings.directory import decode_state
 from controlplane.v1 import ring_pb2
 from tests.unit.api.test_ring_service_events import FakeLayer, make_service
 

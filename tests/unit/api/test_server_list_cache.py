@@ -20,8 +20,7 @@ from hypothesis import strategies as st
 
 from controlplane.api.heartbeat import HeartbeatRpcs, ServerList, live_servers, server_proto
 from controlplane.gossip import GossipConfig, codec
-from controlplane.gossip.v1 import gossip_pb2
-from controlplane.heartbeat import HeartbeatTracker
+from controlplane.heartbeat.tracker import HeartbeatTracker
 from controlplane.membership import (
     Effect,
     EventType,
@@ -35,6 +34,7 @@ from controlplane.membership.messages import encode_join_intent, encode_leave_in
 from controlplane.membership.tags import encode_tags
 from controlplane.pool import ApiVersion
 from controlplane.v1 import server_pool_pb2 as pb
+from controlplane.wire.v1 import gossip_pb2
 from tests.unit.membership.helpers import datagram
 
 NAMES = [f"m{i}" for i in range(8)]

@@ -1,18 +1,18 @@
-"""Direct datagrams (transport/direct.py): the election's point-to-point frames."""
+"""Direct datagrams (gossip/direct.py): the election's point-to-point frames."""
 
 from __future__ import annotations
 
 import pytest
 
 from controlplane.gossip import codec
-from controlplane.gossip.keyring import Keyring
-from controlplane.transport.direct import (
+from controlplane.gossip.direct import (
     FLAG_DIRECT,
     DirectFrameError,
     is_direct,
     open_direct,
     seal_direct,
 )
+from controlplane.gossip.keyring import Keyring
 
 KEY = bytes(range(32))
 OTHER = bytes(range(1, 33))

@@ -19,7 +19,7 @@ from controlplane.election import (
     VoteMessage,
     decode,
 )
-from controlplane.gossip.v1 import election_pb2 as pb
+from controlplane.wire.v1 import election_pb2 as pb
 
 SAMPLES: list[Message] = [
     LeaseMessage("node-a", 7, 42, True, True, 9.5, Echo(1234.5, 0.25)),
@@ -65,7 +65,7 @@ def _raw(**body: object) -> bytes:
         SAMPLES[0].to_bytes()[:-3],  # truncated
         _raw(lease=pb.Lease(holder="", epoch=1)),  # empty name
         _raw(lease=pb.Lease(holder="a" * 129, epoch=1)),  # name too long
-        # Names no member may have (controlplane.names): each would reach the log.
+        # Names no member may have (controlplane.gossip.names): each would reach the log.
         _raw(lease=pb.Lease(holder="evil\nleave", epoch=1)),
         _raw(lease=pb.Lease(holder="a b", epoch=1)),
         _raw(lease=pb.Lease(holder="ü", epoch=1)),

@@ -1,5 +1,5 @@
 """Incarnations and names from the network: the bounds of gossip/incarnation.py and
-controlplane.names, as tables and as the core applies them (issue 13, attack 2)."""
+controlplane.gossip.names, as tables and as the core applies them (issue 13, attack 2)."""
 
 from __future__ import annotations
 
@@ -159,7 +159,7 @@ def test_names_outside_the_rule_are_refused_on_every_message(name: str) -> None:
 
 
 def test_push_pull_records_with_bad_names_are_refused() -> None:
-    from controlplane.gossip.v1 import gossip_pb2 as pb
+    from controlplane.wire.v1 import gossip_pb2 as pb
 
     node = make_node()
     state = pb.PushPullState(protocol_version=codec.PROTOCOL_VERSION)

@@ -6,7 +6,7 @@ import pytest
 
 from controlplane.gossip import GossipConfig, PushPullRejected, codec
 from controlplane.gossip.node import MERGE_CHANGE_COST
-from controlplane.gossip.v1 import gossip_pb2 as pb
+from controlplane.wire.v1 import gossip_pb2 as pb
 
 from .helpers import PEER, make_node, packet
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from controlplane.gossip import GossipConfig, MemberJoined, NodeStatus, codec
-from controlplane.gossip.v1 import gossip_pb2 as pb
+from controlplane.wire.v1 import gossip_pb2 as pb
 
 from .helpers import ME, PEER, decode, make_node, packet, sends
 

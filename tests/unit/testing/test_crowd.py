@@ -15,8 +15,6 @@ import pytest
 
 from controlplane.gossip import GossipConfig, Keyring, SendPacket, StartPushPull, codec
 from controlplane.gossip.state import NodeStatus
-from controlplane.gossip.v1 import gossip_pb2 as pb
-from controlplane.gossip.v1 import membership_pb2
 from controlplane.membership import Effect as AgentEffect
 from controlplane.membership import Membership, MembershipConfig, MemberStatus, UserEvent
 from controlplane.testing.crowd import (
@@ -31,6 +29,8 @@ from controlplane.testing.crowd import (
     member_address,
     parser,
 )
+from controlplane.wire.v1 import gossip_pb2 as pb
+from controlplane.wire.v1 import membership_pb2
 
 AGENT = ("127.2.0.1", 7000)
 PORT = 7946

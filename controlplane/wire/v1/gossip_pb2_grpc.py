@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from controlplane.gossip.v1 import gossip_pb2 as controlplane_dot_gossip_dot_v1_dot_gossip__pb2
+from controlplane.wire.v1 import gossip_pb2 as controlplane_dot_wire_dot_v1_dot_gossip__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in controlplane/gossip/v1/gossip_pb2_grpc.py depends on'
+        + ' but the generated code in controlplane/wire/v1/gossip_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -38,8 +38,8 @@ class GossipStub:
         """
         self.PushPull = channel.unary_unary(
                 '/controlplane.gossip.v1.Gossip/PushPull',
-                request_serializer=controlplane_dot_gossip_dot_v1_dot_gossip__pb2.PushPullRequest.SerializeToString,
-                response_deserializer=controlplane_dot_gossip_dot_v1_dot_gossip__pb2.PushPullResponse.FromString,
+                request_serializer=controlplane_dot_wire_dot_v1_dot_gossip__pb2.PushPullRequest.SerializeToString,
+                response_deserializer=controlplane_dot_wire_dot_v1_dot_gossip__pb2.PushPullResponse.FromString,
                 _registered_method=True)
 
 
@@ -62,8 +62,8 @@ def add_GossipServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'PushPull': grpc.unary_unary_rpc_method_handler(
                     servicer.PushPull,
-                    request_deserializer=controlplane_dot_gossip_dot_v1_dot_gossip__pb2.PushPullRequest.FromString,
-                    response_serializer=controlplane_dot_gossip_dot_v1_dot_gossip__pb2.PushPullResponse.SerializeToString,
+                    request_deserializer=controlplane_dot_wire_dot_v1_dot_gossip__pb2.PushPullRequest.FromString,
+                    response_serializer=controlplane_dot_wire_dot_v1_dot_gossip__pb2.PushPullResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -93,8 +93,8 @@ class Gossip:
             request,
             target,
             '/controlplane.gossip.v1.Gossip/PushPull',
-            controlplane_dot_gossip_dot_v1_dot_gossip__pb2.PushPullRequest.SerializeToString,
-            controlplane_dot_gossip_dot_v1_dot_gossip__pb2.PushPullResponse.FromString,
+            controlplane_dot_wire_dot_v1_dot_gossip__pb2.PushPullRequest.SerializeToString,
+            controlplane_dot_wire_dot_v1_dot_gossip__pb2.PushPullResponse.FromString,
             options,
             channel_credentials,
             insecure,

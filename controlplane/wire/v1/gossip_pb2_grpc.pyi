@@ -17,7 +17,7 @@ in clear or as nonce(12) || AES-GCM(ciphertext || tag(16)) with the first
 """
 
 from collections import abc as _abc
-from controlplane.gossip.v1 import gossip_pb2 as _gossip_pb2
+from controlplane.wire.v1 import gossip_pb2 as _gossip_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from controlplane.transport.looplag import LoopLagStats
+from controlplane.shell.looplag import LoopLagStats
 
 
 def test_summary_and_percentiles():

@@ -11,7 +11,7 @@ import pytest
 from controlplane.datadir import StateFileError
 from controlplane.election import MAX_EPOCH, valid_epoch
 from controlplane.election.fencing import next_epoch
-from controlplane.transport.election import EpochStore
+from controlplane.shell.election import EpochStore
 
 
 @pytest.mark.parametrize(
@@ -69,7 +69,7 @@ def test_save_then_load(tmp_path: Path) -> None:
 )
 def test_rank_tag_is_bounded(raw: str, rank: int | None) -> None:
     from controlplane.membership import MemberInfo, MemberStatus
-    from controlplane.transport.election import member_rank
+    from controlplane.shell.election import member_rank
 
     member = MemberInfo(
         name="m",

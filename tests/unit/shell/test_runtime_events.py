@@ -10,7 +10,7 @@ from controlplane.membership import (
     SnapshotRecord,
     UserEvent,
 )
-from controlplane.transport.runtime import GossipRuntime
+from controlplane.shell.runtime import GossipRuntime
 from tests.unit.membership.helpers import make
 
 

@@ -25,9 +25,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from controlplane.errors import InvalidArgument
-from controlplane.gossip.v1 import ring_pb2
-from controlplane.names import NAME_RE, name_or_default, valid_name
+from controlplane.gossip.names import NAME_RE, name_or_default, valid_name
 from controlplane.ring import HashRing, RingNode
+from controlplane.wire.v1 import ring_pb2
 
 # The snapshot of a ring nobody has joined; immutable, so one serves every caller.
 _EMPTY_RING = HashRing()

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from controlplane.membership import SnapshotRecord, parse_snapshot
-from controlplane.transport import snapshot
-from controlplane.transport.snapshot import SnapshotFile
+from controlplane.shell import snapshot
+from controlplane.shell.snapshot import SnapshotFile
 
 
 class FullDisk:

@@ -7,8 +7,8 @@ import weakref
 
 import pytest
 
-from controlplane.transport import heap
-from controlplane.transport.heap import HeapSettler
+from controlplane.shell import heap
+from controlplane.shell.heap import HeapSettler
 
 
 @pytest.fixture(autouse=True)

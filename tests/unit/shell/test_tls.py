@@ -16,9 +16,9 @@ from grpc_health.v1 import health, health_pb2_grpc
 
 from controlplane.client.health import HealthStatus, check_health_async
 from controlplane.config import ConfigError, build_config
-from controlplane.gossip.v1 import gossip_pb2_grpc
-from controlplane.transport.pushpull import GossipServicer, PushPullClient
-from controlplane.transport.tls import AgentTls, TlsFileError, load_material
+from controlplane.shell.pushpull import GossipServicer, PushPullClient
+from controlplane.shell.tls import AgentTls, TlsFileError, load_material
+from controlplane.wire.v1 import gossip_pb2_grpc
 
 
 def write(ca: trustme.CA, directory: Path, stem: str, *names: str) -> tuple[str, str]:

@@ -4,7 +4,7 @@ The shell feeds the election the member list (ranks from the `rank` tag of
 eligible members), its messages and the time, keeps one timer at the election's
 next deadline, and publishes leader changes. Messages for one member (requests,
 votes, inquiries, answers) go straight to that member's gossip address as direct
-datagrams (`transport/direct.py`); changes of leadership go out on the gossip
+datagrams (`gossip/direct.py`); changes of leadership go out on the gossip
 "election" channel. It also remembers the highest fencing epoch in the data
 directory, so a restarted agent never reuses an epoch, and tells the election
 when the agent's joins are done, so that a joining agent does not claim before
@@ -33,6 +33,7 @@ from controlplane.election import (
     valid_epoch,
 )
 from controlplane.election import Effect as ElectionEffect
+from controlplane.gossip.direct import DirectFrameError, open_direct, seal_direct
 from controlplane.gossip.keyring import Keyring
 from controlplane.membership import (
     ChannelDelivery,
@@ -42,8 +43,7 @@ from controlplane.membership import (
     MemberInfo,
     MemberStatus,
 )
-from controlplane.transport.direct import DirectFrameError, open_direct, seal_direct
-from controlplane.transport.runtime import Address, GossipRuntime
+from controlplane.shell.runtime import Address, GossipRuntime
 
 log = logging.getLogger("controlplane.election")
 

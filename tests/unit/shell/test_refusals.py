@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from controlplane.transport.refusals import (
+from controlplane.shell.refusals import (
     EXCHANGES,
     MAX_SOURCES,
     PACKETS,

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from controlplane.config import format_host_port
 from controlplane.gossip import NameConflict, PushPullRejected, SendPacket, StartPushPull
+from controlplane.gossip.direct import is_direct
 from controlplane.membership import (
     ChannelDelivery,
     ChannelStateReceived,
@@ -30,9 +31,8 @@ from controlplane.membership import (
     UserEvent,
 )
 from controlplane.membership import Effect as MembershipEffect
-from controlplane.transport.direct import is_direct
-from controlplane.transport.pushpull import PushPullClient
-from controlplane.transport.refusals import (
+from controlplane.shell.pushpull import PushPullClient
+from controlplane.shell.refusals import (
     EXCHANGES,
     PACKETS,
     RefusalReport,
@@ -40,8 +40,8 @@ from controlplane.transport.refusals import (
     mismatch_counts,
     refusal_reason,
 )
-from controlplane.transport.snapshot import SnapshotFile
-from controlplane.transport.udp import UdpEndpoint
+from controlplane.shell.snapshot import SnapshotFile
+from controlplane.shell.udp import UdpEndpoint
 
 log = logging.getLogger("controlplane.gossip")
 
@@ -137,7 +137,7 @@ class GossipRuntime:
         self._conflict_handlers: list[ConflictHandler] = []
         self._listeners: list[EventListener] = []
         self._channel_handlers: dict[str, ChannelHandler] = {}
-        # Direct datagrams (transport/direct.py) go here, never to the gossip core.
+        # Direct datagrams (gossip/direct.py) go here, never to the gossip core.
         self._direct_handler: DirectHandler | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
@@ -199,7 +199,7 @@ class GossipRuntime:
     # ------------------------------------------------------------------ inputs
 
     def on_direct(self, handler: DirectHandler) -> None:
-        """Routes datagrams framed as direct (``transport/direct.py``) to `handler`."""
+        """Routes datagrams framed as direct (``gossip/direct.py``) to `handler`."""
         self._direct_handler = handler
 
     def _on_datagram(self, source: Address, data: bytes) -> None:

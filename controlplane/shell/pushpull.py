@@ -3,7 +3,7 @@
 The server side is the internal `controlplane.gossip.v1.Gossip/PushPull` RPC,
 which hands the peer's framed state to the core and returns the core's own. The
 client side keeps one channel per peer address (TLS when the agent's
-`verify_outgoing` says so, see `controlplane.transport.tls`) and turns a failed
+`verify_outgoing` says so, see `controlplane.shell.tls`) and turns a failed
 exchange into `None`, which the core counts and retries on its own schedule.
 """
 
@@ -20,9 +20,9 @@ import grpc.aio
 from controlplane.config import format_host_port
 from controlplane.errors import PermissionDenied
 from controlplane.gossip import PushPullRejected
-from controlplane.gossip.v1 import gossip_pb2, gossip_pb2_grpc
+from controlplane.wire.v1 import gossip_pb2, gossip_pb2_grpc
 
-log = logging.getLogger("controlplane.transport")
+log = logging.getLogger("controlplane.shell")
 
 Address = tuple[str, int]
 ServePushPull = Callable[[Address, bytes], Awaitable[bytes]]

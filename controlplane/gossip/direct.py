@@ -17,7 +17,7 @@ from __future__ import annotations
 from google.protobuf.message import DecodeError
 
 from controlplane.gossip.keyring import DecryptionFailed, Keyring
-from controlplane.gossip.v1 import election_pb2
+from controlplane.wire.v1 import election_pb2
 
 FRAME_VERSION = 1
 FLAG_ENCRYPTED = 0x01
