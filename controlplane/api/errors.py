@@ -29,7 +29,7 @@ ERROR_DOMAIN = "controlplane"
 
 def status_of(error: ControlPlaneError) -> grpc.Status:
     """The gRPC status (code, message, rich details) that represents `error`."""
-    detail = status_pb2.Status(code=error.code.value[0], message=error.message)
+    detail = status_pb2.Status(code=int(error.error_code), message=error.message)
     if isinstance(error, InvalidArgument) and error.violations:
         bad_request = error_details_pb2.BadRequest(
             field_violations=[

@@ -12,8 +12,8 @@ Public surface::
     node.receive_packet(src, data, now) -> list[Effect]   # one datagram; never raises
     node.tick(now) -> list[Effect]                   # run due timers
     node.next_deadline() -> float                    # when tick() next has work
-    node.handle_push_pull(src, request, now) -> (response, list[Effect])  # gRPC server side
-    node.push_pull_response(src, response | None, now) -> list[Effect]    # gRPC client side
+    node.handle_push_pull(src, request, now) -> (response, list[Effect])  # push-pull server side
+    node.push_pull_response(src, response | None, now) -> list[Effect]    # push-pull client side
     node.leave(now), node.update_meta(meta, now) -> list[Effect]
     node.broadcast_user(payload, now) -> None
     node.members() -> list[Member]; node.health_score; node.stats

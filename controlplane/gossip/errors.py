@@ -28,7 +28,7 @@ class PayloadTooLarge(GossipError, ValueError):
 class PushPullRejected(GossipError, ValueError):
     """A push-pull request was refused (bad frame, label, key or version); ``reason`` says why.
 
-    The gRPC shell maps it to INVALID_ARGUMENT (or PERMISSION_DENIED for key and label).
+    The API edge maps it to INVALID_ARGUMENT (or PERMISSION_DENIED for key and label).
     """
 
     def __init__(self, reason: str) -> None:

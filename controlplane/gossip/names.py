@@ -2,13 +2,15 @@
 [A-Za-z0-9._-] (Serf's ValidateNodeNames), and for pools and rings the empty name
 meaning "default" (docs/api.md).
 
-Pure and free of grpc: the gossip and election cores check every name they learn
-from the network with `valid_name`.
+Pure: the gossip and election cores check every name they learn from the network
+with `valid_name`.
 """
 
 from __future__ import annotations
 
 import re
+
+from controlplane.errors import InvalidArgument
 
 MAX_NAME_LENGTH = 128
 NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -27,10 +29,6 @@ def name_or_default(raw: str, field: str) -> str:
     if not raw:
         return DEFAULT
     if not NAME_RE.fullmatch(raw):
-        # Imported here so that the rule itself loads without grpc (errors.py maps
-        # to gRPC statuses); only a refusal needs the error type.
-        from controlplane.errors import InvalidArgument
-
         raise InvalidArgument.for_field(
             field, f"must be 1 to 128 characters of [A-Za-z0-9._-], got {raw!r}"
         )

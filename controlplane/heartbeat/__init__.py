@@ -1,4 +1,4 @@
 """Heartbeating clients, pure: TTLs that scale with the number of clients, and expiry.
 
-The gRPC edge is `controlplane.api.heartbeat`.
+The API edge is `controlplane.api.heartbeat`.
 """

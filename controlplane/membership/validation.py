@@ -1,6 +1,6 @@
 """Input limits of the membership API, raised as the project's ``InvalidArgument``.
 
-Every message names the field and the limit, so the gRPC edge can return a
+Every message names the field and the limit, so the API edge can return a
 field violation without re-phrasing it.
 """
 

@@ -21,8 +21,9 @@ import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from controlplane.errors import (
-    ERRORS_BY_CODE,
+    ERRORS_BY_ERROR_CODE,
     ControlPlaneError,
+    ErrorCode,
     FieldViolation,
     InvalidArgument,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "DecodedStatus",
     "decode_status_details",
     "encode_status_details",
+    "error_code_of",
     "error_from_status",
 ]
 
@@ -191,6 +193,11 @@ _ADVICE: dict[grpc.StatusCode, str] = {
 }
 
 
+def error_code_of(code: grpc.StatusCode) -> ErrorCode:
+    """The transport-neutral code of a gRPC status code (this edge's one mapping)."""
+    return ErrorCode(code.value[0])
+
+
 def error_from_status(
     code: grpc.StatusCode,
     message: str,
@@ -212,7 +219,7 @@ def error_from_status(
     full = f"{where}: {text}" if where else text
     if advice:
         full = f"{full} ({advice})"
-    cls = ERRORS_BY_CODE.get(code)
+    cls = ERRORS_BY_ERROR_CODE.get(error_code_of(code))
     if cls is InvalidArgument:
         return InvalidArgument(full, decoded.violations if decoded else ())
     if cls is None:

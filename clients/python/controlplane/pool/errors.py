@@ -2,7 +2,7 @@
 
 Every exception is a :class:`ValueError` subclass whose message starts with the
 name of the offending field and states the limit it broke, so callers (and the
-gRPC edge, which maps them to INVALID_ARGUMENT) can report precisely what was
+API edge, which maps them to INVALID_ARGUMENT) can report precisely what was
 wrong.
 """
 

@@ -24,7 +24,7 @@ _MAX_PORT = 65535
 def parse_address(address: str, *, field: str = "address") -> tuple[str, int]:
     """Split ``host:port`` into its host and port, validating both.
 
-    IPv6 literals must be bracketed (``[::1]:7946``), as in gRPC target strings,
+    IPv6 literals must be bracketed (``[::1]:7946``), as in RPC target strings,
     because an unbracketed ``::1:7946`` is ambiguous.
 
     Raises:

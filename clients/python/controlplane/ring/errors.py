@@ -1,6 +1,6 @@
 """Exceptions raised by the hash ring.
 
-This module owns the ring's error types so callers (and the gRPC edge, which maps
+This module owns the ring's error types so callers (and the API edge, which maps
 them to status codes) can catch them without importing the ring itself.
 """
 

@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from controlplane.heartbeat import tracker as heartbeat
 from controlplane.heartbeat.tracker import (
     HEARTBEAT_GRACE,
     MIN_HEARTBEAT_TTL,
@@ -70,3 +71,13 @@ def test_clients_are_listed_sorted_by_id() -> None:
     for client_id in ("c", "a", "b"):
         tracker.record(client_id, "p", None, {}, now=0.0)
     assert [c.client_id for c in tracker.clients(now=1.0)] == ["a", "b", "c"]
+
+
+def test_heartbeat_table_evicts_the_least_recently_seen(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(heartbeat, "MAX_CLIENTS", 3)
+    tracker = HeartbeatTracker(random.Random(0))
+    for index, client in enumerate(("a", "b", "c")):
+        tracker.record(client, "p", None, {}, now=float(index))
+    tracker.record("a", "p", None, {}, now=3.0)  # a is recent again
+    tracker.record("d", "p", None, {}, now=4.0)  # table full: b, least recent, goes
+    assert [c.client_id for c in tracker.clients(now=5.0)] == ["a", "c", "d"]

@@ -10,9 +10,11 @@ from controlplane.errors import InvalidArgument
 from controlplane.ring import HashRing
 from controlplane.rings import directory as rings
 from controlplane.rings.directory import (
+    MAX_LAMPORT_AHEAD,
     Registration,
     RingDirectory,
     RingMember,
+    check_address,
     check_key,
     check_metadata,
     check_weight,
@@ -272,3 +274,74 @@ def test_a_state_beyond_the_state_cap_is_refused(monkeypatch):
     assert rings_module.decode_state(rings_module.encode_state(registrations[:3])) == [
         *registrations[:3]
     ]
+
+
+def _registration(lamport_time: int, *, removed: bool = False, origin: str = "b") -> Registration:
+    return Registration(
+        "cache", "10.0.0.7:11211", "10.0.0.7", 11211, 1, {}, lamport_time, origin, removed
+    )
+
+
+def test_far_future_removal_is_refused_and_the_node_can_be_registered_again() -> None:
+    directory = RingDirectory("agent-a")
+    directory.register("cache", "10.0.0.7", 11211, 1, {})
+    forged = _registration(2**64 - 1, removed=True)
+    merge = directory.merge_registrations([forged], now=1.0)
+    assert merge.accepted == []
+    assert directory.registrations_out_of_range == 1
+    assert [e.id for e in directory.view("cache").entries] == ["10.0.0.7:11211"]
+    # The next local change still fits the wire's uint64.
+    removal = directory.unregister("cache", "10.0.0.7:11211", now=2.0)
+    assert removal is not None
+    assert decode_registration(encode_registration(removal)) == removal
+
+
+def test_catch_up_within_the_bound_is_believed() -> None:
+    directory = RingDirectory("agent-a")
+    merge = directory.merge_registrations([_registration(MAX_LAMPORT_AHEAD)], now=1.0)
+    assert len(merge.accepted) == 1
+    assert directory.registrations_out_of_range == 0
+
+
+def test_origin_must_be_a_member_name() -> None:
+    for origin in ("evil\nname", "a b", ""):
+        data = encode_registration(_registration(1, origin=origin))
+        assert decode_registration(data) is None
+    assert decode_registration(encode_registration(_registration(1))) is not None
+
+
+def test_control_characters_are_not_ring_addresses() -> None:
+    with pytest.raises(InvalidArgument, match="printable ASCII"):
+        check_address("a\x01b", 80)
+    with pytest.raises(InvalidArgument):
+        check_address("héllo", 80)
+
+
+def test_a_registration_no_ring_accepts_is_rolled_back() -> None:
+    directory = RingDirectory("a")
+    directory.register("r", "10.0.0.1", 80, 1, {})
+    before = directory.registrations()
+    broken = Registration("r", "bad\x01id:1", "bad\x01id", 1, 1, {}, 99, "x")
+    with pytest.raises(InvalidArgument):
+        directory.apply(broken, now=0.0)
+    assert directory.registrations() == before
+    assert [e.id for e in directory.view("r").entries] == ["10.0.0.1:80"]
+
+
+def test_many_registrations_are_merged_with_one_rebuild(monkeypatch: pytest.MonkeyPatch) -> None:
+    source = RingDirectory("a")
+    registrations = [
+        source.prepare("r", f"10.1.{i // 250}.{i % 250}", 80, 1, {}) for i in range(300)
+    ]
+    target = RingDirectory("b")
+    rebuilds: list[int] = []
+    original = target._rebuild
+
+    def counting() -> list[str]:
+        rebuilds.append(1)
+        return original()
+
+    monkeypatch.setattr(target, "_rebuild", counting)
+    assert len(target.apply_many(registrations, now=0.0)) == 300
+    assert len(rebuilds) == 1
+    assert len(target.view("r").entries) == 300
