@@ -10,7 +10,7 @@ RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 TOOLS_STAMP := $(VENV)/.installed-tools
 
-.PHONY: run tools test venv runtime proto proto-check lint typecheck pytest pytest-secure cluster-test node-deps clean fuzz fuzz-smoke
+.PHONY: run tools test venv runtime proto proto-check unasync lint typecheck pytest pytest-secure cluster-test node-deps clean fuzz fuzz-smoke
 
 ## run: create .venv, install both distributions (and only their dependencies), start
 ## one agent on 127.0.0.1:7946; the commands are in .venv/bin
@@ -54,9 +54,15 @@ proto: venv
 proto-check: venv
 	$(PY) tools/protogen.py check
 
+# The blocking client is generated from the asyncio one (tools/unasync.py); lint fails
+# when the committed output drifted from its source.
+unasync: venv
+	$(PY) tools/unasync.py generate
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(PY) tools/unasync.py check
 	$(BIN)/buf lint
 
 typecheck: venv

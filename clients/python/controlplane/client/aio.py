@@ -1,16 +1,19 @@
 """The asyncio client: `AsyncClient`, its resumable watches and `AsyncLiveRing`.
 
-The same API as the blocking `Client` (`controlplane.client.sync`), awaited: one
-`grpc.aio` channel per agent address, the same failover rule and idempotency
-table, a background heartbeat/rebalance task, and watches that resume on another
-agent after a failure. Create it inside a running event loop.
+`AsyncClient` owns one `grpc.aio` channel per agent address, the failover loop
+around every unary call, the background maintenance task (heartbeat at the
+interval the server asks for, periodic rebalance, re-discovery) and the watches
+that resume on another agent after a failure. See docs/client.md. Create it
+inside a running event loop.
+
+This is the one hand-written source of both clients: `tools/unasync.py` generates
+the blocking `Client` (`sync.py`) from it, replacing `_async_backend` (tasks,
+`asyncio` events) with `_sync_backend` (threads) and dropping `async`/`await`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -22,6 +25,15 @@ import grpc
 import grpc.aio
 
 from controlplane.client import requests
+from controlplane.client._async_backend import (
+    CANCELLED,
+    Background,
+    Event,
+    Mutex,
+    Stream,
+    run_blocking,
+    sleep,
+)
 from controlplane.client.auth import async_channel
 from controlplane.client.common import (
     CHANNEL_OPTIONS,
@@ -32,6 +44,7 @@ from controlplane.client.common import (
     classify,
     exhausted,
     heartbeat_interval,
+    literal_seeds,
 )
 from controlplane.client.health import HealthStatus, check_health_async
 from controlplane.client.idempotency import is_idempotent
@@ -46,7 +59,12 @@ from controlplane.client.views import (
     members_handler,
     ring_handler,
 )
-from controlplane.errors import ControlPlaneError, DeadlineExceeded, Unavailable
+from controlplane.errors import (
+    ControlPlaneError,
+    DeadlineExceeded,
+    ResourceExhausted,
+    Unavailable,
+)
 from controlplane.pool import Server
 from controlplane.v1 import (
     membership_pb2,
@@ -63,6 +81,12 @@ T = TypeVar("T")
 M = TypeVar("M")
 U = TypeVar("U")
 
+# A watch cut off as too slow this many times in a row, with no message in between,
+# gives up: the reader cannot keep up with the agent at all.
+MAX_CUTOFFS_IN_A_ROW = 8
+# The first pause before subscribing again after a cut-off; it doubles, up to 1 s.
+RESUBSCRIBE_PAUSE = 0.05
+
 
 @dataclass(frozen=True, slots=True)
 class _Stubs:
@@ -78,8 +102,11 @@ class AsyncClient:
     >>> async with AsyncClient(["127.0.0.1:7946"]) as client:   # doctest: +SKIP
     ...     names = [m.name for m in await client.members()]
 
-    Same semantics as `Client`: deadlines over all attempts, idempotent calls
-    retried on the next server, `controlplane.errors` exceptions only.
+    Every unary call has a deadline (`options.timeout`, or `timeout=` per call)
+    covering all its attempts. Idempotent calls that fail with UNAVAILABLE or
+    DEADLINE_EXCEEDED are retried on the next server, at most once per known
+    server; other calls raise `Unavailable` saying they may have been applied.
+    Errors are `controlplane.errors` exceptions, never `grpc.RpcError`.
     """
 
     def __init__(
@@ -96,24 +123,23 @@ class AsyncClient:
         # Read once: every channel to every agent shares these credentials.
         self._credentials = options.channel_credentials()
         self._failover = Failover([seeds] if isinstance(seeds, str) else seeds, options)
-        # The first resolution may block on DNS; seeds are usually IP literals, and
-        # later re-discoveries resolve in a worker thread.
-        self._failover.rediscover()
+        # IP literals are known at once; host names are resolved by the first call
+        # that needs a server (DNS blocks: the asyncio client resolves off its loop).
+        self._failover.rediscover(literal_seeds(self._failover.seeds))
         self._conns: dict[str, _Stubs] = {}
+        self._conns_lock = Mutex()
+        self._stop = Event()
         self._closed = False
         self._watches: set[AsyncWatch[Any, Any]] = set()
         self._last_heartbeat: server_pool_pb2.HeartbeatResponse | None = None
-        self._stop = asyncio.Event()
-        self._maintenance: asyncio.Task[None] | None = None
+        self._maintenance: Background | None = None
         if options.heartbeat:
-            self._maintenance = asyncio.get_running_loop().create_task(
-                self._maintain(), name="controlplane-client-maintenance"
-            )
+            self._maintenance = Background(self._maintain, "controlplane-client-maintenance")
 
     # ------------------------------------------------------------------ lifecycle
 
     async def close(self) -> None:
-        """Stops the maintenance task, cancels watches, closes every channel."""
+        """Stops background maintenance, cancels watches, closes every channel."""
         if self._closed:
             return
         self._closed = True
@@ -121,10 +147,9 @@ class AsyncClient:
         for watch in list(self._watches):
             watch.close()
         if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
-        conns, self._conns = list(self._conns.values()), {}
+            await self._maintenance.stop()
+        with self._conns_lock:
+            conns, self._conns = list(self._conns.values()), {}
         for conn in conns:
             await conn.channel.close()
 
@@ -485,7 +510,8 @@ class AsyncClient:
         types: Iterable[membership_pb2.EventType.ValueType] = (),
         user_event_name: str = "",
     ) -> AsyncWatch[membership_pb2.WatchEventsResponse, EventUpdate]:
-        """Events as agents emit them; see docs/client.md for resume semantics."""
+        """Events as agents emit them. No replay: see docs/client.md for the
+        semantics across a resume (`EventUpdate.resumed`)."""
         request = requests.watch_events(types, user_event_name)
         return AsyncWatch(
             self,
@@ -512,8 +538,8 @@ class AsyncClient:
         )
 
     async def ring(self, name: str = "", *, timeout: float | None = None) -> AsyncLiveRing:
-        """A local copy of a ring kept current by a background task; lookups do no
-        RPC. Waits for the first snapshot (at most `timeout`)."""
+        """A local copy of a ring kept current in the background; lookups do no RPC.
+        Waits for the first snapshot (at most `timeout`)."""
         live = AsyncLiveRing(self, name)
         await live.wait_ready(self._options.timeout if timeout is None else timeout)
         return live
@@ -526,34 +552,42 @@ class AsyncClient:
 
     def _stubs(self, address: str) -> _Stubs:
         conn = self._conns.get(address)
-        if conn is None:
-            self._check_open()
-            channel = async_channel(
-                address,
-                [*CHANNEL_OPTIONS, *self._options.channel_options],
-                self._options.token,
-                self._credentials,
-                self._options.tls_server_name,
-            )
-            conn = _Stubs(
-                channel,
-                membership_pb2_grpc.MembershipStub(channel),
-                server_pool_pb2_grpc.ServerPoolStub(channel),
-                ring_pb2_grpc.RingStub(channel),
-            )
-            self._conns[address] = conn
-        return conn
+        if conn is not None:
+            return conn
+        with self._conns_lock:
+            conn = self._conns.get(address)
+            if conn is None:
+                self._check_open()
+                channel = async_channel(
+                    address,
+                    [*CHANNEL_OPTIONS, *self._options.channel_options],
+                    self._options.token,
+                    self._credentials,
+                    self._options.tls_server_name,
+                )
+                conn = _Stubs(
+                    channel,
+                    membership_pb2_grpc.MembershipStub(channel),
+                    server_pool_pb2_grpc.ServerPoolStub(channel),
+                    ring_pb2_grpc.RingStub(channel),
+                )
+                self._conns[address] = conn
+            return conn
 
     async def _rediscover(self) -> None:
-        """Re-resolves the seeds in a worker thread (DNS blocks), then updates the pool."""
-        loop = asyncio.get_running_loop()
+        """Re-resolves the seeds (DNS blocks: the asyncio client does it off its loop),
+        then updates the pool with the answers."""
         resolved: dict[str, Sequence[str]] = {}
         for seed in self._failover.seeds:
-            with contextlib.suppress(OSError, ValueError):
-                resolved[seed] = await loop.run_in_executor(None, self._options.resolver, seed)
+            try:
+                resolved[seed] = await run_blocking(self._options.resolver, seed)
+            except (OSError, ValueError):
+                continue
         self._failover.rediscover(resolved)
 
     async def _next_server(self, tried: Sequence[Server]) -> Server | None:
+        """The pool's best server not tried yet in this call; re-discovers from the
+        seeds when the pool has nothing usable left."""
         tried_names = {s.name for s in tried}
         tried_addresses = {s.address for s in tried}
         for attempt in range(2):
@@ -623,6 +657,8 @@ class AsyncClient:
         plan = self._failover.plan_rebalance()
         answers: list[bool] = []
         for server in plan.ping_order:
+            if self._stop.is_set():
+                return
             answers.append(await self._ping(server))
             if answers[-1]:
                 break
@@ -646,24 +682,27 @@ class AsyncClient:
             if now >= next_rebalance:
                 await self._rebalance()
                 next_rebalance = time.monotonic() + self._failover.next_rebalance_interval()
-            wait = max(0.0, min(next_heartbeat, next_rebalance) - time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), wait)
+            await self._stop.wait(max(0.0, min(next_heartbeat, next_rebalance) - time.monotonic()))
 
 
 class AsyncWatch(Generic[M, U]):
     """A resumable server stream, iterated with `async for` for updates of type U.
 
-    Same rules as the blocking `Watch`: on failure it reopens the stream on the
-    next server and emits only the difference; it raises `Unavailable` once every
-    known server failed in a row without delivering a message. `close()` ends it.
+    When the stream fails (agent gone, UNAVAILABLE), the watch reopens it on the
+    next server; the fresh stream starts from a snapshot and the handler emits
+    only the difference with what was already emitted. It gives up (raising
+    `Unavailable`) when every known server failed in a row without delivering
+    a message. An agent that cuts off a reader too slow for its backlog
+    (RESOURCE_EXHAUSTED) is asked again at once, after a short pause, and the
+    fresh snapshot fills the gap; `resubscriptions` counts those. `close()` (from
+    anywhere) ends the iteration.
     """
 
     def __init__(
         self,
         client: AsyncClient,
         method: str,
-        open_stream: Callable[[_Stubs], grpc.aio.UnaryStreamCall[Any, M]],
+        open_stream: Callable[[_Stubs], Stream[M]],
         handle: Callable[[M, bool, bool], list[U]],
     ) -> None:
         client._check_open()
@@ -672,15 +711,19 @@ class AsyncWatch(Generic[M, U]):
         self._open = open_stream
         self._handle = handle
         self._pending: collections.deque[U] = collections.deque()
-        self._call: grpc.aio.UnaryStreamCall[Any, M] | None = None
+        self._lock = Mutex()
+        self._call: Stream[M] | None = None
         self._stream: AsyncIterator[M] | None = None
         self._server: Server | None = None
         self._closed = False
         self._streams_with_data = 0
         self._first = True
         self._tried: list[Server] = []
+        self._cutoffs_in_a_row = 0
         self.resumptions = 0
         """How many times the stream was reopened after delivering data."""
+        self.resubscriptions = 0
+        """How many times an agent cut this watch off as too slow and it subscribed again."""
         client._watches.add(self)
 
     @property
@@ -689,9 +732,11 @@ class AsyncWatch(Generic[M, U]):
         return self._server.address if self._server is not None else None
 
     def close(self) -> None:
-        self._closed = True
-        if self._call is not None:
-            self._call.cancel()
+        with self._lock:
+            self._closed = True
+            call = self._call
+        if call is not None:
+            call.cancel()
         self._client._watches.discard(self)
 
     async def __aenter__(self) -> AsyncWatch[M, U]:
@@ -713,29 +758,37 @@ class AsyncWatch(Generic[M, U]):
             await self._receive()
         return self._pending.popleft()
 
+    async def _connect(self) -> AsyncIterator[M]:
+        server = await self._client._next_server(self._tried)
+        if server is None:
+            tried, self._tried = self._tried, []
+            self.close()
+            raise exhausted(self._method, tried, None)
+        call = self._open(self._client._stubs(server.address))
+        with self._lock:
+            if self._closed:
+                call.cancel()
+                raise StopAsyncIteration
+            self._call, self._server = call, server
+            self._stream = call.__aiter__()
+        self._first = True
+        return self._stream
+
     async def _receive(self) -> None:
         if self._closed:
             raise StopAsyncIteration
-        if self._stream is None:
-            server = await self._client._next_server(self._tried)
-            if server is None:
-                tried, self._tried = self._tried, []
-                self.close()
-                raise exhausted(self._method, tried, None)
-            self._call = self._open(self._client._stubs(server.address))
-            self._stream = self._call.__aiter__()
-            self._server = server
-            self._first = True
+        stream = self._stream or await self._connect()
         server = self._server
         assert server is not None
         try:
-            message = await self._stream.__anext__()
+            message = await stream.__anext__()
         except StopAsyncIteration:
             if self._closed:
                 raise
+            # The agent ended the stream (shutting down): resume elsewhere.
             self._drop(server, failed=False)
             return
-        except asyncio.CancelledError:
+        except CANCELLED:
             if self._closed:
                 raise StopAsyncIteration from None
             raise
@@ -743,12 +796,16 @@ class AsyncWatch(Generic[M, U]):
             if self._closed:
                 raise StopAsyncIteration from None
             verdict = classify(error, self._method, server, deadline_passed=False)
+            if isinstance(verdict.error, ResourceExhausted):
+                await self._resubscribe(verdict.error)
+                return
             if not verdict.retry:
                 self.close()
                 raise verdict.error from None
             self._drop(server, failed=True)
             return
         first, self._first = self._first, False
+        self._cutoffs_in_a_row = 0
         if first:
             self._tried = []
             self._streams_with_data += 1
@@ -757,26 +814,44 @@ class AsyncWatch(Generic[M, U]):
         self._client._failover.succeeded(server)
         self._pending.extend(self._handle(message, first, self._streams_with_data > 1))
 
+    async def _resubscribe(self, error: ResourceExhausted) -> None:
+        """The agent cut this reader off as too slow (its backlog bound): subscribe
+        again, from a fresh snapshot, after a pause that doubles while no message
+        arrives in between; give up after MAX_CUTOFFS_IN_A_ROW such cut-offs."""
+        self._cutoffs_in_a_row += 1
+        if self._cutoffs_in_a_row > MAX_CUTOFFS_IN_A_ROW:
+            self.close()
+            raise error
+        with self._lock:
+            self._call = None
+            self._stream = None
+        self.resubscriptions += 1
+        await sleep(min(RESUBSCRIBE_PAUSE * 2 ** (self._cutoffs_in_a_row - 1), 1.0))
+
     def _drop(self, server: Server, *, failed: bool) -> None:
         if failed:
             self._client._failover.failed(server)
         self._tried.append(server)
-        self._call = None
-        self._stream = None
+        with self._lock:
+            self._call = None
+            self._stream = None
 
 
 class AsyncLiveRing:
-    """A ring kept current by a background WatchRing task; lookups are local."""
+    """A ring kept current by a background WatchRing; lookups are local.
+
+    `get_node` / `get_nodes` answer from an immutable `HashRing` snapshot that is
+    swapped atomically when the ring changes, so lookups never block and never
+    call the network.
+    """
 
     def __init__(self, client: AsyncClient, name: str = "") -> None:
         self.name = name or "default"
         self._state = RingState.empty(self.name)
-        self._ready = asyncio.Event()
+        self._ready = Event()
         self._error: ControlPlaneError | None = None
         self._watch = client.watch_ring(name)
-        self._task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"controlplane-ring-{self.name}"
-        )
+        self._background = Background(self._run, f"controlplane-ring-{self.name}")
 
     async def _run(self) -> None:
         try:
@@ -790,18 +865,17 @@ class AsyncLiveRing:
 
     async def wait_ready(self, timeout: float) -> None:
         """Waits for the first snapshot; raises the watch's error or DeadlineExceeded."""
-        try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
-        except TimeoutError:
+        if not await self._ready.wait(timeout):
             self.close()
             raise DeadlineExceeded(
                 f"ring {self.name!r}: no snapshot within {timeout:g} s; check the agents"
-            ) from None
+            )
         if self._error is not None:
             raise self._error
 
     @property
     def error(self) -> ControlPlaneError | None:
+        """Why the background watch stopped, if it did."""
         return self._error
 
     @property
@@ -816,6 +890,11 @@ class AsyncLiveRing:
     def version(self) -> int:
         return self._state.snapshot.version
 
+    @property
+    def resubscriptions(self) -> int:
+        """How many times an agent cut the watch off as too slow and it resubscribed."""
+        return self._watch.resubscriptions
+
     def nodes(self) -> Mapping[str, ring_pb2.RingNode]:
         return self._state.nodes
 
@@ -828,4 +907,15 @@ class AsyncLiveRing:
 
     def close(self) -> None:
         self._watch.close()
-        self._task.cancel()
+        self._background.cancel()
+
+    async def __aenter__(self) -> AsyncLiveRing:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

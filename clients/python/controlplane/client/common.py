@@ -102,6 +102,20 @@ def resolve_seed(seed: str) -> list[str]:
     return addresses
 
 
+def literal_seeds(seeds: Sequence[str]) -> dict[str, list[str]]:
+    """The seeds that are IP literals, each as its own resolution: what a client can
+    know without DNS. Malformed seeds are left for the resolver to report."""
+    known: dict[str, list[str]] = {}
+    for seed in seeds:
+        try:
+            host, _ = parse_address(seed, field="seed")
+            ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            continue
+        known[seed] = [seed]
+    return known
+
+
 @dataclass(frozen=True, slots=True)
 class ClientOptions:
     """Settings of a `Client` or `AsyncClient`.
