@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.ci import in_ci
 from tests.cluster.harness import Cluster
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
@@ -29,10 +30,6 @@ ENGINE_START_TIMEOUT = 300.0  # includes installing docker.io on a fresh machine
 BUILD_TIMEOUT = 600.0  # the first debootstrap takes about a minute
 
 CLUSTER_DIR = Path(__file__).resolve().parent
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
 
 
 def unavailable(reason: str) -> None:

@@ -339,6 +339,13 @@ def test_paused_leader_is_replaced_and_steps_down(make_cluster: ClusterFactory) 
         observer.stop()
 
     assert final.epoch >= successor.epoch > first.epoch
+    # The check below means something only if the old leader was asked after the
+    # unpause, while its stale lease could still have been believed.
+    answered = [s for s in observer.of(old.name) if s.at >= unpaused_at]
+    assert answered, f"{old.name} answered no GetLeader after the unpause: nothing was checked"
+    assert any(s.at <= unpaused_at + lease + skew for s in answered), (
+        f"{old.name} was first asked only after its old lease had run out"
+    )
     stale = [
         s
         for s in observer.of(old.name)
@@ -353,7 +360,4 @@ def test_paused_leader_is_replaced_and_steps_down(make_cluster: ClusterFactory) 
         assert epochs, f"{name} never reported a leader"
         drops = [(a, b) for a, b in itertools.pairwise(epochs) if b < a]
         assert not drops, f"{name} saw the epoch go down: {drops[:3]}"
-    print(
-        f"{old.name} answered {len([s for s in observer.of(old.name) if s.at >= unpaused_at])} "
-        "GetLeader calls after the unpause, none with the stale epoch"
-    )
+    print(f"{old.name} answered {len(answered)} GetLeader calls after the unpause, none stale")

@@ -43,6 +43,7 @@ from pathlib import Path
 import pytest
 
 from controlplane.testing.agents import AgentProcess, clean_environment, free_port
+from tests.ci import in_ci
 
 pytestmark = [pytest.mark.integration]
 
@@ -267,7 +268,7 @@ def run_block(block: Block, scratch: Scratch) -> None:
         result = scratch.run([str(ROOT / ".venv" / "bin" / "python"), "-"], stdin=text)
     else:
         if shutil.which("node") is None or not NODE_MODULES.is_dir():
-            if os.environ.get("CI") == "true":
+            if in_ci():
                 pytest.fail(f"{block.where}: node and tests/interop/node/node_modules are needed")
             pytest.skip("node or tests/interop/node/node_modules is missing (make node-deps)")
         script = scratch.directory / f"block-{block.line}.js"

@@ -84,19 +84,37 @@ def test_lowest_rank_leads_then_rank_changes_and_failover(agents: list[AgentProc
     assert json.loads(shown.stdout)["leader"]["name"] == "e-2"
 
     # A better rank does not preempt the lease: leadership moves only when it ends.
+    # The leader's own view of its lease, read just before the change, is how long
+    # the old leadership must last at least (less one beat of renewal granularity).
+    with agents[1].channel() as channel:
+        held = membership_pb2_grpc.MembershipStub(channel).GetLeader(
+            pb.GetLeaderRequest(), timeout=5
+        )
+    assert held.leader.name == "e-2"
+    must_last = held.leader.lease_remaining.ToTimedelta().total_seconds() - BEAT
+    assert must_last > BEAT, held
     with agents[0].channel() as channel:
         membership_pb2_grpc.MembershipStub(channel).UpdateTags(
             pb.UpdateTagsRequest(set={"rank": "0"}), timeout=5
         )
     changed_at = time.monotonic()
-    time.sleep(2.0)
-    assert leader_of(agents[0]) == first  # still the old leadership
-    assert wait_until(lambda: (agreed(agents) or ("",))[0] == "e-1", timeout=LEASE + 20)
-    moved_after = time.monotonic() - changed_at
+    moved_at: list[float] = []
+
+    def moved() -> bool:
+        if (agreed(agents) or ("",))[0] == "e-1":
+            moved_at.append(time.monotonic())
+            return True
+        return False
+
+    assert wait_until(moved, timeout=LEASE + 20, interval=0.05)
     second = agreed(agents)
     assert second is not None
     assert second[1] > first[1]
-    assert moved_after > 2.0
+    moved_after = moved_at[0] - changed_at
+    assert moved_after >= must_last, (
+        f"leadership moved {moved_after:.1f} s after the rank change, while the lease "
+        f"had {must_last + BEAT:.1f} s left: the better rank preempted it"
+    )
 
     # Failover: kill the leader; the others agree on a new one with a higher epoch.
     agents[0].kill()

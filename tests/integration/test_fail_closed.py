@@ -13,7 +13,6 @@ import base64
 import contextlib
 import errno
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +39,7 @@ from controlplane.v1 import (
     ring_pb2_grpc,
 )
 from controlplane.wire.v1 import gossip_pb2, gossip_pb2_grpc
+from tests.ci import in_ci
 
 pytestmark = pytest.mark.integration
 
@@ -102,7 +102,7 @@ def small_disk(path: Path, size: str = "1m") -> Iterator[Path]:
     )
     if mounted.returncode != 0:
         reason = f"cannot mount a tmpfs to simulate a full disk: {mounted.stderr.strip()}"
-        if os.environ.get("CI") == "true":
+        if in_ci():
             pytest.fail(reason)
         pytest.skip(reason)
     try:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -45,6 +44,7 @@ from controlplane.v1 import (
     ring_pb2_grpc,
     server_pool_pb2,
 )
+from tests.ci import in_ci
 
 pytestmark = [pytest.mark.integration]
 
@@ -120,7 +120,7 @@ class NodeRun:
         """
         reason = missing_peer()
         if reason is not None:
-            if os.environ.get("CI") == "true":
+            if in_ci():
                 pytest.fail(f"CI=true but the Node.js gRPC client cannot run: {reason}")
             pytest.skip(f"Node.js gRPC client unavailable: {reason}")
         if self._observed is None:
@@ -578,7 +578,7 @@ def test_a_node_client_calls_over_mtls(tmp_path: Path) -> None:
         pytest.skip("sets up its own TLS; --secure-agents does not apply")
     reason = missing_peer()
     if reason is not None:
-        if os.environ.get("CI") == "true":
+        if in_ci():
             pytest.fail(f"CI=true but the Node.js gRPC client cannot run: {reason}")
         pytest.skip(f"Node.js gRPC client unavailable: {reason}")
     authority, stranger = trustme.CA(), trustme.CA()

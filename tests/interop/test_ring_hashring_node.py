@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 
 from controlplane.ring import HashRing, RingSettings, VnodeFormula
+from tests.ci import in_ci
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 SCRIPT = NODE_DIR / "ring.js"
@@ -71,7 +71,7 @@ def hashring_results() -> dict[str, dict[str, Any]]:
     """
     reason = missing_peer()
     if reason is not None:
-        if os.environ.get("CI") == "true":
+        if in_ci():
             pytest.fail(f"CI=true but the npm hashring peer cannot run: {reason}")
         pytest.skip(f"npm hashring peer unavailable: {reason}")
     return _run_hashring()

@@ -71,7 +71,10 @@ def test_ten_percent_loss_for_ten_minutes_gives_no_false_positive():
     cluster.run_for(600)
     assert declared == []
     assert cluster.converged()
-    assert sum(m.core.stats.refutations for m in cluster.running()) >= 0
+    # The loss did raise suspicions (so the test exercises something), and every one
+    # of them was refuted in time.
+    refutations = sum(m.core.stats.refutations for m in cluster.running())
+    assert refutations > 0, "10 % loss raised no suspicion: the scenario tests nothing"
 
 
 def test_partition_heals_by_itself_through_reconnect():
