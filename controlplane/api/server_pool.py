@@ -2,7 +2,8 @@
 
 Each pool is the pure `controlplane.pool.ServerPool` (Consul's and Nomad's
 semantics) plus what only an agent can do for it: ping servers with the standard
-health check when rebalancing, rebalance on the pool's own interval, and forget
+health check when rebalancing (the pool plans, this shell pings, the pool takes
+the results as data), rebalance on the pool's own interval, and forget
 pools nobody has used for `idle_expiry` seconds (soft state, like a cache).
 """
 
@@ -196,18 +197,21 @@ class PoolRegistry:
         return sorted(self._pools)
 
     async def rebalance(self, entry: PoolEntry) -> RebalanceResult:
-        """Pings in the pool's planned order until one server answers, then commits."""
+        """Pings in the pool's planned order until one server answers, then hands the
+        results to the pool. The pool may change while the pings are in flight (a
+        heartbeat); `apply_pings` drops the results of servers it no longer holds."""
         plan = entry.pool.plan_rebalance(self._clock())
-        answers: list[bool] = []
+        results: list[tuple[Server, bool]] = []
         entry.rebalancing = True
         try:
             for server in plan.ping_order:
-                answers.append(await self._pinger(server))
-                if answers[-1]:
+                answered = bool(await self._pinger(server))
+                results.append((server, answered))
+                if answered:
                     break
         finally:
             entry.rebalancing = False
-        result = entry.pool.commit_rebalance(plan, answers, self._clock())
+        result = entry.pool.apply_pings(plan, results, self._clock())
         entry.next_rebalance_at = self._clock() + entry.pool.next_rebalance_interval()
         return result
 

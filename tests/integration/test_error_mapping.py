@@ -12,10 +12,21 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from controlplane.api.services import RING, pending_servicer
-from controlplane.errors import InvalidArgument, NotFound, Unavailable
+from controlplane.client.status import error_from_rpc_error
+from controlplane.errors import (
+    ERRORS_BY_ERROR_CODE,
+    ControlPlaneError,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from controlplane.v1 import ring_pb2, ring_pb2_grpc
 
 pytestmark = pytest.mark.integration
+
+
+ERRORS_BY_NAME = {cls.__name__: cls for cls in ERRORS_BY_ERROR_CODE.values()}
 
 
 class FaultyRing:
@@ -26,6 +37,8 @@ class FaultyRing:
             raise NotFound(f"ring {request.ring!r} does not exist")
         if request.key == "crash":
             raise KeyError("bug")
+        if request.key.startswith("raise:"):
+            raise ERRORS_BY_NAME[request.key.removeprefix("raise:")]("raised on purpose")
         return ring_pb2.GetNodeResponse(version=7)
 
     async def WatchRing(self, request: Any, context: Any) -> AsyncIterator[Any]:
@@ -102,3 +115,19 @@ async def test_a_pending_rpc_is_unimplemented_and_says_what_is_missing() -> None
     details = raised.value.details() or ""
     assert details.startswith("/controlplane.v1.Ring/GetNode is not available in controlplane")
     assert details.endswith("rings arrive in a later release")
+
+
+@pytest.mark.parametrize("name", sorted(ERRORS_BY_NAME))
+async def test_every_error_crosses_the_wire_as_itself(stub: Any, name: str) -> None:
+    cls: type[ControlPlaneError] = ERRORS_BY_NAME[name]
+    key = "" if cls is InvalidArgument else f"raise:{name}"
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.GetNode(ring_pb2.GetNodeRequest(key=key))
+    assert raised.value.code() == grpc.StatusCode[cls.error_code.name]
+    received = error_from_rpc_error(raised.value, method="GetNode")
+    assert type(received) is cls
+    assert received.error_code is cls.error_code
+    if isinstance(received, InvalidArgument):
+        assert received.violations == (FieldViolation("key", "must be 1 to 1024 bytes of UTF-8"),)
+    else:
+        assert "raised on purpose" in received.message

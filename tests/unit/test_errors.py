@@ -11,7 +11,7 @@ import pytest
 
 from controlplane import errors
 from controlplane.api.errors import status_of
-from controlplane.client.status import error_from_status
+from controlplane.client.status import error_code_of, error_from_status
 from controlplane.errors import (
     ERRORS_BY_ERROR_CODE,
     ControlPlaneError,
@@ -75,3 +75,35 @@ def test_an_error_crosses_both_edges_as_itself(cls: type[ControlPlaneError]) -> 
 def test_an_unknown_attribute_of_the_module_is_still_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="NO_SUCH_TABLE"):
         _ = errors.NO_SUCH_TABLE
+
+
+def test_grpc_is_imported_only_when_a_grpc_name_is_used() -> None:
+    probe = (
+        "import sys\n"
+        "from controlplane.errors import NotFound\n"
+        "before = 'grpc' in sys.modules\n"
+        "from controlplane.errors import ERRORS_BY_CODE\n"
+        "print(before, 'grpc' in sys.modules, ERRORS_BY_CODE[NotFound.code].__name__)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.split() == ["False", "True", "NotFound"]
+
+
+@pytest.mark.parametrize("code", list(grpc.StatusCode), ids=lambda code: code.name)
+def test_the_client_edge_maps_every_grpc_code(code: grpc.StatusCode) -> None:
+    assert error_code_of(code).name == code.name
+    received = error_from_status(code, "boom")
+    expected = ERRORS_BY_ERROR_CODE.get(error_code_of(code), ControlPlaneError)
+    assert type(received) is expected
+    if expected is ControlPlaneError:
+        assert received.message.endswith(f"[status {code.name}]")
+
+
+def test_a_subclass_inherits_its_codes() -> None:
+    class PoolGone(errors.NotFound):
+        pass
+
+    assert PoolGone.error_code is ErrorCode.NOT_FOUND
+    assert PoolGone("x").code is grpc.StatusCode.NOT_FOUND

@@ -231,24 +231,22 @@ class AsyncClient:
     async def local_member(self, *, timeout: float | None = None) -> membership_pb2.Member:
         """The answering agent as a member."""
         request = membership_pb2.GetLocalMemberRequest()
-        return (
-            await self._unary(
-                "Membership/GetLocalMember",
-                lambda s, t: s.membership.GetLocalMember(request, timeout=t),
-                timeout,
-            )
-        ).member
+        response = await self._unary(
+            "Membership/GetLocalMember",
+            lambda s, t: s.membership.GetLocalMember(request, timeout=t),
+            timeout,
+        )
+        return response.member
 
     async def join(
         self, addresses: Sequence[str], *, replay_events: bool = False, timeout: float | None = None
     ) -> int:
         """Asks the answering agent to join these addresses; returns how many answered."""
         request = membership_pb2.JoinRequest(addresses=list(addresses), replay_events=replay_events)
-        return (
-            await self._unary(
-                "Membership/Join", lambda s, t: s.membership.Join(request, timeout=t), timeout
-            )
-        ).contacted
+        response = await self._unary(
+            "Membership/Join", lambda s, t: s.membership.Join(request, timeout=t), timeout
+        )
+        return response.contacted
 
     async def leave(self, *, timeout: float | None = None) -> None:
         """Makes the answering agent leave the cluster gracefully."""
@@ -266,16 +264,19 @@ class AsyncClient:
     ) -> membership_pb2.Member:
         """Sets then deletes tags of the answering agent; returns it as a member."""
         request = requests.update_tags(set, delete)
-        return (
-            await self._unary(
-                "Membership/UpdateTags",
-                lambda s, t: s.membership.UpdateTags(request, timeout=t),
-                timeout,
-            )
-        ).member
+        response = await self._unary(
+            "Membership/UpdateTags",
+            lambda s, t: s.membership.UpdateTags(request, timeout=t),
+            timeout,
+        )
+        return response.member
 
     async def force_leave(
-        self, name: str, *, prune: bool = False, timeout: float | None = None
+        self,
+        name: str,
+        *,
+        prune: bool = False,
+        timeout: float | None = None,
     ) -> None:
         """Moves a failed member to left (with `prune`, erases it at once)."""
         request = membership_pb2.ForceLeaveRequest(name=name, prune=prune)
@@ -295,13 +296,12 @@ class AsyncClient:
     ) -> int:
         """Fires a user event cluster-wide; returns its Lamport time."""
         request = membership_pb2.FireUserEventRequest(name=name, payload=payload, coalesce=coalesce)
-        return (
-            await self._unary(
-                "Membership/FireUserEvent",
-                lambda s, t: s.membership.FireUserEvent(request, timeout=t),
-                timeout,
-            )
-        ).lamport_time
+        response = await self._unary(
+            "Membership/FireUserEvent",
+            lambda s, t: s.membership.FireUserEvent(request, timeout=t),
+            timeout,
+        )
+        return response.lamport_time
 
     async def leader(self, *, timeout: float | None = None) -> membership_pb2.Leader | None:
         """The leader as the answering agent sees it, or None."""
@@ -353,15 +353,12 @@ class AsyncClient:
         self, *, timeout: float | None = None
     ) -> list[server_pool_pb2.HeartbeatClient]:
         request = server_pool_pb2.ListClientsRequest()
-        return list(
-            (
-                await self._unary(
-                    "ServerPool/ListClients",
-                    lambda s, t: s.server_pool.ListClients(request, timeout=t),
-                    timeout,
-                )
-            ).clients
+        response = await self._unary(
+            "ServerPool/ListClients",
+            lambda s, t: s.server_pool.ListClients(request, timeout=t),
+            timeout,
         )
+        return list(response.clients)
 
     async def list_clients_page(
         self, *, page_size: int = 1000, page_token: str = "", timeout: float | None = None
@@ -393,13 +390,12 @@ class AsyncClient:
         timeout: float | None = None,
     ) -> int:
         request = server_pool_pb2.SetBackupServersRequest(pool=pool, servers=list(servers))
-        return (
-            await self._unary(
-                "ServerPool/SetBackupServers",
-                lambda s, t: s.server_pool.SetBackupServers(request, timeout=t),
-                timeout,
-            )
-        ).num_backups
+        response = await self._unary(
+            "ServerPool/SetBackupServers",
+            lambda s, t: s.server_pool.SetBackupServers(request, timeout=t),
+            timeout,
+        )
+        return response.num_backups
 
     async def notify_failed_server(
         self, address: str, pool: str = "", *, timeout: float | None = None
@@ -428,24 +424,20 @@ class AsyncClient:
     ) -> ring_pb2.RingNode:
         """The node owning `key`, asked of an agent (see `ring()` for local lookups)."""
         request = ring_pb2.GetNodeRequest(ring=ring, key=key)
-        return (
-            await self._unary(
-                "Ring/GetNode", lambda s, t: s.ring.GetNode(request, timeout=t), timeout
-            )
-        ).node
+        response = await self._unary(
+            "Ring/GetNode", lambda s, t: s.ring.GetNode(request, timeout=t), timeout
+        )
+        return response.node
 
     async def get_nodes(
         self, key: str, n: int, *, ring: str = "", timeout: float | None = None
     ) -> list[ring_pb2.RingNode]:
         """Up to `n` distinct nodes for `key`, clockwise (replicas)."""
         request = ring_pb2.GetNodesRequest(ring=ring, key=key, count=n)
-        return list(
-            (
-                await self._unary(
-                    "Ring/GetNodes", lambda s, t: s.ring.GetNodes(request, timeout=t), timeout
-                )
-            ).nodes
+        response = await self._unary(
+            "Ring/GetNodes", lambda s, t: s.ring.GetNodes(request, timeout=t), timeout
         )
+        return list(response.nodes)
 
     async def list_nodes(
         self, ring: str = "", *, timeout: float | None = None
@@ -456,14 +448,16 @@ class AsyncClient:
         )
 
     async def get_ring(
-        self, ring: str = "", *, timeout: float | None = None
+        self,
+        ring: str = "",
+        *,
+        timeout: float | None = None,
     ) -> ring_pb2.RingSnapshot:
         request = ring_pb2.GetRingRequest(ring=ring)
-        return (
-            await self._unary(
-                "Ring/GetRing", lambda s, t: s.ring.GetRing(request, timeout=t), timeout
-            )
-        ).ring
+        response = await self._unary(
+            "Ring/GetRing", lambda s, t: s.ring.GetRing(request, timeout=t), timeout
+        )
+        return response.ring
 
     async def add_node(
         self,
@@ -478,19 +472,24 @@ class AsyncClient:
         """Registers a node on a ring (replicated cluster-wide)."""
         request = requests.add_node(address, port, ring, weight, metadata)
         return await self._unary(
-            "Ring/AddNode", lambda s, t: s.ring.AddNode(request, timeout=t), timeout
+            "Ring/AddNode",
+            lambda s, t: s.ring.AddNode(request, timeout=t),
+            timeout,
         )
 
     async def remove_node(
-        self, node_id: str, *, ring: str = "", timeout: float | None = None
+        self,
+        node_id: str,
+        *,
+        ring: str = "",
+        timeout: float | None = None,
     ) -> int:
         """Removes a registered node (`address:port`); returns the ring version."""
         request = ring_pb2.RemoveNodeRequest(ring=ring, id=node_id)
-        return (
-            await self._unary(
-                "Ring/RemoveNode", lambda s, t: s.ring.RemoveNode(request, timeout=t), timeout
-            )
-        ).version
+        response = await self._unary(
+            "Ring/RemoveNode", lambda s, t: s.ring.RemoveNode(request, timeout=t), timeout
+        )
+        return response.version
 
     # ------------------------------------------------------------------ watches
 
@@ -534,7 +533,10 @@ class AsyncClient:
         """Ring snapshots, emitted only when the nodes (checksum) change."""
         request = ring_pb2.WatchRingRequest(ring=name)
         return AsyncWatch(
-            self, "Ring/WatchRing", lambda s: s.ring.WatchRing(request), ring_handler()
+            self,
+            "Ring/WatchRing",
+            lambda s: s.ring.WatchRing(request),
+            ring_handler(),
         )
 
     async def ring(self, name: str = "", *, timeout: float | None = None) -> AsyncLiveRing:
@@ -599,7 +601,10 @@ class AsyncClient:
         return None
 
     async def _unary(
-        self, method: str, invoke: Callable[[_Stubs, float], Awaitable[T]], timeout: float | None
+        self,
+        method: str,
+        invoke: Callable[[_Stubs, float], Awaitable[T]],
+        timeout: float | None,
     ) -> T:
         self._check_open()
         budget = self._options.timeout if timeout is None else timeout
@@ -647,7 +652,8 @@ class AsyncClient:
     async def _ping(self, server: Server) -> bool:
         try:
             status = await check_health_async(
-                self._stubs(server.address).channel, timeout=PING_TIMEOUT
+                self._stubs(server.address).channel,
+                timeout=PING_TIMEOUT,
             )
         except (grpc.RpcError, ControlPlaneError):
             return False
@@ -655,14 +661,14 @@ class AsyncClient:
 
     async def _rebalance(self) -> None:
         plan = self._failover.plan_rebalance()
-        answers: list[bool] = []
+        results: list[tuple[Server, bool]] = []
         for server in plan.ping_order:
             if self._stop.is_set():
                 return
-            answers.append(await self._ping(server))
-            if answers[-1]:
+            results.append((server, await self._ping(server)))
+            if results[-1][1]:
                 break
-        self._failover.commit_rebalance(plan, answers)
+        self._failover.apply_pings(plan, results)
 
     async def _maintain(self) -> None:
         """Heartbeats at the server's interval, rebalances at the pool's interval."""

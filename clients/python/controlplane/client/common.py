@@ -248,16 +248,15 @@ class Failover:
 
     def rediscover(self, resolved: Mapping[str, Sequence[str]] | None = None) -> None:
         """Re-resolves the seeds (or uses answers resolved elsewhere, off-loop)."""
-
-        def resolver(seed: str) -> Sequence[str]:
-            if resolved is None:
-                return self._options.resolver(seed)
-            if seed not in resolved:
-                raise OSError(f"{seed} did not resolve")
-            return resolved[seed]
-
         with self._lock:
-            self._pool.rediscover(resolver, time.monotonic())
+            now = time.monotonic()
+            if resolved is None:
+                self._pool.rediscover(self._options.resolver, now)
+            else:
+                self._pool.apply_resolution(
+                    {s: resolved[s] for s in self._pool.seeds_to_resolve(now) if s in resolved},
+                    now,
+                )
 
     def needs_rediscovery(self) -> bool:
         with self._lock:
@@ -310,9 +309,12 @@ class Failover:
         with self._lock:
             return self._pool.plan_rebalance(time.monotonic())
 
-    def commit_rebalance(self, plan: RebalancePlan, answers: Sequence[bool]) -> RebalanceResult:
+    def apply_pings(
+        self, plan: RebalancePlan, results: Sequence[tuple[Server, bool]]
+    ) -> RebalanceResult:
+        """The answers of the pings of `plan` (made outside the lock), as data."""
         with self._lock:
-            return self._pool.commit_rebalance(plan, answers, time.monotonic())
+            return self._pool.apply_pings(plan, results, time.monotonic())
 
 
 RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})

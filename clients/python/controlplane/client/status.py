@@ -176,20 +176,20 @@ def details_from_metadata(
     return None
 
 
-_ADVICE: dict[grpc.StatusCode, str] = {
-    grpc.StatusCode.INVALID_ARGUMENT: "fix the request fields listed in `violations`",
-    grpc.StatusCode.NOT_FOUND: "check the name; list what exists first",
-    grpc.StatusCode.FAILED_PRECONDITION: "the cluster is not in a state that allows this yet; "
+# Keyed by the transport-neutral code: error_code_of is this edge's only mapping.
+_ADVICE: dict[ErrorCode, str] = {
+    ErrorCode.INVALID_ARGUMENT: "fix the request fields listed in `violations`",
+    ErrorCode.NOT_FOUND: "check the name; list what exists first",
+    ErrorCode.FAILED_PRECONDITION: "the cluster is not in a state that allows this yet; "
     "retry once it is (for example after nodes join the ring)",
-    grpc.StatusCode.UNAVAILABLE: "check that the agents are running and reachable, "
+    ErrorCode.UNAVAILABLE: "check that the agents are running and reachable, "
     "and that the client's seeds name them",
-    grpc.StatusCode.RESOURCE_EXHAUSTED: "slow down or make the request smaller",
-    grpc.StatusCode.UNAUTHENTICATED: "pass valid credentials",
-    grpc.StatusCode.PERMISSION_DENIED: "use credentials allowed to do this",
-    grpc.StatusCode.DEADLINE_EXCEEDED: "raise the timeout, or check the agents' load "
-    "and the network",
-    grpc.StatusCode.UNIMPLEMENTED: "upgrade the agents, or avoid this call on this version",
-    grpc.StatusCode.INTERNAL: "this is a bug; the agent log has details",
+    ErrorCode.RESOURCE_EXHAUSTED: "slow down or make the request smaller",
+    ErrorCode.UNAUTHENTICATED: "pass valid credentials",
+    ErrorCode.PERMISSION_DENIED: "use credentials allowed to do this",
+    ErrorCode.DEADLINE_EXCEEDED: "raise the timeout, or check the agents' load and the network",
+    ErrorCode.UNIMPLEMENTED: "upgrade the agents, or avoid this call on this version",
+    ErrorCode.INTERNAL: "this is a bug; the agent log has details",
 }
 
 
@@ -215,15 +215,16 @@ def error_from_status(
     decoded = details_from_metadata(trailing_metadata)
     text = decoded.message if decoded and decoded.message else message
     where = " ".join(part for part in (method, f"on {server}" if server else "") if part)
-    advice = _ADVICE.get(code, "")
+    error_code = error_code_of(code)
+    advice = _ADVICE.get(error_code, "")
     full = f"{where}: {text}" if where else text
     if advice:
         full = f"{full} ({advice})"
-    cls = ERRORS_BY_ERROR_CODE.get(error_code_of(code))
+    cls = ERRORS_BY_ERROR_CODE.get(error_code)
     if cls is InvalidArgument:
         return InvalidArgument(full, decoded.violations if decoded else ())
     if cls is None:
-        return ControlPlaneError(f"{full} [status {code.name}]")
+        return ControlPlaneError(f"{full} [status {error_code.name}]")
     return cls(full)
 
 

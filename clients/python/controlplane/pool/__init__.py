@@ -5,8 +5,10 @@ semantics (rotate on failure, periodic shuffle-and-ping rebalance, primaries fro
 heartbeats and configured backups, API-version filtering) plus Envoy-style
 outlier ejection, draining servers and re-discovery from seeds. It performs no
 I/O and reads no clock: time arrives as ``now`` arguments, randomness from an
-injected ``random.Random``, pings and name resolution through injected
-callables. See ``docs/server-pool.md``.
+injected ``random.Random``; pings and name resolution are done by the caller,
+whose results the pool takes as data (``plan_rebalance``/``apply_pings``,
+``seeds_to_resolve``/``apply_resolution``), or through callables handed to the
+``rebalance`` and ``rediscover`` conveniences. See ``docs/server-pool.md``.
 """
 
 from __future__ import annotations
@@ -33,11 +35,13 @@ from controlplane.pool.outlier import EjectionPolicy
 from controlplane.pool.pool import (
     FailureVerdict,
     Pinger,
+    PingResults,
     PoolConfig,
     RebalancePlan,
     RebalanceResult,
     RediscoveryResult,
     RefreshResult,
+    Resolution,
     Resolver,
     SeedFailure,
     ServerPool,
@@ -58,6 +62,7 @@ __all__ = [
     "InvalidCountError",
     "InvalidServerError",
     "InvalidTimeError",
+    "PingResults",
     "Pinger",
     "PoolConfig",
     "PoolInputError",
@@ -65,6 +70,7 @@ __all__ = [
     "RebalanceResult",
     "RediscoveryResult",
     "RefreshResult",
+    "Resolution",
     "Resolver",
     "SeedFailure",
     "Server",

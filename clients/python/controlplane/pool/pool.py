@@ -22,9 +22,13 @@ addresses through an injected resolver when no known server is left.
 
 The pool is pure: it reads no clock (``now`` is passed in, seconds on a
 monotonic clock), draws randomness only from the injected ``random.Random``,
-and reaches the network only through the callables handed to ``rebalance``
-(a pinger) and ``rediscover`` (a resolver). It is not thread-safe; callers
-that share one pool between threads hold a lock around it.
+and does no I/O. A rebalance is a plan (``plan_rebalance``: whom to ping, in
+order) and the ping results handed back as data (``apply_pings``); a
+re-discovery is the seeds to resolve (``seeds_to_resolve``) and their answers
+handed back (``apply_resolution``). ``rebalance`` (with a pinger) and
+``rediscover`` (with a resolver) are conveniences that call the callables in
+between. It is not thread-safe; callers that share one pool between threads
+hold a lock around it.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from controlplane.pool.errors import (
@@ -47,11 +51,14 @@ from controlplane.pool.server import ApiVersion, Server, is_api_compatible, pars
 
 __all__ = [
     "FailureVerdict",
+    "PingResults",
     "Pinger",
     "PoolConfig",
+    "RebalancePlan",
     "RebalanceResult",
     "RediscoveryResult",
     "RefreshResult",
+    "Resolution",
     "Resolver",
     "SeedFailure",
     "ServerPool",
@@ -66,6 +73,14 @@ Resolver = Callable[[str], Sequence[str]]
 Raising ``OSError`` (``socket.gaierror`` included) or ``ValueError`` marks that
 seed as failed for this round; other seeds are still tried.
 """
+
+PingResults = Mapping[Server, bool] | Mapping[str, bool] | Iterable[tuple[Server | str, bool]]
+"""What ``apply_pings`` takes: whether each pinged server answered, keyed by the
+server (or its name), as a mapping or as ``(server, answered)`` pairs."""
+
+Resolution = Sequence[str] | OSError | ValueError
+"""What one seed resolved to, for ``apply_resolution``: its ``host:port``
+addresses, or the ``OSError``/``ValueError`` that resolving it raised."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -519,19 +534,22 @@ class ServerPool:
         If nobody answers, the pool is marked offline and the previous order is
         kept untouched (Consul). A pinger that raises leaves the pool unchanged.
 
-        This is `plan_rebalance` and `commit_rebalance` with the pings in between;
-        callers that ping asynchronously use those two directly.
+        This is `plan_rebalance` and `apply_pings` with the pings in between;
+        callers that ping elsewhere (asynchronously, or all at once) use those two
+        directly.
         """
         plan = self.plan_rebalance(now)
-        answers: list[bool] = []
+        results: list[tuple[Server, bool]] = []
         for server in plan.ping_order:
-            answers.append(bool(pinger(server)))
-            if answers[-1]:
+            answered = bool(pinger(server))
+            results.append((server, answered))
+            if answered:
                 break
-        return self.commit_rebalance(plan, answers, now)
+        return self.apply_pings(plan, results, now)
 
     def plan_rebalance(self, now: float) -> RebalancePlan:
-        """The shuffled order to ping in; nothing changes until `commit_rebalance`."""
+        """The shuffled order to ping in (``ping_order``); nothing changes until the
+        results come back through `apply_pings` (or `commit_rebalance`)."""
         check_now(now)
         shuffled_primaries = list(self._primaries)
         self._rng.shuffle(shuffled_primaries)
@@ -590,6 +608,56 @@ class ServerPool:
         self._offline = False
         return RebalanceResult(head=head, pinged=pinged, failed=failed_servers, offline=False)
 
+    def apply_pings(self, plan: RebalancePlan, results: PingResults, now: float) -> RebalanceResult:
+        """Applies the results of the pings of `plan` to the pool: the data half of
+        `rebalance`, for callers that do the pings themselves, one after another
+        until one answers or all at once.
+
+        `results` says whether each pinged server answered, keyed by server (or
+        name); their order does not matter, the plan's does. Walking
+        ``plan.ping_order``:
+
+        * a server that has left the pool since the plan is skipped, its result
+          dropped: a stale answer cannot head a list that no longer holds it;
+        * the first server that answered heads its list and those before it that
+          did not answer go to the end of theirs, as in `rebalance`; results for
+          servers after it are not used (they keep their shuffled place);
+        * if every planned server still in the pool failed (or nothing could be
+          planned), the pool is marked offline and keeps its order;
+        * otherwise the results stop short of an answer (a server still in the
+          pool has no result and none before it answered, or every planned server
+          has left the pool): the round proves nothing and the pool is unchanged,
+          as when a pinger raises. The result has no head, and ``offline`` is the
+          pool's flag as it stands.
+
+        A result for a server the plan does not hold, two results for one server,
+        or an answer that is not a bool raise `InvalidServerError`.
+        """
+        check_now(now)
+        answered_by_name = _ping_results(plan, results)
+        current = {server.name: server for server, _ in self._known()}
+        order: list[Server] = []
+        tiers: list[_Tier] = []
+        answers: list[bool] = []
+        complete = True
+        for server, tier in zip(plan.ping_order, plan.tiers, strict=True):
+            if server.name not in current:
+                continue
+            answered = answered_by_name.get(server.name)
+            if answered is None:
+                complete = False
+                break
+            order.append(current[server.name])
+            tiers.append(tier)
+            answers.append(answered)
+            if answered:
+                break
+        if plan.ping_order and not any(answers) and not (complete and order):
+            failed = tuple(order)
+            return RebalanceResult(head=None, pinged=failed, failed=failed, offline=self._offline)
+        still_present = dataclasses.replace(plan, ping_order=tuple(order), tiers=tuple(tiers))
+        return self.commit_rebalance(still_present, answers, now)
+
     # ------------------------------------------------------------- rediscovery
 
     def rediscover(self, resolver: Resolver, now: float) -> RediscoveryResult:
@@ -600,19 +668,67 @@ class ServerPool:
         unknown API version, appended in a random order; the next heartbeat
         replaces it with the server's real record. Addresses already known (as any
         server's address) are left as they are, ejection included.
+
+        This is `seeds_to_resolve` and `apply_resolution` with the resolving in
+        between; callers that resolve elsewhere (off the event loop, concurrently)
+        use those two directly.
+        """
+        resolutions: dict[str, Resolution] = {}
+        for seed in self.seeds_to_resolve(now):
+            try:
+                resolutions[seed] = list(resolver(seed))
+            except (OSError, ValueError) as error:
+                resolutions[seed] = error
+        return self.apply_resolution(resolutions, now)
+
+    def seeds_to_resolve(self, now: float) -> tuple[str, ...]:
+        """The seeds a re-discovery resolves, in order: every configured seed, every
+        time. Resolve them, then hand the answers to `apply_resolution`."""
+        check_now(now)
+        return self._config.seed_addresses
+
+    def apply_resolution(
+        self, resolutions: Mapping[str, Resolution], now: float
+    ) -> RediscoveryResult:
+        """Adds the addresses the seeds resolved to: the data half of `rediscover`.
+
+        `resolutions` maps a seed to its ``host:port`` addresses, or to the
+        ``OSError`` (``socket.gaierror`` included) or ``ValueError`` resolving it
+        raised. Seeds are taken in configured order whatever the mapping's. A
+        failed seed, a configured seed missing from `resolutions` ("<seed> did not
+        resolve") and each malformed address are reported in ``failures``; the
+        other seeds and addresses still count. New addresses join as primaries as
+        in `rediscover`.
+
+        A key that is not a configured seed, or a value that is a string or
+        neither addresses nor an error, raises `PoolInputError` and changes
+        nothing.
         """
         now = check_now(now)
+        seeds = self._config.seed_addresses
+        if not isinstance(resolutions, Mapping):
+            raise PoolInputError(
+                "resolutions", f"must be a mapping of seed to addresses, got {resolutions!r}"
+            )
+        unknown = [seed for seed in resolutions if seed not in seeds]
+        if unknown:
+            raise PoolInputError(
+                "resolutions", f"{unknown[0]!r} is not one of the pool's seed_addresses"
+            )
         known_addresses = {s.address for s, _ in self._known()}
         resolved: list[str] = []
         added: list[Server] = []
         failures: list[SeedFailure] = []
-        for seed in self._config.seed_addresses:
-            try:
-                addresses = list(resolver(seed))
-            except (OSError, ValueError) as error:
-                failures.append(SeedFailure(seed=seed, reason=str(error) or type(error).__name__))
+        for seed in seeds:
+            if seed not in resolutions:
+                failures.append(SeedFailure(seed=seed, reason=f"{seed} did not resolve"))
                 continue
-            for address in addresses:
+            resolution = resolutions[seed]
+            if isinstance(resolution, (OSError, ValueError)):
+                reason = str(resolution) or type(resolution).__name__
+                failures.append(SeedFailure(seed=seed, reason=reason))
+                continue
+            for address in _addresses_of(seed, resolution):
                 try:
                     server = Server.from_address(address)
                 except PoolInputError as error:
@@ -711,3 +827,54 @@ def _commit_order(shuffled: list[Server], head_name: str, failed_names: list[str
     untested = [s for s in shuffled if s.name != head_name and s.name not in failed_set]
     failed = [by_name[name] for name in failed_names if name in by_name]
     return head + untested + failed
+
+
+def _addresses_of(seed: str, resolution: object) -> list[str]:
+    """The addresses of one seed's resolution, refusing what cannot be addresses
+    (checked before the pool changes)."""
+    if isinstance(resolution, (str, bytes)):
+        raise PoolInputError(
+            f"resolutions[{seed!r}]",
+            "must be a sequence of 'host:port' strings or an OSError/ValueError, got one string",
+        )
+    if not isinstance(resolution, Iterable):
+        raise PoolInputError(
+            f"resolutions[{seed!r}]",
+            f"must be a sequence of 'host:port' strings or an OSError/ValueError, "
+            f"got {resolution!r}",
+        )
+    return list(resolution)
+
+
+def _ping_results(plan: RebalancePlan, results: PingResults) -> dict[str, bool]:
+    """`apply_pings`'s results by server name, checked against the plan."""
+    if isinstance(results, (str, bytes)):
+        raise InvalidServerError("results", f"must be (server, answered) pairs, got {results!r}")
+    pairs = results.items() if isinstance(results, Mapping) else results
+    planned = {server.name for server in plan.ping_order}
+    by_name: dict[str, bool] = {}
+    for index, pair in enumerate(pairs):
+        try:
+            server, answered = pair
+        except (TypeError, ValueError):
+            raise InvalidServerError(
+                f"results[{index}]", f"must be a (server, answered) pair, got {pair!r}"
+            ) from None
+        if isinstance(server, Server):
+            name = server.name
+        elif isinstance(server, str) and server:
+            name = server
+        else:
+            raise InvalidServerError(
+                f"results[{index}]", f"must name a Server or a server name, got {server!r}"
+            )
+        if name not in planned:
+            raise InvalidServerError(f"results[{index}]", f"{name!r} is not in the plan")
+        if name in by_name:
+            raise InvalidServerError(f"results[{index}]", f"a second result for {name!r}")
+        if not isinstance(answered, bool):
+            raise InvalidServerError(
+                f"results[{index}]", f"the answer must be True or False, got {answered!r}"
+            )
+        by_name[name] = answered
+    return by_name
