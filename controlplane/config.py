@@ -38,6 +38,7 @@ OTHER_ENVIRONMENT: Mapping[str, str] = {
     "CONTROLPLANE_CLIENT_KEY": "the command-line tools' client key (mTLS)",
     "CONTROLPLANE_TLS_SERVER_NAME": "the name the tools expect in the agent's certificate",
     "CONTROLPLANE_HEALTH_TARGET": "the container image's health check",
+    "CONTROLPLANE_STRICT": "strict mode: a bug inside the gossip core raises (tests)",
     "CONTROLPLANE_IMAGE": "docker-compose.yml",
     "CONTROLPLANE_DEBIAN_MIRROR": "scripts/build-images.sh",
     "CONTROLPLANE_DOCKER_STATE": "scripts/docker-engine.sh",

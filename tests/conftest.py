@@ -8,6 +8,13 @@ that module carries a client certificate and an operator token.
 
 from __future__ import annotations
 
+import os
+
+# Strict mode (GossipConfig.strict): a bug inside a gossip core raises instead of
+# being counted as a dropped message. Set before anything builds a config; agent
+# processes started by tests inherit it.
+os.environ.setdefault("CONTROLPLANE_STRICT", "1")
+
 from collections.abc import Iterator
 
 import pytest

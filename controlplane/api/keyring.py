@@ -26,7 +26,7 @@ import grpc.aio
 
 from controlplane.datadir import StateFileError, atomic_write, write_failure
 from controlplane.errors import ControlPlaneError, FailedPrecondition, InvalidArgument
-from controlplane.gossip import Keyring
+from controlplane.gossip import Keyring, codec
 from controlplane.gossip.keyring import VALID_KEY_SIZES
 from controlplane.membership import ChannelDelivery, ChannelStateReceived, Membership, MemberStatus
 from controlplane.v1 import keyring_pb2 as pb
@@ -210,9 +210,8 @@ class KeyringService:
     def on_channel(self, effect: ChannelDelivery | ChannelStateReceived) -> None:
         if not isinstance(effect, ChannelDelivery) or self._keyring is None:
             return
-        try:
-            message = wire.KeyringMessage.FromString(effect.payload)
-        except Exception:  # protobuf DecodeError and friends: foreign input
+        message = codec.parse(wire.KeyringMessage, effect.payload)
+        if message is None:  # foreign input
             return
         if message.HasField("request"):
             reply = self._reply(message.request)

@@ -26,8 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from google.protobuf.message import DecodeError
-
+from controlplane.gossip import codec
 from controlplane.gossip.names import valid_name
 from controlplane.wire.v1 import election_pb2 as pb
 
@@ -166,11 +165,9 @@ def decode(data: bytes) -> Message:
         raise MessageError(f"expected bytes, got {type(data).__name__}")
     if len(data) > MAX_MESSAGE_BYTES:
         raise MessageError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
-    try:
-        message = pb.ElectionMessage.FromString(bytes(data))
-    except (DecodeError, RuntimeError, ValueError) as error:
-        # protobuf raises DecodeError, or RuntimeError on deep recursion.
-        raise MessageError(f"not an election message: {error}") from None
+    message = codec.parse(pb.ElectionMessage, bytes(data))
+    if message is None:
+        raise MessageError("not an election message")
     kind = message.WhichOneof("body")
     if kind == "lease":
         lease = message.lease

@@ -7,9 +7,9 @@ under the asyncio shell and under :mod:`controlplane.testing`'s simulator.
 Public surface::
 
     node = GossipNode(config, name, address, meta=b"", rng=random.Random(seed), now=t,
-                      keyring=None, label="", state_delegate=None)
+                      keyring=None, label="", user_state=None)
     node.join(seeds, now) -> list[Effect]            # push-pull with every seed (join=True)
-    node.receive_packet(src, data, now) -> list[Effect]   # one datagram; never raises
+    node.receive_packet(src, data, now) -> list[Effect]   # one datagram; raises only bugs (strict)
     node.tick(now) -> list[Effect]                   # run due timers
     node.next_deadline() -> float                    # when tick() next has work
     node.handle_push_pull(src, request, now) -> (response, list[Effect])  # push-pull server side
@@ -21,7 +21,8 @@ Public surface::
 Effects (``effects.py``): ``SendPacket(dest, data)``, ``StartPushPull(dest, request,
 join)``, ``MemberJoined(member)``, ``MemberUpdated(member)``, ``MemberLeft(member,
 left)``, ``MemberReaped(member)``, ``UserMessage(payload)``, ``NameConflict(name, claimant)``
-(another address claims this member's name). Events are never emitted about the
+(another address claims this member's name), ``MergeRemoteState(data, join)`` (a
+peer's push-pull state of the layer above, for that layer). Events are never emitted about the
 local member itself.
 
 The shell calls ``tick`` no later than ``next_deadline()`` and again after every
@@ -35,6 +36,7 @@ from controlplane.gossip.effects import (
     MemberLeft,
     MemberReaped,
     MemberUpdated,
+    MergeRemoteState,
     NameConflict,
     SendPacket,
     StartPushPull,
@@ -47,7 +49,7 @@ from controlplane.gossip.errors import (
     PushPullRejected,
 )
 from controlplane.gossip.keyring import Keyring
-from controlplane.gossip.node import GossipNode, StateDelegate
+from controlplane.gossip.node import GossipNode, UserStateProvider
 from controlplane.gossip.state import Address, Member, NodeStatus
 from controlplane.gossip.stats import GossipStats
 
@@ -65,6 +67,7 @@ __all__ = [
     "MemberLeft",
     "MemberReaped",
     "MemberUpdated",
+    "MergeRemoteState",
     "MetadataTooLarge",
     "NameConflict",
     "NodeStatus",
@@ -72,6 +75,6 @@ __all__ = [
     "PushPullRejected",
     "SendPacket",
     "StartPushPull",
-    "StateDelegate",
     "UserMessage",
+    "UserStateProvider",
 ]

@@ -19,6 +19,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import TypeVar
+
+from google.protobuf.message import DecodeError
+from google.protobuf.message import Message as ProtoMessage
 
 from controlplane.gossip.keyring import ENCRYPTION_OVERHEAD, DecryptionFailed, Keyring
 from controlplane.wire.v1 import gossip_pb2 as pb
@@ -35,6 +39,28 @@ _MESSAGE_TAG = 0x12
 # Tag byte plus up to two varint length bytes (messages are below 16 KiB).
 COMPOUND_OVERHEAD = 3
 PACKET_HEADER_SIZE = len(_PACKET_HEADER)
+
+
+_M = TypeVar("_M", bound=ProtoMessage)
+
+# What protobuf raises on input that is not a valid message, and nothing else: a
+# bug raises something else and is not mistaken for a peer's bad input. Both
+# backends raise DecodeError for truncated input, bad varints and nesting deeper
+# than 100 (upb and the pure-Python parser count depth; neither recurses far enough
+# for RecursionError); the pure-Python backend raises UnicodeDecodeError for a
+# string field that is not UTF-8 (upb raises DecodeError). tests/unit/gossip/
+# test_parse.py checks what the installed protobuf raises.
+PARSE_ERRORS: tuple[type[Exception], ...] = (DecodeError, UnicodeDecodeError)
+
+
+def parse(message_type: type[_M], data: bytes) -> _M | None:
+    """``data`` parsed as ``message_type``, or None when it is not one (hostile,
+    truncated or foreign input). Never raises for bad input; a caller validates
+    the fields it uses."""
+    try:
+        return message_type.FromString(data)
+    except PARSE_ERRORS:
+        return None
 
 
 class FrameError(Exception):
@@ -151,10 +177,9 @@ def packet_body(messages: list[bytes]) -> bytes:
 
 def decode_packet(body: bytes) -> pb.Packet:
     """Parse a ``Packet``; raises FrameError("decode"/"protocol_version")."""
-    try:
-        packet = pb.Packet.FromString(body)
-    except Exception:  # protobuf raises DecodeError, or RuntimeError on deep recursion
-        raise FrameError("decode") from None
+    packet = parse(pb.Packet, body)
+    if packet is None:
+        raise FrameError("decode")
     if packet.protocol_version != PROTOCOL_VERSION:
         raise FrameError("protocol_version")
     return packet

@@ -7,8 +7,18 @@ Durations are seconds as floats.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import os
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+# Environment variable that turns strict mode on by default ("1", "true" or "yes"):
+# tests set it, so the agent processes they start inherit it.
+STRICT_ENVIRONMENT = "CONTROLPLANE_STRICT"
+
+
+def strict_from_environment() -> bool:
+    """Whether ``CONTROLPLANE_STRICT`` asks for strict mode (the default of ``strict``)."""
+    return os.environ.get(STRICT_ENVIRONMENT, "").strip().lower() in ("1", "true", "yes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +94,13 @@ class GossipConfig:
     # In large clusters only about 3 * (suspicion_mult - 2) members do so
     # (formulas.suspicion_probe_chance). False: memberlist.
     suspicion_probes: bool = True
+    # Strict mode: an unexpected exception inside the core (a bug: malformed input is
+    # refused by codec.parse and explicit checks before any handler runs) is re-raised
+    # instead of counted. Off in production: one bad peer's input must not take down an
+    # agent, so the exception is counted (stats.dropped["internal_error"]) and the
+    # message dropped. On in tests and simulators, where a bug must fail the test. The
+    # default comes from the CONTROLPLANE_STRICT environment variable.
+    strict: bool = field(default_factory=strict_from_environment)
 
     @classmethod
     def lan(cls, **overrides: Any) -> GossipConfig:

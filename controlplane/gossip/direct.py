@@ -14,8 +14,7 @@ Pure functions: the runtime routes datagrams with the flag to a handler
 
 from __future__ import annotations
 
-from google.protobuf.message import DecodeError
-
+from controlplane.gossip import codec
 from controlplane.gossip.keyring import DecryptionFailed, Keyring
 from controlplane.wire.v1 import election_pb2
 
@@ -70,8 +69,7 @@ def open_direct(data: bytes, label: str, keyring: Keyring | None) -> tuple[str, 
         raise DirectFrameError("not encrypted, but gossip is")
     else:
         body = data[body_start:]
-    try:
-        message = election_pb2.DirectMessage.FromString(body)
-    except (DecodeError, RuntimeError, ValueError):
-        raise DirectFrameError("undecodable body") from None
+    message = codec.parse(election_pb2.DirectMessage, body)
+    if message is None:
+        raise DirectFrameError("undecodable body")
     return message.channel, message.payload

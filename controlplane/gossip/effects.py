@@ -1,7 +1,8 @@
 """Effects: everything the core asks its shell to do, returned instead of performed.
 
 The shell (asyncio transport in production, the simulator in tests) executes
-``SendPacket`` and ``StartPushPull`` and forwards the member events upward.
+``SendPacket`` and ``StartPushPull`` and forwards the member events upward; the
+membership layer consumes ``MergeRemoteState``.
 """
 
 from __future__ import annotations
@@ -82,6 +83,17 @@ class UserMessage:
     payload: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class MergeRemoteState:
+    """A peer's push-pull carried state of the layer above gossip (memberlist's
+    ``MergeRemoteState``): emitted once all of the exchange's member records are
+    merged, after their member effects. ``join`` is the peer's join flag. Only a
+    non-empty state is reported; a shell without a layer above ignores it."""
+
+    data: bytes
+    join: bool
+
+
 MemberEvent = MemberJoined | MemberUpdated | MemberLeft | MemberReaped
 Effect = (
     SendPacket
@@ -92,4 +104,5 @@ Effect = (
     | MemberReaped
     | UserMessage
     | NameConflict
+    | MergeRemoteState
 )

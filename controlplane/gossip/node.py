@@ -13,9 +13,8 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from controlplane.gossip import codec
 from controlplane.gossip.awareness import Awareness
@@ -26,6 +25,7 @@ from controlplane.gossip.effects import (
     MemberLeft,
     MemberReaped,
     MemberUpdated,
+    MergeRemoteState,
     NameConflict,
     SendPacket,
     StartPushPull,
@@ -68,12 +68,11 @@ _MEMBERS_FIELD = pb.PushPullState.MEMBERS_FIELD_NUMBER
 _USER_STATE_FIELD = pb.PushPullState.USER_STATE_FIELD_NUMBER
 
 
-class StateDelegate(Protocol):
-    """State of the layer above gossip, exchanged in every push-pull."""
-
-    def local_state(self, join: bool) -> bytes: ...
-
-    def merge_remote_state(self, data: bytes, join: bool) -> None: ...
+UserStateProvider = Callable[[bool], bytes]
+"""The push-pull state of the layer above gossip (memberlist's ``LocalState``), asked
+for with the exchange's join flag each time the core builds a push-pull state: a
+query, built only when an exchange starts or is answered. The peer's state comes
+back as a :class:`MergeRemoteState` effect."""
 
 
 @dataclass(slots=True)
@@ -143,7 +142,7 @@ class GossipNode:
         now: float,
         keyring: Keyring | None = None,
         label: str = "",
-        state_delegate: StateDelegate | None = None,
+        user_state: UserStateProvider | None = None,
         record_cache: dict[tuple[object, ...], bytes] | None = None,
     ) -> None:
         if not valid_name(name):
@@ -159,7 +158,7 @@ class GossipNode:
         self._keyring = keyring
         self._label = label.encode()
         self._header = codec.frame_header(label, keyring is not None)
-        self._delegate = state_delegate
+        self._user_state = user_state
         # Push-pull record encodings shared by the cores a simulator runs in one process
         # (an encoding depends only on the record's fields): each is built once, not once
         # per core. None in an agent, whose core is alone.
@@ -327,7 +326,8 @@ class GossipNode:
         return effects
 
     def receive_packet(self, src: Address, data: bytes, now: float) -> list[Effect]:
-        """Handle one datagram. Bad input is dropped and counted in ``stats``; never raises."""
+        """Handle one datagram. Bad input is dropped and counted in ``stats``; never
+        raises, except for a bug in strict mode (``GossipConfig.strict``)."""
         self.stats.packets_received += 1
         effects: list[Effect] = []
         if len(data) > self.config.max_packet_size:
@@ -343,7 +343,12 @@ class GossipNode:
             self.stats.messages_received += 1
             try:
                 self._dispatch(src, message, now, effects)
-            except Exception:  # a malformed message must never take the member down
+            except Exception:
+                # Only a bug gets here (bad input is dropped by the handlers' checks):
+                # counted, so one peer's message cannot take the member down, unless
+                # strict (tests), where it must fail loudly (GossipConfig.strict).
+                if self.config.strict:
+                    raise
                 self.stats.drop("internal_error")
         return effects
 
@@ -414,7 +419,8 @@ class GossipNode:
     def merge_some(self, job: PushPullMerge, now: float, limit: int) -> list[Effect]:
         """Merge about ``limit`` units more of ``job``: a record that changes nothing
         costs one, a record that changes a member MERGE_CHANGE_COST. Once every record
-        is merged, hand the layer above its state. Call again until ``job.done``."""
+        is merged, the layer above's state comes as a MergeRemoteState effect, after
+        the member effects. Call again until ``job.done``."""
         effects: list[Effect] = []
         records = job.records
         nodes = self._nodes
@@ -426,7 +432,11 @@ class GossipNode:
             produced, queued = len(effects), self._queue.id_gen
             try:
                 self._merge_record(record, now, effects)
-            except Exception:  # one bad record must not stop the merge
+            except Exception:
+                # Only a bug gets here: counted, so one record cannot stop the merge,
+                # unless strict (tests), where it must fail loudly (GossipConfig.strict).
+                if self.config.strict:
+                    raise
                 self.stats.drop("internal_error")
             # A change shows as an effect, a broadcast queued (a suspicion confirmed
             # changes neither the record nor the effects) or a record to re-encode.
@@ -442,8 +452,9 @@ class GossipNode:
         job.position = index
         if index >= len(records) and not job.delivered:
             job.delivered = True
-            if self._delegate is not None and job.user_state:
-                self._delegate.merge_remote_state(job.user_state, job.join)
+            if job.user_state:
+                # memberlist: MergeRemoteState after the member records are merged.
+                effects.append(MergeRemoteState(job.user_state, job.join))
         return effects
 
     def push_pull_reply(self) -> bytes:
@@ -1035,8 +1046,8 @@ class GossipNode:
         ]
         encode = self._record_field
         parts.extend([node.encoded or encode(node) for node in self._node_list])
-        if self._delegate is not None:
-            user_state = self._delegate.local_state(join)
+        if self._user_state is not None:
+            user_state = self._user_state(join)
             if user_state:
                 parts.append(codec.length_delimited_field(_USER_STATE_FIELD, user_state))
         return codec.seal(self._header, b"".join(parts), self._keyring)
@@ -1072,13 +1083,13 @@ class GossipNode:
         else:
             try:
                 body = codec.open_frame(data, self._label, self._keyring)
-                state = pb.PushPullState.FromString(body)
             except codec.FrameError as error:
                 self._last_reject = error.reason
-            except Exception:  # protobuf DecodeError and friends
-                self._last_reject = "decode"
             else:
-                if state.protocol_version != codec.PROTOCOL_VERSION:
+                state = codec.parse(pb.PushPullState, body)
+                if state is None:
+                    self._last_reject = "decode"
+                elif state.protocol_version != codec.PROTOCOL_VERSION:
                     self._last_reject = "protocol_version"
                 elif len(state.members) > self.config.max_nodes:
                     # More records than this member would ever keep: not a cluster it joins.

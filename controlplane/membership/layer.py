@@ -1,9 +1,10 @@
 """The sans-IO Serf layer: member statuses, intents, user events, reaping, snapshot records.
 
-:class:`Membership` owns a :class:`GossipNode` (built inside, with itself as the
-node's ``StateDelegate``) and has the same driving surface, so the asyncio
-runtime and the simulator drive either one. It consumes the core's member and
-user-message effects and returns ``MemberEvent``, ``UserEvent`` and
+:class:`Membership` owns a :class:`GossipNode` (built inside, with its
+``local_state`` as the node's user-state provider) and has the same driving
+surface, so the asyncio runtime and the simulator drive either one. It consumes
+the core's member, user-message and remote-state (``MergeRemoteState``) effects
+and returns ``MemberEvent``, ``UserEvent`` and
 ``SnapshotRecord`` effects beside the core's ``SendPacket``/``StartPushPull``.
 
 Who does what:
@@ -38,6 +39,7 @@ from controlplane.gossip.effects import (
     MemberLeft,
     MemberReaped,
     MemberUpdated,
+    MergeRemoteState,
     NameConflict,
     SendPacket,
     StartPushPull,
@@ -323,10 +325,7 @@ class Membership:
         # Push-pull state of peers, handled after the core's member effects of the same
         # exchange (memberlist merges nodes before calling MergeRemoteState).
         self._deferred_states: list[_SerfMerge] = []
-        # The chunked merge whose core is running: it takes the Serf state for itself.
-        self._capturing: PushPullMerge | None = None
         self._join_destinations: set[Address] = set()
-        self._merging_join = False
         self._join_ignore_old = False
         self._leave_started = 0.0
         self._leave_drained: float | None = None
@@ -342,7 +341,7 @@ class Membership:
             now=now,
             keyring=keyring,
             label=label,
-            state_delegate=self,
+            user_state=self.local_state,
         )
         self._add_member(
             _Member(name, address, dict(tags), MemberStatus.ALIVE, self._node.incarnation)
@@ -464,14 +463,9 @@ class Membership:
         is bounded by ``limit`` and a shell can merge a fleet's state without holding
         its loop."""
         if not job.core.done:
-            self._merging_join = job.joining
-            self._capturing = job
-            try:
-                core_effects = self._node.merge_some(job.core, now, limit)
-            finally:
-                self._merging_join = False
-                self._capturing = None
-            return self._drive(core_effects, now, joining=job.joining)
+            core_effects = self._node.merge_some(job.core, now, limit)
+            # The job takes its Serf state (the core's MergeRemoteState) for itself.
+            return self._drive(core_effects, now, joining=job.joining, job=job)
         if job.steps is None or job.serf is None:
             return []
         out: list[Effect] = []
@@ -671,10 +665,11 @@ class Membership:
             self._channel_seen.popitem(last=False)
         return True
 
-    # ------------------------------------------------------------------ StateDelegate
+    # ------------------------------------------------------------------ push-pull state
 
     def local_state(self, join: bool) -> bytes:
-        """The layer's push-pull state (serf delegate.go LocalState)."""
+        """The layer's push-pull state (serf delegate.go LocalState); the core asks for
+        it (its user-state provider) each time it builds a push-pull state."""
         rest = messages.encode_state(
             self._clock.time(),
             {},
@@ -695,31 +690,33 @@ class Membership:
         return state.status_field
 
     def merge_remote_state(self, data: bytes, join: bool) -> None:
-        """Called by the core inside a merge: handled once the core's effects are consumed."""
+        """A peer's push-pull state (serf delegate.go MergeRemoteState), checked now and
+        merged by the next entry point, as a ``MergeRemoteState`` from the core outside
+        a chunked merge is."""
+        serf = self._open_remote_state(data, joining=False)
+        if serf is not None:
+            self._deferred_states.append(serf)
+
+    def _open_remote_state(self, data: bytes, *, joining: bool) -> _SerfMerge | None:
+        """A peer's Serf state ready to merge, or None (counted) when it is refused."""
         state = messages.decode_state(data)
         if state is None:
             self.stats.drop("state_decode")
-            return
+            return None
         limit = self._node.config.max_nodes
         if len(state.status_times) > limit or len(state.left_members) > limit:
             # More entries than members this agent would ever keep: not a state of
             # its cluster, and merging it would only cost time.
             self.stats.drop("state_too_large")
-            return
+            return None
         if not (
             self._clock_reaches(state.lamport_time, self._clock, MAX_LAMPORT_CATCH_UP)
             and self._clock_reaches(
                 state.event_lamport_time, self._event_clock, MAX_LAMPORT_CATCH_UP
             )
         ):
-            return  # a state from no cluster of ours: none of its times is believed
-        serf = _SerfMerge(state, ignore_old=self._merging_join and self._join_ignore_old)
-        job = self._capturing
-        if job is not None:
-            job.serf = serf
-            job.steps = self._merge_state_steps(serf)
-        else:
-            self._deferred_states.append(serf)
+            return None  # a state from no cluster of ours: none of its times is believed
+        return _SerfMerge(state, ignore_old=joining and self._join_ignore_old)
 
     # ------------------------------------------------------------------ internals
 
@@ -780,9 +777,27 @@ class Membership:
         self._broadcast(messages.encode_join_intent(self.name, ltime), now)
 
     def _drive(
-        self, core_effects: list[CoreEffect], now: float, *, joining: bool = False
+        self,
+        core_effects: list[CoreEffect],
+        now: float,
+        *,
+        joining: bool = False,
+        job: PushPullMerge | None = None,
     ) -> list[Effect]:
         out: list[Effect] = []
+        for effect in core_effects:
+            if isinstance(effect, MergeRemoteState):
+                # Checked before the member effects, merged after them (memberlist merges
+                # nodes before calling MergeRemoteState): by ``job`` a slice at a time
+                # in a chunked merge, else at the end of this call.
+                serf = self._open_remote_state(effect.data, joining=joining)
+                if serf is None:
+                    continue
+                if job is not None:
+                    job.serf = serf
+                    job.steps = self._merge_state_steps(serf)
+                else:
+                    self._deferred_states.append(serf)
         for effect in core_effects:
             if isinstance(effect, SendPacket | StartPushPull):
                 out.append(effect)

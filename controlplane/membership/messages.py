@@ -46,10 +46,7 @@ def encode_channel_message(channel: str, origin: str, message_id: int, payload: 
 
 def decode_message(data: bytes) -> pb.MembershipMessage | None:
     """A broadcast, or None when it is not a valid ``MembershipMessage`` (never raises)."""
-    try:
-        return pb.MembershipMessage.FromString(data)
-    except Exception:  # protobuf DecodeError and friends: hostile or foreign input
-        return None
+    return codec.parse(pb.MembershipMessage, data)
 
 
 def encode_state(
@@ -78,10 +75,8 @@ def status_time_field(node: str, lamport_time: int) -> bytes:
 
 
 def decode_state(data: bytes) -> pb.MembershipState | None:
-    try:
-        return pb.MembershipState.FromString(data)
-    except Exception:  # protobuf DecodeError and friends
-        return None
+    """A peer's push-pull state, or None when it is not a valid ``MembershipState``."""
+    return codec.parse(pb.MembershipState, data)
 
 
 def buffered(message: pb.UserEventMessage) -> BufferedEvent:

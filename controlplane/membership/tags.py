@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from controlplane.errors import InvalidArgument
+from controlplane.gossip import codec
 from controlplane.wire.v1 import membership_pb2 as pb
 
 
@@ -26,9 +27,8 @@ def decode_tags(meta: bytes) -> dict[str, str]:
     """Tags from gossip metadata; metadata that is not valid tags gives no tags (never raises)."""
     if not meta:
         return {}
-    try:
-        message = pb.MemberTags.FromString(meta)
-    except Exception:  # protobuf DecodeError: a peer with foreign metadata
+    message = codec.parse(pb.MemberTags, meta)
+    if message is None:  # a peer with foreign metadata
         return {}
     return {tag.key: tag.value for tag in message.tags if tag.key}
 

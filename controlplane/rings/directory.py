@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from controlplane.errors import InvalidArgument
+from controlplane.gossip import codec
 from controlplane.gossip.names import NAME_RE, name_or_default, valid_name
 from controlplane.ring import HashRing, RingNode
 from controlplane.wire.v1 import ring_pb2
@@ -620,9 +621,8 @@ def encode_registration(registration: Registration) -> bytes:
 
 
 def decode_registration(data: bytes) -> Registration | None:
-    try:
-        message = ring_pb2.RingRegistration.FromString(data)
-    except Exception:  # protobuf DecodeError and friends: hostile or foreign input
+    message = codec.parse(ring_pb2.RingRegistration, data)
+    if message is None:  # hostile or foreign input
         return None
     return _from_proto(message)
 
@@ -645,9 +645,8 @@ class StateDecoder:
         self.damaged = False
         self._messages: Sequence[ring_pb2.RingRegistration] = ()
         self._position = 0
-        try:
-            state = ring_pb2.RingState.FromString(data)
-        except Exception:  # protobuf DecodeError and friends
+        state = codec.parse(ring_pb2.RingState, data)
+        if state is None:
             self.damaged = True
             return
         if len(state.registrations) > MAX_STATE_REGISTRATIONS:

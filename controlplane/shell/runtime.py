@@ -299,6 +299,11 @@ class GossipRuntime:
                     try:
                         handler(effect)
                     except Exception:
+                        # A subscriber's callback, not the core: strict mode
+                        # (GossipConfig.strict) does not apply. Re-raising here would
+                        # only abandon the rest of this batch of effects (packets,
+                        # push-pulls, other subscribers) inside a loop callback,
+                        # where asyncio logs it anyway; logged, it stays visible.
                         log.exception("channel %s handler failed", effect.channel)
             else:
                 self._publish(effect)
@@ -327,6 +332,9 @@ class GossipRuntime:
             try:
                 listener(effect)
             except Exception:
+                # A subscriber's callback, not the core: one listener's bug must not
+                # keep the event from the others; strict mode does not apply (see
+                # apply).
                 log.exception("event listener failed on %s", type(effect).__name__)
 
     def _reschedule(self) -> None:

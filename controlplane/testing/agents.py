@@ -180,9 +180,15 @@ def _free_on(host: str, port: int) -> bool:
 
 def clean_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     """This process's environment without CONTROLPLANE_* settings, plus `extra`: a
-    child must not pick up the developer's agent address, token or settings. In
-    secure mode the command-line tools' TLS files and token are set."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTROLPLANE_")}
+    child must not pick up the developer's agent address, token or settings. Strict
+    mode (CONTROLPLANE_STRICT, set for every test run by tests/conftest.py) passes
+    through, so a bug inside an agent's core raises there. In secure mode the
+    command-line tools' TLS files and token are set."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("CONTROLPLANE_") or k == "CONTROLPLANE_STRICT"
+    }
     if _secure is not None:
         env.update(_secure.cli_environment())
     env.update(extra or {})

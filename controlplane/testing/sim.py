@@ -13,7 +13,7 @@ import itertools
 import math
 import random
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, cast
 
 from controlplane.gossip.config import GossipConfig
@@ -189,8 +189,11 @@ class SimCluster:
         keys: Sequence[bytes] | None = None,
         label: str = "",
         record_events: bool = True,
+        strict: bool = True,
     ) -> None:
-        self.config = config or GossipConfig.lan()
+        # Strict by default: a bug inside a core fails the simulation instead of being
+        # counted as a dropped message (GossipConfig.strict).
+        self.config = replace(config or GossipConfig.lan(), strict=strict)
         self.clock = VirtualClock()
         self._rng = random.Random(seed)
         self.network = SimNetwork(
