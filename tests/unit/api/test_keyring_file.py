@@ -122,3 +122,18 @@ def test_a_missing_file_is_no_keyring_and_a_saved_one_reads_back(tmp_path: Path)
     store.save([NEW, OLD])
     assert store.load() == [NEW, OLD]
     assert store.path.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("opening", [b"[", b'{"a":'])
+def test_a_deeply_nested_keyring_file_is_refused_as_a_bad_file(
+    tmp_path: Path, opening: bytes
+) -> None:
+    from controlplane.api.keyring import KeyringFile
+    from controlplane.datadir import StateFileError
+
+    # Deeper than json's recursion limit, far under KeyringFile.MAX_BYTES.
+    keyring = KeyringFile(str(tmp_path))
+    keyring.path.parent.mkdir(parents=True)
+    keyring.path.write_bytes(opening * 100_000)
+    with pytest.raises(StateFileError, match="not a JSON list of base64 keys"):
+        keyring.load()

@@ -439,3 +439,15 @@ async def test_a_filter_matching_few_members_still_yields_between_windows(
     page = await service(layer).ListMembers(request, NO_CONTEXT)
     assert [m.name for m in page.members] == [f"member-0499{i}" for i in range(10)]
     assert most_between_yields[0] <= membership_api.LIST_SLICE
+
+
+def test_a_deeply_nested_page_token_is_refused_as_invalid() -> None:
+    import base64
+
+    from controlplane.api.paging import page_request
+    from controlplane.errors import InvalidArgument
+
+    # Within MAX_PAGE_TOKEN_CHARS, deeper than json's recursion limit: it was INTERNAL.
+    token = base64.urlsafe_b64encode(b"[" * 1200).decode().rstrip("=")
+    with pytest.raises(InvalidArgument, match="not a page token of this API"):
+        page_request(10, token, "digest")

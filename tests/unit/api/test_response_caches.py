@@ -22,8 +22,8 @@ from controlplane.membership.tags import encode_tags
 from controlplane.pool import ApiVersion
 from controlplane.v1 import membership_pb2 as mpb
 from controlplane.v1 import server_pool_pb2 as pb
+from tests.property.api.test_server_list_cache import Context, FakeLayer
 from tests.unit.api.test_list_paging import NO_CONTEXT, fleet, join
-from tests.unit.api.test_server_list_cache import Context, FakeLayer
 from tests.unit.membership.helpers import datagram
 
 

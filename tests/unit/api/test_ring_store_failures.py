@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from controlplane.api.ring import RegistrationStore
+from controlplane.api.ring import RegistrationStore, RingService
 from controlplane.datadir import StateFileError
-from controlplane.errors import ResourceExhausted, Unavailable
-from controlplane.rings.directory import decode_state
+from controlplane.errors import InvalidArgument, ResourceExhausted, Unavailable
+from controlplane.membership import MemberInfo
+from controlplane.rings.directory import RingDirectory, decode_state
 from controlplane.v1 import ring_pb2
 from tests.unit.api.test_ring_service_events import FakeLayer, make_service
 
@@ -106,3 +107,22 @@ def test_a_damaged_or_unreadable_file_stops_the_start(tmp_path: Path) -> None:
     store.path.mkdir()
     with pytest.raises(StateFileError, match="cannot be read"):
         make_service(FakeLayer(), store=store)
+
+
+class _NoMembers:
+    name = "a"
+
+    def members(self) -> list[MemberInfo]:
+        return []
+
+
+async def test_add_node_too_large_to_gossip_keeps_nothing() -> None:
+    def refuse(channel: str, payload: bytes) -> None:
+        raise InvalidArgument.for_field("payload", "too large for one datagram")
+
+    service = RingService(RingDirectory("a"), _NoMembers(), refuse, lambda: 0.0)  # type: ignore[arg-type]
+    request = ring_pb2.AddNodeRequest(ring="r", address="10.0.0.1", port=80)
+    with pytest.raises(InvalidArgument, match="payload"):
+        await service.AddNode(request, None)  # type: ignore[arg-type]
+    listed = await service.ListNodes(ring_pb2.ListNodesRequest(ring="r"), None)  # type: ignore[arg-type]
+    assert list(listed.nodes) == []

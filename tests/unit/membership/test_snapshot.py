@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from controlplane.membership import SnapshotState, parse_snapshot
 from controlplane.membership.snapshot import SnapshotWriter
 
@@ -112,3 +114,23 @@ def test_an_alive_record_needs_an_ip_address_and_a_port():
     state, problems = parse_snapshot(data)
     assert state.members == (("y", ("10.0.0.1", 7946)), ("z", ("::1", 7946)))
     assert [p.split(":")[0] for p in problems] == ["line 1", "line 2", "line 3"]
+
+
+# Digits of other scripts, which str.isdigit() accepts and int() converts.
+NON_ASCII_DIGITS = ["\u00b2", "\u2075", "\u0661", "\uff11"]
+
+
+@pytest.mark.parametrize("digit", NON_ASCII_DIGITS)
+@pytest.mark.parametrize(
+    "template", ["clock: {}\n", "event-clock: 1{}\n", "alive: node-a 10.0.0.1 79{}\n"]
+)
+def test_a_snapshot_line_with_non_ascii_digits_is_a_problem_not_a_crash(
+    template: str, digit: str
+) -> None:
+    from controlplane.membership.snapshot import parse_snapshot
+
+    # parse_snapshot documents that it never raises: the line is listed as a problem.
+    state, problems = parse_snapshot(("clock: 7\n" + template.format(digit)).encode())
+    assert (state.lamport_time, state.event_time, state.members) == (7, 0, ())
+    assert len(problems) == 1
+    assert problems[0].startswith("line 2: bad ")
