@@ -15,13 +15,22 @@ written once. They are made when the client distribution is built or installed
 (`clients/python/hatch_build.py` calls `generate`, so `pip install clients/python`
 and `make venv` produce them) and by `make unasync`; `make lint` runs `check`,
 which fails when a generated file was edited by hand or is stale. mypy checks
-them like any other module; ruff, which skips ignored files, does not.
+them like any other module.
+
+The rules need no formatter (a build has none): they produce ruff-clean output as
+long as the source is written so that removing `async`/`await` leaves its lines
+as ruff would lay them out. In practice: no `(await f()).attr` (bind the answer,
+then use it), and a magic trailing comma on a call or signature that would fit on
+one line once `async `/`await ` is gone. `check` runs ruff (format and lint) on
+each generated file when ruff is installed, so a source that breaks this fails.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +113,23 @@ RULES: tuple[Rule, ...] = (
 )
 
 _DOCSTRING = re.compile(r'\A(""".*?""")', re.S)
+_FROM_IMPORT = re.compile(r"^(from [\w.]+ import )([\w, ]+)$", re.M)
+
+
+def _member_order(name: str) -> tuple[int, str, str]:
+    """isort's (and ruff's) order of imported names: CONSTANTS, Classes, functions."""
+    kind = 0 if name.isupper() and len(name) > 1 else 1 if name[:1].isupper() else 2
+    return kind, name.lower(), name
+
+
+def _sort_imported_names(text: str) -> str:
+    """`from m import Iterator, Callable` -> `from m import Callable, Iterator`: a
+    renamed name (AsyncIterator -> Iterator) may change its place."""
+    return _FROM_IMPORT.sub(
+        lambda m: m[1] + ", ".join(sorted(m[2].split(", "), key=_member_order)), text
+    )
+
+
 _AWAIT_IN_PARENS = re.compile(r"(?<![\w)\]])\(\s*await\s")
 
 
@@ -141,7 +167,8 @@ def unasync(source: str, docstring: str) -> str:
     text = re.sub(r"\bawait ", "", text)
     # Awaitable[T] -> T, and the import it leaves unused.
     text = re.sub(r"\bAwaitable\[([^\[\]]+)\]", r"\1", text)
-    return re.sub(r"\bAwaitable, ", "", text)
+    text = re.sub(r"\bAwaitable, ", "", text)
+    return _sort_imported_names(text)
 
 
 def render(rule: Rule, client: Path) -> str:
@@ -163,21 +190,53 @@ def generate(client: Path | None = None) -> int:
     return 0
 
 
+def _ruff() -> str | None:
+    """The ruff beside this interpreter (the venv's), else on PATH, else None."""
+    return shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+
+
+def ruff_problems(text: str, path: Path) -> str | None:
+    """What ruff (format, then lint) finds wrong with `text` as the file `path`, or
+    None when it is clean or ruff is not installed."""
+    ruff = _ruff()
+    if ruff is None:
+        return None
+    for command in (["format", "--check"], ["check", "--quiet"]):
+        result = subprocess.run(
+            [ruff, *command, "--stdin-filename", str(path), "-"],
+            input=text,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=False,
+        )
+        if result.returncode != 0:
+            output = (result.stdout + result.stderr).strip()
+            return f"ruff {command[0]}: {output.splitlines()[0] if output else 'failed'}"
+    return None
+
+
 def check() -> int:
-    drifted: list[str] = []
+    failures: list[str] = []
     for rule in RULES:
         target = CLIENT / rule.target
-        if not target.exists() or target.read_text() != render(rule, CLIENT):
-            drifted.append(str(target.relative_to(ROOT)))
-    for path in drifted:
-        print(
-            f"unasync: {path} differs from what tools/unasync.py generates; "
-            "run `make unasync` (it is generated, never edited)",
-            file=sys.stderr,
-        )
-    if not drifted:
+        path = target.relative_to(ROOT)
+        expected = render(rule, CLIENT)
+        if not target.exists() or target.read_text() != expected:
+            failures.append(
+                f"unasync: {path} differs from what tools/unasync.py generates; "
+                "run `make unasync` (it is generated, never edited)"
+            )
+        elif (problem := ruff_problems(expected, target)) is not None:
+            failures.append(
+                f"unasync: {path} as generated from {rule.source} is not ruff-clean "
+                f"({problem}); write {rule.source} as the module docstring says"
+            )
+    for failure in failures:
+        print(failure, file=sys.stderr)
+    if not failures:
         print(f"unasync: {len(RULES)} generated file(s) up to date")
-    return 1 if drifted else 0
+    return 1 if failures else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -74,10 +74,19 @@ class Reader:
         except Exception as error:  # surfaced to the test by `next`
             self.updates.put(error)
 
-    def next(self, timeout: float) -> object:
-        item = self.updates.get(timeout=timeout)
+    def poll(self, timeout: float) -> object | None:
+        """The next update, or None if none came within `timeout` seconds."""
+        try:
+            item = self.updates.get(timeout=timeout)
+        except queue.Empty:
+            return None
         if isinstance(item, Exception):
             raise item
+        return item
+
+    def next(self, timeout: float) -> object:
+        item = self.poll(timeout)
+        assert item is not None, f"no update within {timeout:.1f} s"
         return item
 
 
@@ -104,6 +113,29 @@ def test_watch_leader_sees_the_leader_and_its_successor(agents: Agents) -> None:
         watch.close()
 
 
+def test_watch_leader_follows_a_failover_when_the_leader_stops(agents: Agents) -> None:
+    leader = agents.start(0, "--rank", "1")
+    follower = agents.start(1, "--rank", "2")
+    assert wait_until(lambda: len(follower.members()) == 2, timeout=20)
+    # Seeded with the leader only, so the watch streams from the agent that stops and
+    # has to resume on the follower, which the client learns of by a heartbeat.
+    with Client([leader.target], with_credentials(OPTIONS)) as client:
+        watch = client.watch_leader()
+        reader = Reader(watch)
+        first = leader_named(reader, "w-0", within=15)
+        assert watch.server == leader.target
+        client.heartbeat()
+        assert follower.target in {server.address for server in client.servers()}
+        stopped_at = time.monotonic()
+        # A graceful stop: the leader leaves, its lease runs out, the follower takes over.
+        assert leader.terminate() == 0
+        successor = leader_named(reader, "w-1", within=18)
+        assert successor.epoch > first.epoch
+        assert time.monotonic() - stopped_at < 18
+        assert (watch.server, watch.resumptions) == (follower.target, 1)
+        watch.close()
+
+
 def test_watch_events_sees_a_fired_user_event_and_only_the_types_asked(agents: Agents) -> None:
     first = agents.start(0)
     with Client([first.target], with_credentials(OPTIONS)) as client:
@@ -114,10 +146,7 @@ def test_watch_events_sees_a_fired_user_event_and_only_the_types_asked(agents: A
         update: object = None
         while update is None and time.monotonic() < deadline:
             client.fire_event("deploy", b"v42")
-            try:
-                update = reader.next(timeout=1.0)
-            except queue.Empty:
-                continue
+            update = reader.poll(timeout=1.0)
         assert isinstance(update, EventUpdate), "no user event arrived within 15 s"
         assert update.event.type == membership_pb2.EVENT_TYPE_USER
         assert (update.event.user.name, update.event.user.payload) == ("deploy", b"v42")
@@ -193,26 +222,36 @@ def test_live_ring_over_three_agents_maps_keys_as_the_agents_do(agents: Agents) 
                 agent_client.close()
 
 
+def crowd(client: Client, prefix: str) -> None:
+    """400 nodes of 0.5 KB on ring "crowd": every snapshot is about 220 KB, so the
+    transport's buffers hold only a few of them."""
+    pad = {"pad": "x" * 500}
+    for index in range(400):
+        client.add_node(
+            f"{prefix}.{index // 200}.{index % 200 + 1}", 80, ring="crowd", metadata=pad
+        )
+
+
+def churn(client: Client, prefix: str) -> None:
+    """1,200 changes to ring "crowd", then a last one that adds `<prefix>.9.10:80`.
+    A reader that reads nothing meanwhile falls behind past the transport's buffers,
+    the agent queues changes for it up to 1,024 (api/hub.py), then cuts it off with
+    RESOURCE_EXHAUSTED."""
+    for _ in range(600):
+        client.add_node(f"{prefix}.9.9", 80, ring="crowd")
+        client.remove_node(f"{prefix}.9.9:80", ring="crowd")
+    client.add_node(f"{prefix}.9.10", 80, ring="crowd")
+
+
 def test_a_watch_cut_off_as_too_slow_subscribes_again_and_catches_up(agents: Agents) -> None:
     first = agents.start(0)
-    pad = {"pad": "x" * 500}
     with Client([first.target], with_credentials(OPTIONS)) as client:
-        # 400 nodes of 0.5 KB: every snapshot is about 220 KB, so the transport's
-        # buffers hold only a few of them.
-        for index in range(400):
-            client.add_node(
-                f"10.7.{index // 200}.{index % 200 + 1}", 80, ring="crowd", metadata=pad
-            )
+        crowd(client, "10.7")
         watch = client.watch_ring("crowd")
         iterator = iter(watch)
         assert len(next(iterator).ring.nodes) == 400
-        # The reader stops reading while the ring changes 1,200 times: past the
-        # transport's buffers the agent queues changes for it, up to 1,024
-        # (api/hub.py), then cuts it off with RESOURCE_EXHAUSTED.
-        for _ in range(600):
-            client.add_node("10.7.9.9", 80, ring="crowd")
-            client.remove_node("10.7.9.9:80", ring="crowd")
-        client.add_node("10.7.9.10", 80, ring="crowd")
+        # The reader stops reading while the ring changes.
+        churn(client, "10.7")
         deadline = time.monotonic() + 30
         ids: set[str] = set()
         while "10.7.9.10:80" not in ids:
@@ -221,6 +260,38 @@ def test_a_watch_cut_off_as_too_slow_subscribes_again_and_catches_up(agents: Age
         assert len(ids) == 401
         assert watch.resubscriptions >= 1
         watch.close()
+
+
+def test_an_async_live_ring_cut_off_as_too_slow_keeps_updating(agents: Agents) -> None:
+    first = agents.start(0)
+    with Client([first.target], with_credentials(OPTIONS)) as producer:
+        crowd(producer, "10.5")
+
+        async def scenario() -> None:
+            async with AsyncClient([first.target], with_credentials(OPTIONS)) as client:
+                live = await client.ring("crowd", timeout=10)
+                async with live:
+                    assert len(live.nodes()) == 400
+                    # Blocking calls on the event loop: the LiveRing's task reads
+                    # nothing while the ring changes, so the agent cuts it off.
+                    churn(producer, "10.5")
+                    for _ in range(300):
+                        if "10.5.9.10:80" in live.nodes():
+                            break
+                        await asyncio.sleep(0.1)
+                    assert live.error is None, live.error
+                    assert "10.5.9.10:80" in live.nodes(), "the LiveRing stopped updating"
+                    assert len(live.nodes()) == 401
+                    assert live.resubscriptions >= 1
+                    # And it goes on following changes after the cut-off.
+                    await client.remove_node("10.5.9.10:80", ring="crowd")
+                    for _ in range(100):
+                        if "10.5.9.10:80" not in live.nodes():
+                            break
+                        await asyncio.sleep(0.1)
+                    assert "10.5.9.10:80" not in live.nodes()
+
+        asyncio.run(asyncio.wait_for(scenario(), timeout=60))
 
 
 def test_async_live_ring_follows_a_change(agents: Agents) -> None:

@@ -70,3 +70,39 @@ def test_an_edited_source_fails_the_check_until_generated_again(client_copy: Pat
     assert unasync.generate() == 0
     assert "RESUBSCRIBE_PAUSE = 0.1" in (client_copy / "sync.py").read_text()
     assert unasync.check() == 0
+
+
+def test_generate_is_idempotent(client_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert unasync.generate() == 0
+    first = {rule.target: (client_copy / rule.target).read_text() for rule in unasync.RULES}
+    capsys.readouterr()
+    assert unasync.generate() == 0
+    assert "wrote" not in capsys.readouterr().out
+    assert {rule.target: (client_copy / rule.target).read_text() for rule in unasync.RULES} == (
+        first
+    )
+    assert unasync.check() == 0
+
+
+def test_the_generated_files_are_ruff_clean() -> None:
+    assert unasync._ruff() is not None, "ruff is a development requirement"
+    for rule in unasync.RULES:
+        text = unasync.render(rule, unasync.CLIENT)
+        assert unasync.ruff_problems(text, unasync.CLIENT / rule.target) is None, rule.target
+
+
+def test_a_source_that_generates_unformatted_output_fails_the_check(
+    client_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Without its magic trailing comma this call fits on one line once `await` is gone.
+    source = client_copy / "aio.py"
+    text = source.read_text()
+    indent = " " * 16
+    exploded = f"{indent}self._stubs(server.address).channel,\n{indent}timeout=PING_TIMEOUT,\n"
+    assert exploded in text
+    joined = f"{indent}self._stubs(server.address).channel, timeout=PING_TIMEOUT\n"
+    source.write_text(text.replace(exploded, joined))
+    assert unasync.generate() == 0
+    capsys.readouterr()
+    assert unasync.check() == 1
+    assert "client/sync.py as generated from aio.py is not ruff-clean" in capsys.readouterr().err

@@ -18,7 +18,9 @@ from controlplane.client._health_messages import (
 
 
 async def check_health_async(
-    channel: grpc.aio.Channel, service: str = "", timeout: float = 5.0
+    channel: grpc.aio.Channel,
+    service: str = "",
+    timeout: float = 5.0,
 ) -> HealthStatus:
     """Health/Check on an asyncio channel; raises grpc.aio.AioRpcError on failure."""
     call: grpc.aio.UnaryUnaryMultiCallable[Any, Any] = channel.unary_unary(
