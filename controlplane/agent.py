@@ -31,13 +31,7 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from controlplane.api.auth import (
-    AccessPolicy,
-    ApiToken,
-    TokensFileError,
-    configured_tokens,
-    load_tokens_file,
-)
+from controlplane.api.auth import AccessPolicy, ApiToken, configured_tokens, load_tokens_file
 from controlplane.api.heartbeat import (
     API_VERSION_TAG,
     DRAINING_TAG,
@@ -68,7 +62,8 @@ from controlplane.api.services import (
     pending_servicer,
 )
 from controlplane.config import AgentConfig, format_host_port
-from controlplane.datadir import DataDirError, StateFileError, check_data_dir
+from controlplane.configerror import ConfigError
+from controlplane.datadir import check_data_dir
 from controlplane.election import Election, ElectionConfig, LeaderView
 from controlplane.gossip import PROFILES, Keyring, NameConflict
 from controlplane.heartbeat.tracker import HeartbeatTracker
@@ -80,7 +75,7 @@ from controlplane.shell.looplag import LoopLagProbe
 from controlplane.shell.pushpull import MAX_MESSAGE_BYTES, GossipServicer, PushPullClient
 from controlplane.shell.runtime import GossipRuntime
 from controlplane.shell.snapshot import SnapshotFile, read_snapshot, snapshot_path
-from controlplane.shell.tls import AgentTls, TlsFileError
+from controlplane.shell.tls import AgentTls
 
 log = logging.getLogger("controlplane.agent")
 
@@ -94,7 +89,7 @@ MISSING_FEATURES: dict[str, str] = {
 
 SERVER_OPTIONS: Sequence[tuple[str, int]] = (
     # Push-pull exchanges of large clusters exceed gRPC's 4 MiB default; the client
-    # side allows the same (transport/pushpull.py). gRPC applies these per server, not
+    # side allows the same (shell/pushpull.py). gRPC applies these per server, not
     # per service: the public services refuse requests over 4 MiB themselves
     # (api/services.py) and page their lists so that responses stay under 4 MiB.
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -203,7 +198,7 @@ class Agent:
         """The gossip keyring: the data directory's keyring file wins over --encrypt
         (as in Consul), because keys may have been rotated since the flag was written.
 
-        A keyring file that cannot be read or parsed raises StateFileError: starting
+        A keyring file that cannot be read or parsed raises ConfigError: starting
         without encryption, or with --encrypt's possibly rotated-out key, would
         change security silently, and the file is never written over unread. Only a
         keyring built from --encrypt is written, so that rotations are kept."""
@@ -230,7 +225,7 @@ class Agent:
             try:
                 store.save(keyring.keys)
             except OSError as error:
-                raise DataDirError(
+                raise ConfigError(
                     f"keyring file {str(store.path)!r} cannot be written: {error.strerror or error}"
                 ) from None
         return keyring
@@ -344,20 +339,16 @@ class Agent:
                 raise AgentStartError(
                     f"port {config.port} on {config.bind} is already in use ({label})"
                 )
-        try:
-            # Read once here; SIGHUP reads them again (`reload_tls`).
-            self.tls = tls = AgentTls.from_config(config)
-            self.access = self._access_policy()
-        except (TlsFileError, TokensFileError) as error:
-            raise AgentStartError(str(error)) from None
+        # Read once here; SIGHUP reads them again (`reload_tls`). A bad file is a
+        # ConfigError, which the command line reports in one line (exit 2).
+        self.tls = tls = AgentTls.from_config(config)
+        self.access = self._access_policy()
         try:
             if config.data_dir:
                 check_data_dir(config.data_dir)
             self.keyring = self._load_keyring()
             self._check_token_protection()
             layer, snapshot_file = self._membership(loop.time())
-        except StateFileError as error:
-            raise AgentStartError(str(error)) from None
         except OSError as error:
             raise AgentStartError(
                 f"data directory {config.data_dir!r} is not usable: {error.strerror or error}"
@@ -378,12 +369,12 @@ class Agent:
                 loop.time,
                 RegistrationStore(config.data_dir) if config.data_dir else None,
             )
-            # Out of range or damaged: exit 2 with one line (transport/election.py).
+            # Out of range or damaged: exit 2 with one line (shell/election.py).
             stored_epoch = epochs.load() if epochs else 0
-        except StateFileError as error:
+        except ConfigError:
             if snapshot_file is not None:
                 snapshot_file.close()
-            raise AgentStartError(str(error)) from None
+            raise
         runtime.on_channel(RING_CHANNEL, self.rings.on_channel, self.rings.local_state)
         # Every view of the members (rings, election, heartbeat server lists) follows
         # member events one member at a time: a fleet's churn costs what changed.

@@ -27,11 +27,11 @@ from controlplane.client.tls import TlsFiles, load_credentials
 from controlplane.config import (
     SETTINGS,
     AgentConfig,
-    ConfigError,
     build_config,
     environment_warnings,
     load_file,
 )
+from controlplane.configerror import ConfigError
 from controlplane.v1 import keyring_pb2, keyring_pb2_grpc, membership_pb2, membership_pb2_grpc
 
 EXIT_OK = 0

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from controlplane.configerror import ConfigError
+
 PROFILES = ("lan", "wan", "local")
 ROLES = ("server", "client")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -49,10 +51,6 @@ OTHER_ENVIRONMENT: Mapping[str, str] = {
 _HOST_NAME_RE = re.compile(
     r"(?=.{1,253}$)[A-Za-z0-9_][A-Za-z0-9_-]{0,62}(?:\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*\.?"
 )
-
-
-class ConfigError(ValueError):
-    """A configuration value is unknown, malformed or out of range."""
 
 
 def default_node_name() -> str:

@@ -2,7 +2,7 @@
 a failed write means for the request that needed it.
 
 Fail closed: a state file that exists but cannot be read or parsed stops the
-start (`StateFileError`, exit 2) rather than being replaced, because replacing
+start (`ConfigError`, exit 2) rather than being replaced, because replacing
 it could silently change security (a rotated-out gossip key) or lose state that
 a restart should have kept. A write that fails while running fails the request
 that needed it, with the status an operator can act on: RESOURCE_EXHAUSTED when
@@ -17,32 +17,25 @@ import os
 import tempfile
 from pathlib import Path
 
+from controlplane.configerror import ConfigError
 from controlplane.errors import ControlPlaneError, ResourceExhausted, Unavailable
 
 # errno values that mean "no room": the operator frees space or raises a quota.
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-class StateFileError(Exception):
-    """A file of the data directory exists but cannot be used; the agent does not start."""
-
-
-class DataDirError(StateFileError):
-    """The data directory itself is not a usable directory."""
-
-
 def check_data_dir(data_dir: str) -> None:
     """Creates the data directory (and its `serf/` part) if needed and proves that
-    files can be listed, created and removed in it; raises DataDirError naming
+    files can be listed, created and removed in it; raises ConfigError naming
     the directory and the problem."""
     path = Path(data_dir)
     for directory in (path, path / "serf"):
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except FileExistsError:
-            raise DataDirError(f"data directory {str(directory)!r} is not a directory") from None
+            raise ConfigError(f"data directory {str(directory)!r} is not a directory") from None
         except OSError as error:
-            raise DataDirError(
+            raise ConfigError(
                 f"data directory {str(directory)!r} cannot be created: {_reason(error)}"
             ) from None
         try:
@@ -52,7 +45,7 @@ def check_data_dir(data_dir: str) -> None:
             with tempfile.NamedTemporaryFile(dir=directory, prefix=".probe-"):
                 pass
         except OSError as error:
-            raise DataDirError(
+            raise ConfigError(
                 f"data directory {str(directory)!r} is not usable: {_reason(error)}"
             ) from None
 

@@ -1,7 +1,7 @@
 """Fuzz the election epoch file parser (``EpochStore.load``), which must fail closed.
 
 The input is written as ``<data_dir>/election.epoch`` in a private temporary
-directory. ``StateFileError`` is the documented refusal; anything else is a crash,
+directory. ``ConfigError`` is the documented refusal; anything else is a crash,
 and so is a loaded epoch outside 0..MAX_EPOCH.
 
     python -m fuzz.epoch_file --seconds 60
@@ -16,7 +16,7 @@ import atheris  # type: ignore[import-untyped]
 # Only the project is instrumented: coverage of grpc, protobuf and asyncio would not
 # guide the fuzzer and instrumenting them costs seconds at every start.
 with atheris.instrument_imports(include=["controlplane"]):
-    from controlplane.datadir import StateFileError
+    from controlplane.configerror import ConfigError
     from controlplane.shell.election import EpochStore
     from fuzz.runner import main
 
@@ -33,4 +33,4 @@ def target(data: bytes) -> None:
 SEEDS = [b"0\n", b"42\n", b"18446744073709551615\n", b" 7 "]
 
 if __name__ == "__main__":
-    main("epoch_file", target, (StateFileError,), SEEDS)
+    main("epoch_file", target, (ConfigError,), SEEDS)

@@ -1,7 +1,7 @@
 """Fuzz the keyring file parser (``KeyringFile.load``), which must fail closed.
 
 The input is written as ``<data_dir>/serf/local.keyring`` in a private temporary
-directory. ``StateFileError`` is the documented refusal; anything else is a crash.
+directory. ``ConfigError`` is the documented refusal; anything else is a crash.
 
     python -m fuzz.keyring_file --seconds 60
 """
@@ -16,7 +16,7 @@ import atheris  # type: ignore[import-untyped]
 # guide the fuzzer and instrumenting them costs seconds at every start.
 with atheris.instrument_imports(include=["controlplane"]):
     from controlplane.api.keyring import KeyringFile
-    from controlplane.datadir import StateFileError
+    from controlplane.configerror import ConfigError
     from fuzz.runner import main
 
 _DIR = tempfile.mkdtemp(prefix="fuzz-keyring-")
@@ -36,4 +36,4 @@ SEEDS = [
 ]
 
 if __name__ == "__main__":
-    main("keyring_file", target, (StateFileError,), SEEDS)
+    main("keyring_file", target, (ConfigError,), SEEDS)

@@ -1,7 +1,7 @@
 """Fuzzes ``rings.state``: the ring registrations a peer sends and the agent keeps on disk.
 
 Three paths over the same bytes: ``RegistrationStore.load`` reading them as the file
-(``StateFileError`` is its documented refusal of a damaged file), ``decode_state`` at
+(``ConfigError`` is its documented refusal of a damaged file), ``decode_state`` at
 once and ``StateDecoder`` a slice at a time (documented to return None or drop bad
 registrations, never to raise; both must agree), and the decoded registrations merged
 into a ``RingDirectory`` (``InvalidArgument`` when no ring can place them).
@@ -19,7 +19,7 @@ import atheris  # type: ignore[import-untyped]
 # guide the fuzzer and instrumenting them costs seconds at every start.
 with atheris.instrument_imports(include=["controlplane"]):
     from controlplane.api.ring import RegistrationStore
-    from controlplane.datadir import StateFileError
+    from controlplane.configerror import ConfigError
     from controlplane.errors import InvalidArgument
     from controlplane.rings import directory as rings
     from fuzz import _cores
@@ -40,7 +40,7 @@ def target(data: bytes) -> None:
     _STORE.path.write_bytes(data)
     try:
         stored = _STORE.load()
-    except StateFileError:
+    except ConfigError:
         stored = None
     if (stored is None) != (whole is None):
         raise AssertionError("RegistrationStore.load disagrees with decode_state")

@@ -40,6 +40,7 @@ from typing import Any
 
 import grpc.aio
 
+from controlplane.configerror import ConfigError
 from controlplane.errors import PermissionDenied, Unauthenticated
 
 # A tokens file is a handful of lines; anything larger is not one.
@@ -104,10 +105,6 @@ METHOD_SCOPES: Mapping[str, Scope] = {
 KEY_MATERIAL_SERVICE = "Keyring"
 
 
-class TokensFileError(ValueError):
-    """The tokens file cannot be used; the message names the file and the entry."""
-
-
 @dataclass(frozen=True, slots=True)
 class ApiToken:
     name: str
@@ -139,47 +136,45 @@ def parse_tokens(text: str, source: str) -> list[ApiToken]:
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise TokensFileError(f"tokens file {source}: not valid TOML: {error}") from None
+        raise ConfigError(f"tokens file {source}: not valid TOML: {error}") from None
     unknown = sorted(set(document) - {"token"})
     if unknown:
-        raise TokensFileError(
+        raise ConfigError(
             f"tokens file {source}: unknown key {unknown[0]!r} (expected [[token]] tables)"
         )
     entries = document.get("token", [])
     if not isinstance(entries, list) or not entries:
-        raise TokensFileError(f"tokens file {source}: holds no [[token]] tables")
+        raise ConfigError(f"tokens file {source}: holds no [[token]] tables")
     tokens: list[ApiToken] = []
     names: set[str] = set()
     secrets: set[str] = set()
     for index, entry in enumerate(entries, start=1):
         where = f"tokens file {source}: token {index}"
         if not isinstance(entry, dict):
-            raise TokensFileError(f"{where}: must be a [[token]] table")
+            raise ConfigError(f"{where}: must be a [[token]] table")
         extra = sorted(set(entry) - {"name", "secret", "scopes"})
         if extra:
-            raise TokensFileError(f"{where}: unknown key {extra[0]!r} (name, secret, scopes)")
+            raise ConfigError(f"{where}: unknown key {extra[0]!r} (name, secret, scopes)")
         name, secret, scopes = entry.get("name"), entry.get("secret"), entry.get("scopes")
         if not isinstance(name, str) or not 1 <= len(name) <= NAME_MAX or not name.isprintable():
-            raise TokensFileError(f"{where}: name must be 1 to {NAME_MAX} printable characters")
+            raise ConfigError(f"{where}: name must be 1 to {NAME_MAX} printable characters")
         where = f"tokens file {source}: token {name!r}"
         if name in names:
-            raise TokensFileError(f"{where}: the name is used twice")
+            raise ConfigError(f"{where}: the name is used twice")
         if not isinstance(secret, str):
-            raise TokensFileError(f"{where}: secret must be a string")
+            raise ConfigError(f"{where}: secret must be a string")
         try:
             check_secret(secret)
         except ValueError as error:
-            raise TokensFileError(f"{where}: secret {error}") from None
+            raise ConfigError(f"{where}: secret {error}") from None
         if secret in secrets:
-            raise TokensFileError(f"{where}: its secret is also another token's")
+            raise ConfigError(f"{where}: its secret is also another token's")
         if (
             not isinstance(scopes, list)
             or not scopes
             or not all(isinstance(s, str) and s in SCOPES_BY_LABEL for s in scopes)
         ):
-            raise TokensFileError(
-                f"{where}: scopes must be a non-empty list of read, write, operator"
-            )
+            raise ConfigError(f"{where}: scopes must be a non-empty list of read, write, operator")
         names.add(name)
         secrets.add(secret)
         scope = max(SCOPES_BY_LABEL[s] for s in scopes)
@@ -195,17 +190,17 @@ def load_tokens_file(path: str) -> tuple[list[ApiToken], str | None]:
             mode = os.fstat(handle.fileno()).st_mode
             data = handle.read(MAX_TOKENS_FILE_BYTES + 1)
     except OSError as error:
-        raise TokensFileError(
+        raise ConfigError(
             f"tokens file {source} cannot be read: {error.strerror or error}"
         ) from None
     if not stat.S_ISREG(mode):
-        raise TokensFileError(f"tokens file {source} is not a regular file")
+        raise ConfigError(f"tokens file {source} is not a regular file")
     if len(data) > MAX_TOKENS_FILE_BYTES:
-        raise TokensFileError(f"tokens file {source} is larger than 1 MiB")
+        raise ConfigError(f"tokens file {source} is larger than 1 MiB")
     try:
         text = data.decode()
     except UnicodeDecodeError:
-        raise TokensFileError(f"tokens file {source} is not UTF-8 text") from None
+        raise ConfigError(f"tokens file {source} is not UTF-8 text") from None
     warning = None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         warning = (
@@ -221,7 +216,7 @@ def configured_tokens(api_token: str, tokens_file: Sequence[ApiToken]) -> list[A
     if api_token:
         secret = api_token.encode()
         if any(hmac.compare_digest(secret, token.secret) for token in tokens):
-            raise TokensFileError("api_token is also a token of api_tokens_file; use one")
+            raise ConfigError("api_token is also a token of api_tokens_file; use one")
         tokens.append(ApiToken("api_token", Scope.OPERATOR, secret))
     return tokens
 

@@ -24,7 +24,8 @@ from typing import Any
 
 import grpc.aio
 
-from controlplane.datadir import StateFileError, atomic_write, write_failure
+from controlplane.configerror import ConfigError
+from controlplane.datadir import atomic_write, write_failure
 from controlplane.errors import ControlPlaneError, FailedPrecondition, InvalidArgument
 from controlplane.gossip import Keyring, codec
 from controlplane.gossip.keyring import VALID_KEY_SIZES
@@ -82,7 +83,7 @@ class KeyringFile:
     """Serf's keyring file: a JSON list of base64 keys, the primary first.
 
     A file that exists but cannot be read or holds anything but valid keys raises
-    StateFileError: the agent must not start with other keys than the ones the
+    ConfigError: the agent must not start with other keys than the ones the
     operator rotated to, nor without encryption, nor overwrite what it could not
     read (Serf's loadKeyringFile refuses to start in the same cases)."""
 
@@ -93,8 +94,8 @@ class KeyringFile:
     def __init__(self, data_dir: str) -> None:
         self.path = Path(data_dir) / "serf" / "local.keyring"
 
-    def _problem(self, what: str) -> StateFileError:
-        return StateFileError(f"keyring file {str(self.path)!r} {what}")
+    def _problem(self, what: str) -> ConfigError:
+        return ConfigError(f"keyring file {str(self.path)!r} {what}")
 
     def load(self) -> list[bytes] | None:
         """The keys, primary first; None when there is no file."""

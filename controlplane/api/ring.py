@@ -25,7 +25,8 @@ from typing import Any
 import grpc.aio
 
 from controlplane.api.hub import EventHub
-from controlplane.datadir import StateFileError, atomic_write, write_failure
+from controlplane.configerror import ConfigError
+from controlplane.datadir import atomic_write, write_failure
 from controlplane.errors import (
     ControlPlaneError,
     FailedPrecondition,
@@ -112,7 +113,7 @@ class RegistrationStore:
     Every write runs on one writer thread, in order, so that a write an RPC waits
     for cannot be overtaken by an older background write (and no fsync holds the
     loop). A file that exists but cannot be read or decoded stops the start
-    (StateFileError): written over, its registrations would be lost for good."""
+    (ConfigError): written over, its registrations would be lost for good."""
 
     # Background writes that fail are logged at most this often (a full disk would
     # otherwise log every change learned from gossip).
@@ -131,13 +132,13 @@ class RegistrationStore:
         except FileNotFoundError:
             return None
         except OSError as error:
-            raise StateFileError(
+            raise ConfigError(
                 f"ring registrations file {str(self.path)!r} cannot be read:"
                 f" {error.strerror or error}"
             ) from None
         registrations = decode_state(data)
         if registrations is None:
-            raise StateFileError(
+            raise ConfigError(
                 f"ring registrations file {str(self.path)!r} is damaged; move it aside to"
                 " start without it (the agent relearns registrations from its peers)"
             )

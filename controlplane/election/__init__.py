@@ -7,7 +7,8 @@ as ``Send`` (to one member) and ``Broadcast`` (gossip, changes of leadership
 only) effects.
 """
 
-from controlplane.election.config import ElectionConfig, ElectionConfigError
+from controlplane.configerror import ConfigError
+from controlplane.election.config import ElectionConfig
 from controlplane.election.effects import (
     Broadcast,
     Effect,
@@ -46,11 +47,11 @@ __all__ = [
     "MAX_EPOCH",
     "MAX_MESSAGE_BYTES",
     "Broadcast",
+    "ConfigError",
     "Echo",
     "Effect",
     "Election",
     "ElectionConfig",
-    "ElectionConfigError",
     "ElectionStatus",
     "FencingToken",
     "InquiryMessage",

@@ -13,11 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from controlplane.configerror import ConfigError
 from controlplane.election.lease import is_safe
-
-
-class ElectionConfigError(ValueError):
-    """The parameters cannot give the lease guarantee (see ``docs/election.md``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,18 +57,18 @@ class ElectionConfig:
         for field_name in ("lease_time", "beat_interval"):
             value = getattr(self, field_name)
             if not value > 0.0:
-                raise ElectionConfigError(f"{field_name} must be > 0, got {value!r}")
+                raise ConfigError(f"{field_name} must be > 0, got {value!r}")
         if not self.max_clock_skew >= 0.0:
-            raise ElectionConfigError(f"max_clock_skew must be >= 0, got {self.max_clock_skew!r}")
+            raise ConfigError(f"max_clock_skew must be >= 0, got {self.max_clock_skew!r}")
         if not 0.0 <= self.max_drift < 0.5:
-            raise ElectionConfigError(f"max_drift must be in [0, 0.5), got {self.max_drift!r}")
+            raise ConfigError(f"max_drift must be in [0, 0.5), got {self.max_drift!r}")
         if self.quorum < 0:
-            raise ElectionConfigError(f"quorum must be >= 0, got {self.quorum!r}")
+            raise ConfigError(f"quorum must be >= 0, got {self.quorum!r}")
         if self.beat_interval * 2 > self.lease_time:
             # At least two renewals per lease, or one lost renewal loses the lease.
-            raise ElectionConfigError("beat_interval must be at most half of lease_time")
+            raise ConfigError("beat_interval must be at most half of lease_time")
         if not is_safe(self.lease_time, self.max_clock_skew, self.max_drift):
-            raise ElectionConfigError(
+            raise ConfigError(
                 "max_clock_skew is too small for max_drift: need "
                 "lease_time * (1 + max_drift) < (lease_time + max_clock_skew) * (1 - max_drift)"
             )

@@ -19,7 +19,8 @@ import secrets
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from controlplane.datadir import StateFileError, atomic_write
+from controlplane.configerror import ConfigError
+from controlplane.datadir import atomic_write
 from controlplane.election import (
     MAX_EPOCH,
     Broadcast,
@@ -102,7 +103,7 @@ class EpochStore:
 
     def load(self) -> int:
         """The stored epoch; 0 without a file. A file that cannot be read, or holds
-        anything but a number in 0..MAX_EPOCH, raises StateFileError: starting from 0
+        anything but a number in 0..MAX_EPOCH, raises ConfigError: starting from 0
         could reuse an epoch, and starting from a number above the range would leave
         the agent granting nothing for ever (it grants only above what it has seen)."""
         try:
@@ -111,11 +112,11 @@ class EpochStore:
         except FileNotFoundError:
             return 0
         except OSError as error:
-            raise StateFileError(f"{self.path} cannot be read: {error.strerror or error}") from None
+            raise ConfigError(f"{self.path} cannot be read: {error.strerror or error}") from None
         text = raw.decode("ascii", errors="replace").strip()
         epoch = int(text) if len(raw) <= _EPOCH_FILE_MAX_BYTES and text.isdigit() else -1
         if not valid_epoch(epoch):
-            raise StateFileError(
+            raise ConfigError(
                 f"{self.path} must hold an epoch in 0..{MAX_EPOCH}, "
                 f"found {text[:40]!r}; remove it to take the epoch from the cluster"
             )

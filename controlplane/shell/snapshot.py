@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
-from controlplane.datadir import StateFileError
+from controlplane.configerror import ConfigError
 from controlplane.membership import SnapshotRecord, SnapshotState, parse_snapshot
 
 log = logging.getLogger("controlplane.snapshot")
@@ -48,14 +48,14 @@ def read_snapshot(path: Path) -> SnapshotState | None:
     A damaged snapshot is replayed as far as it can be read, as Serf's replay
     does: bad records are logged (the first PROBLEMS_LOGGED of them) and skipped;
     at worst the agent starts as a new member and rejoins through --join. A file
-    that exists but cannot be read raises StateFileError (Serf does not start
+    that exists but cannot be read raises ConfigError (Serf does not start
     when it cannot open its snapshot), since it could not be appended to either."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return None
     except OSError as error:
-        raise StateFileError(
+        raise ConfigError(
             f"snapshot {str(path)!r} cannot be read: {error.strerror or error}"
         ) from None
     state, problems = parse_snapshot(data)

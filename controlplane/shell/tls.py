@@ -2,7 +2,7 @@
 credentials of the agent's own calls to its peers.
 
 The agent reads and checks its files once at start (`load_material`); a bad file is
-`TlsFileError`, one line naming the setting and the file. `AgentTls` then owns:
+`ConfigError`, one line naming the setting and the file. `AgentTls` then owns:
 
 - the server credentials, built with `grpc.dynamic_ssl_server_credentials`: gRPC
   asks for the certificate at every new handshake, so `reload()` (SIGHUP) changes
@@ -33,15 +33,12 @@ from typing import TYPE_CHECKING
 import grpc
 
 from controlplane.config import AgentConfig, tls_server_name
+from controlplane.configerror import ConfigError
 
 if TYPE_CHECKING:
     from cryptography import x509
 
 log = logging.getLogger("controlplane.tls")
-
-
-class TlsFileError(ValueError):
-    """A TLS file is missing, unreadable, not PEM, or its key does not match."""
 
 
 @dataclass(frozen=True)
@@ -58,9 +55,7 @@ def _read(setting: str, path: str) -> bytes:
         with open(path, "rb") as file:
             return file.read()
     except OSError as error:
-        raise TlsFileError(
-            f"{setting} {path!r} cannot be read: {error.strerror or error}"
-        ) from None
+        raise ConfigError(f"{setting} {path!r} cannot be read: {error.strerror or error}") from None
 
 
 def _certificates(setting: str, path: str, data: bytes) -> list[x509.Certificate]:
@@ -72,12 +67,12 @@ def _certificates(setting: str, path: str, data: bytes) -> list[x509.Certificate
     except ValueError:
         certificates = []
     if not certificates:
-        raise TlsFileError(f"{setting} {path!r} holds no PEM certificate")
+        raise ConfigError(f"{setting} {path!r} holds no PEM certificate")
     return certificates
 
 
 def load_material(ca_file: str, cert_file: str, key_file: str) -> TlsMaterial:
-    """Reads and checks the files; raises TlsFileError (one line) on the first problem."""
+    """Reads and checks the files; raises ConfigError (one line) on the first problem."""
     ca = cert = key = None
     if ca_file:
         ca = _read("tls_ca_file", ca_file)
@@ -92,11 +87,11 @@ def load_material(ca_file: str, cert_file: str, key_file: str) -> TlsMaterial:
             private = serialization.load_pem_private_key(key, password=None)
         except (ValueError, TypeError):
             # TypeError: the key is encrypted; the agent cannot prompt for a password.
-            raise TlsFileError(
+            raise ConfigError(
                 f"tls_key_file {key_file!r} holds no unencrypted PEM private key"
             ) from None
         if private.public_key() != leaf.public_key():
-            raise TlsFileError(
+            raise ConfigError(
                 f"tls_key_file {key_file!r} does not match the certificate in"
                 f" tls_cert_file {cert_file!r}"
             )
@@ -131,7 +126,7 @@ class AgentTls:
 
     @classmethod
     def from_config(cls, config: AgentConfig) -> AgentTls:
-        """Raises TlsFileError when a configured file is not usable."""
+        """Raises ConfigError when a configured file is not usable."""
         return cls(
             config,
             load_material(config.tls_ca_file, config.tls_cert_file, config.tls_key_file),
@@ -193,7 +188,7 @@ class AgentTls:
         logs one error line, keeps the current ones and returns False."""
         try:
             material = load_material(*self._files)
-        except TlsFileError as error:
+        except ConfigError as error:
             log.error("TLS reload failed, the current certificate stays in use: %s", error)
             return False
         self._material = material

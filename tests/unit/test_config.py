@@ -12,12 +12,12 @@ import pytest
 from controlplane.config import (
     SETTINGS,
     AgentConfig,
-    ConfigError,
     build_config,
     environment_warnings,
     load_file,
     split_join_address,
 )
+from controlplane.configerror import ConfigError
 
 
 def test_defaults() -> None:

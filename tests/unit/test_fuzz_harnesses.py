@@ -38,7 +38,7 @@ def _expected(name: str, module: ModuleType) -> tuple[type[BaseException], ...]:
     declared = getattr(module, "EXPECTED", None)
     if declared is not None:
         return tuple(declared)
-    from controlplane.datadir import StateFileError
+    from controlplane.configerror import ConfigError
 
     if name == "direct_frame":
         from controlplane.election.messages import MessageError
@@ -46,7 +46,7 @@ def _expected(name: str, module: ModuleType) -> tuple[type[BaseException], ...]:
 
         return (DirectFrameError, MessageError)
     if name in ("keyring_file", "epoch_file"):
-        return (StateFileError,)
+        return (ConfigError,)
     return ()
 
 

@@ -13,13 +13,13 @@ from controlplane.api.auth import (
     AccessPolicy,
     ApiToken,
     Scope,
-    TokensFileError,
     configured_tokens,
     load_tokens_file,
     parse_tokens,
 )
 from controlplane.api.services import PUBLIC_SERVICES
 from controlplane.config import AgentConfig
+from controlplane.configerror import ConfigError
 from controlplane.errors import PermissionDenied, Unauthenticated
 
 
@@ -161,14 +161,14 @@ scopes = ["read", "write"]
     ],
 )
 def test_a_bad_tokens_file_is_refused(text: str, message: str) -> None:
-    with pytest.raises(TokensFileError, match=message):
+    with pytest.raises(ConfigError, match=message):
         parse_tokens(text, "'t.toml'")
 
 
 def test_api_token_is_an_operator_token() -> None:
     (token,) = configured_tokens("s3cret-token-42", ())
     assert (token.name, token.scope) == ("api_token", Scope.OPERATOR)
-    with pytest.raises(TokensFileError, match="also a token"):
+    with pytest.raises(ConfigError, match="also a token"):
         configured_tokens("0123456789abcdef", [ApiToken("a", Scope.READ, b"0123456789abcdef")])
 
 
@@ -187,7 +187,7 @@ def test_a_tokens_file_others_may_read_is_used_with_a_warning(tmp_path: Path) ->
 
 
 def test_a_missing_tokens_file_names_itself(tmp_path: Path) -> None:
-    with pytest.raises(TokensFileError, match=r"tokens file .*nowhere\.toml.* cannot be read"):
+    with pytest.raises(ConfigError, match=r"tokens file .*nowhere\.toml.* cannot be read"):
         load_tokens_file(str(tmp_path / "nowhere.toml"))
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from controlplane.api.keyring import KeyringFile, KeyringService
-from controlplane.datadir import StateFileError
+from controlplane.configerror import ConfigError
 from controlplane.errors import ResourceExhausted, Unavailable
 from controlplane.gossip import Keyring
 from controlplane.membership import ChannelDelivery, MemberStatus
@@ -111,7 +111,7 @@ def test_a_damaged_file_is_an_error_naming_it(tmp_path: Path, content: bytes, pr
     store = KeyringFile(str(tmp_path))
     store.path.parent.mkdir(parents=True)
     store.path.write_bytes(content)
-    with pytest.raises(StateFileError, match=problem) as refused:
+    with pytest.raises(ConfigError, match=problem) as refused:
         store.load()
     assert str(store.path) in str(refused.value)
 
@@ -129,11 +129,11 @@ def test_a_deeply_nested_keyring_file_is_refused_as_a_bad_file(
     tmp_path: Path, opening: bytes
 ) -> None:
     from controlplane.api.keyring import KeyringFile
-    from controlplane.datadir import StateFileError
+    from controlplane.configerror import ConfigError
 
     # Deeper than json's recursion limit, far under KeyringFile.MAX_BYTES.
     keyring = KeyringFile(str(tmp_path))
     keyring.path.parent.mkdir(parents=True)
     keyring.path.write_bytes(opening * 100_000)
-    with pytest.raises(StateFileError, match="not a JSON list of base64 keys"):
+    with pytest.raises(ConfigError, match="not a JSON list of base64 keys"):
         keyring.load()

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from controlplane.api.ring import RegistrationStore, RingService
-from controlplane.datadir import StateFileError
+from controlplane.configerror import ConfigError
 from controlplane.errors import InvalidArgument, ResourceExhausted, Unavailable
 from controlplane.membership import MemberInfo
 from controlplane.rings.directory import RingDirectory, decode_state
@@ -101,11 +101,11 @@ async def test_background_write_failures_are_logged_once_then_recovery(
 def test_a_damaged_or_unreadable_file_stops_the_start(tmp_path: Path) -> None:
     store = RegistrationStore(str(tmp_path))
     store.path.write_bytes(b"\xff\xff not a ring state")
-    with pytest.raises(StateFileError, match="is damaged; move it aside"):
+    with pytest.raises(ConfigError, match="is damaged; move it aside"):
         make_service(FakeLayer(), store=store)
     store.path.unlink()
     store.path.mkdir()
-    with pytest.raises(StateFileError, match="cannot be read"):
+    with pytest.raises(ConfigError, match="cannot be read"):
         make_service(FakeLayer(), store=store)
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from controlplane.configerror import ConfigError
 from controlplane.election import (
     ElectionConfig,
-    ElectionConfigError,
     drift_factor,
     failover_bound,
     follower_expiry,
@@ -63,7 +63,7 @@ def test_config_defaults_and_majority() -> None:
     ],
 )
 def test_config_rejects_unsafe_or_invalid(kwargs: dict[str, float]) -> None:
-    with pytest.raises(ElectionConfigError):
+    with pytest.raises(ConfigError):
         ElectionConfig(**kwargs)  # type: ignore[arg-type]
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.datadir import StateFileError
+from controlplane.configerror import ConfigError
 from controlplane.election import MAX_EPOCH, valid_epoch
 from controlplane.election.fencing import next_epoch
 from controlplane.shell.election import EpochStore
@@ -42,7 +42,7 @@ def test_valid_files(tmp_path: Path, text: str) -> None:
 )
 def test_invalid_files_refuse_the_start(tmp_path: Path, text: str) -> None:
     (tmp_path / "election.epoch").write_text(text + "\n")
-    with pytest.raises(StateFileError) as raised:
+    with pytest.raises(ConfigError) as raised:
         EpochStore(str(tmp_path)).load()
     message = str(raised.value)
     assert "\n" not in message

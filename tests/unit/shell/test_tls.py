@@ -15,9 +15,10 @@ from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import health, health_pb2_grpc
 
 from controlplane.client.health import HealthStatus, check_health_async
-from controlplane.config import ConfigError, build_config
+from controlplane.config import build_config
+from controlplane.configerror import ConfigError
 from controlplane.shell.pushpull import GossipServicer, PushPullClient
-from controlplane.shell.tls import AgentTls, TlsFileError, load_material
+from controlplane.shell.tls import AgentTls, load_material
 from controlplane.wire.v1 import gossip_pb2_grpc
 
 
@@ -84,13 +85,13 @@ def test_files_are_checked(tmp_path: Path) -> None:
     assert material.cert is not None
     assert material.ca == ca_file.read_bytes()
 
-    with pytest.raises(TlsFileError, match="does not match"):
+    with pytest.raises(ConfigError, match="does not match"):
         load_material("", cert, other_key)
-    with pytest.raises(TlsFileError, match=r"tls_cert_file .* holds no PEM certificate"):
+    with pytest.raises(ConfigError, match=r"tls_cert_file .* holds no PEM certificate"):
         load_material("", key, key)
-    with pytest.raises(TlsFileError, match=r"tls_key_file .* no unencrypted PEM private key"):
+    with pytest.raises(ConfigError, match=r"tls_key_file .* no unencrypted PEM private key"):
         load_material("", cert, cert)
-    with pytest.raises(TlsFileError, match=r"tls_ca_file .* cannot be read"):
+    with pytest.raises(ConfigError, match=r"tls_ca_file .* cannot be read"):
         load_material(str(tmp_path / "missing.pem"), cert, key)
     encrypted = tmp_path / "encrypted-key.pem"
     private = serialization.load_pem_private_key(Path(key).read_bytes(), password=None)
@@ -101,7 +102,7 @@ def test_files_are_checked(tmp_path: Path) -> None:
             serialization.BestAvailableEncryption(b"pw"),
         )
     )
-    with pytest.raises(TlsFileError, match="no unencrypted PEM private key") as raised:
+    with pytest.raises(ConfigError, match="no unencrypted PEM private key") as raised:
         load_material("", cert, str(encrypted))
     # Messages name files, never their contents.
     assert "BEGIN" not in str(raised.value)
