@@ -94,7 +94,7 @@ pytest: venv
 # an operator token (tests/conftest.py, controlplane/testing/agents.py SecureSetup).
 SECURE_TESTS := $(addprefix tests/integration/,test_membership_cluster.py \
 	test_heartbeat_cluster.py test_ring_cluster.py test_election_cluster.py \
-	test_keyring_cluster.py test_client_cluster.py test_server_pool_service.py test_cli.py)
+	test_keyring_cluster.py test_client_cluster.py test_client_watches.py test_server_pool_service.py test_cli.py)
 pytest-secure: venv
 	$(BIN)/pytest -m "not cluster" --secure-agents $(SECURE_TESTS)
 
