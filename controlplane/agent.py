@@ -51,6 +51,12 @@ from controlplane.api.server_pool import (
     ServerPoolRpcs,
     tls_health_ping,
 )
+from controlplane.api.servicers import (
+    KeyringServicer,
+    MembershipServicer,
+    RingServicer,
+    ServerPoolServicer,
+)
 from controlplane.api.services import (
     GOSSIP,
     KEYRING,
@@ -58,8 +64,6 @@ from controlplane.api.services import (
     PUBLIC_SERVICES,
     RING,
     SERVER_POOL,
-    PublicService,
-    pending_servicer,
 )
 from controlplane.config import AgentConfig, format_host_port
 from controlplane.configerror import ConfigError
@@ -78,14 +82,6 @@ from controlplane.shell.snapshot import SnapshotFile, read_snapshot, snapshot_pa
 from controlplane.shell.tls import AgentTls
 
 log = logging.getLogger("controlplane.agent")
-
-# What each public service still lacks in this version; answered as UNIMPLEMENTED.
-MISSING_FEATURES: dict[str, str] = {
-    "Membership": "every Membership RPC is served",
-    "ServerPool": "every ServerPool RPC is served",
-    "Ring": "every Ring RPC is served",
-    "Keyring": "every Keyring RPC is served",
-}
 
 SERVER_OPTIONS: Sequence[tuple[str, int]] = (
     # Push-pull exchanges of large clusters exceed gRPC's 4 MiB default; the client
@@ -280,41 +276,27 @@ class Agent:
         )
         return layer, snapshot_file
 
-    def _servicers(
-        self, service: PublicService, layer: Membership, runtime: GossipRuntime
-    ) -> object:
+    def _servicers(self, layer: Membership, runtime: GossipRuntime) -> dict[str, object]:
+        """The servicer of each public service, by service name."""
+        assert self.election is not None
+        assert self.keys is not None
+        assert self.rings is not None
+        assert self.pools is not None
         clock = asyncio.get_running_loop().time
-        implemented: list[object] = []
-        if service is MEMBERSHIP:
-            assert self.election is not None
-            implemented.append(
-                LeaderRpcs(layer, self.election.leader, self.leader_changes, self.election.status)
-            )
-            implemented.append(
-                MembershipService(
-                    layer,
-                    runtime,
-                    self.events,
-                    default_port=self.config.port,
-                    leave=self.leave_cluster,
-                )
-            )
-        elif service is KEYRING:
-            assert self.keys is not None
-            implemented.append(self.keys)
-        elif service is RING:
-            assert self.rings is not None
-            implemented.append(self.rings)
-        elif service is SERVER_POOL:
-            assert self.pools is not None
-            tracker = HeartbeatTracker(random.Random())
-            heartbeats = HeartbeatRpcs(layer, tracker, clock, leader=self._leader_address)
-            self._member_listeners.append(heartbeats.on_member_event)
-            implemented.append(ServerPoolRpcs(self.pools))
-            implemented.append(heartbeats)
-        return pending_servicer(
-            service, MISSING_FEATURES[service.name], *implemented, auth=self.access
+        heartbeats = HeartbeatRpcs(
+            layer, HeartbeatTracker(random.Random()), clock, leader=self._leader_address
         )
+        self._member_listeners.append(heartbeats.on_member_event)
+        members = MembershipService(
+            layer, runtime, self.events, default_port=self.config.port, leave=self.leave_cluster
+        )
+        leader = LeaderRpcs(layer, self.election.leader, self.leader_changes, self.election.status)
+        return {
+            MEMBERSHIP.name: MembershipServicer(members, leader),
+            SERVER_POOL.name: ServerPoolServicer(ServerPoolRpcs(self.pools), heartbeats),
+            RING.name: RingServicer(self.rings),
+            KEYRING.name: KeyringServicer(self.keys),
+        }
 
     def _access_policy(self) -> AccessPolicy | None:
         """Who may call what (api/auth.py); None when everyone may call everything,
@@ -409,11 +391,10 @@ class Agent:
         self._leaving = asyncio.Lock()
 
         server = grpc.aio.server(options=SERVER_OPTIONS)
+        servicers = self._servicers(layer, runtime)
         for service in PUBLIC_SERVICES:
-            service.add_to_server(self._servicers(service, layer, runtime), server)
-        GOSSIP.add_to_server(
-            pending_servicer(GOSSIP, "", GossipServicer(runtime.serve_push_pull)), server
-        )
+            service.add_to_server(servicers[service.name], server, self.access)
+        GOSSIP.add_to_server(GossipServicer(runtime.serve_push_pull), server, None)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         add_reflection(server, [*self.service_names, health.SERVICE_NAME])
         try:

@@ -1,6 +1,7 @@
 """Fuzzes the public servicers' request handling: Membership (with the leader RPCs),
 ServerPool (pools and heartbeats) and Ring, built in-process as ``controlplane.agent``
-``_servicers`` builds them (``pending_servicer`` over the same implementations;
+``_servicers`` builds them (the servicer classes of ``controlplane.api.servicers``
+over the same implementations, each method guarded as registration guards it;
 Keyring is left out), and called with a fake ``ServicerContext``.
 
 The first byte picks an RPC; the rest is parsed as its request message (bytes that
@@ -33,13 +34,14 @@ from google.protobuf.message_factory import GetMessageClass
 # Only the project is instrumented: coverage of grpc, protobuf and asyncio would not
 # guide the fuzzer and instrumenting them costs seconds at every start.
 with atheris.instrument_imports(include=["controlplane"]):
+    from controlplane.api.errors import guard
     from controlplane.api.heartbeat import HeartbeatRpcs
     from controlplane.api.hub import EventHub
     from controlplane.api.membership import LeaderRpcs, MembershipService
     from controlplane.api.ring import RingService
     from controlplane.api.server_pool import PoolRegistry, ServerPoolRpcs
+    from controlplane.api.servicers import MembershipServicer, RingServicer, ServerPoolServicer
     from controlplane.api.services import MEMBERSHIP, RING, SERVER_POOL, PublicService
-    from controlplane.api.services import pending_servicer as _pending_servicer
     from controlplane.election.effects import ElectionStatus
     from controlplane.heartbeat.tracker import HeartbeatTracker
     from controlplane.membership import Membership
@@ -139,12 +141,9 @@ def _servicers(layer: Membership) -> list[tuple[PublicService, object]]:
     heartbeats = HeartbeatRpcs(layer, HeartbeatTracker(random.Random(0)), _clock, lambda: None)
     rings = RingService(RingDirectory(layer.name), layer, lambda channel, data: None, _clock)
     return [
-        (MEMBERSHIP, _pending_servicer(MEMBERSHIP, "fuzzing", leader, membership)),
-        (
-            SERVER_POOL,
-            _pending_servicer(SERVER_POOL, "fuzzing", ServerPoolRpcs(pools), heartbeats),
-        ),
-        (RING, _pending_servicer(RING, "fuzzing", rings)),
+        (MEMBERSHIP, MembershipServicer(membership, leader)),
+        (SERVER_POOL, ServerPoolServicer(ServerPoolRpcs(pools), heartbeats)),
+        (RING, RingServicer(rings)),
     ]
 
 
@@ -161,7 +160,9 @@ class Rpcs:
                     (
                         f"{service.name}/{method.name}",
                         GetMessageClass(method.input_type),
-                        getattr(servicer, method.name),
+                        guard(
+                            f"/{service.full_name}/{method.name}", getattr(servicer, method.name)
+                        ),
                         method.server_streaming,
                     )
                 )

@@ -1,8 +1,8 @@
 """The public services the agent exposes and how each is attached to a server.
 
-Every RPC of the public API is registered from the first release on; an RPC whose
-behaviour the running version does not provide answers UNIMPLEMENTED with a
-message that says what is missing, so clients can tell "not yet" from "broken".
+Each service is served by a real servicer class (api/servicers.py). Registering
+one wraps each of its methods once, in one place: the size limit, then the access
+check (api/auth.py), inside the error mapping (api/errors.py `guard`).
 
 The public services and the agents' internal push-pull service share one gRPC
 server, whose receive limit must fit a push-pull exchange of a large cluster
@@ -13,7 +13,6 @@ request is answered RESOURCE_EXHAUSTED, naming the limit, before it is parsed.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +23,10 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
 
 from controlplane.api.auth import AccessPolicy, access_check
-from controlplane.api.errors import Check, guard, guarded_parts
+from controlplane.api.errors import Check, guard
 from controlplane.api.paging import MAX_PUBLIC_MESSAGE_BYTES
-from controlplane.errors import ResourceExhausted, Unimplemented
+from controlplane.errors import ResourceExhausted
+from controlplane.shell.pushpull import MAX_MESSAGE_BYTES as PUSH_PULL_MAX_MESSAGE_BYTES
 from controlplane.v1 import (
     keyring_pb2,
     keyring_pb2_grpc,
@@ -39,15 +39,8 @@ from controlplane.v1 import (
 )
 from controlplane.wire.v1 import gossip_pb2, gossip_pb2_grpc
 
-
-def agent_version() -> str:
-    # importlib.metadata costs about 3 MB of memory (email, zipfile...): loaded when asked.
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("controlplane")
-    except PackageNotFoundError:
-        return "unknown"
+# Registers a servicer on a server, with the access policy its calls must pass.
+Registrar = Callable[[Any, grpc.aio.Server, AccessPolicy | None], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +50,7 @@ class PublicService:
     name: str
     file: FileDescriptor
     servicer_base: type
-    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    add_to_server: Registrar
 
     @property
     def full_name(self) -> str:
@@ -107,26 +100,6 @@ def _size_check(path: str, limit: int, then: Check | None) -> Check:
     return check
 
 
-def _refusing_oversized(path: str, behavior: Callable[..., Any], limit: int) -> Callable[..., Any]:
-    if inspect.isasyncgenfunction(behavior):
-
-        async def stream(request: Any, context: Any) -> Any:
-            if isinstance(request, OversizedRequest):
-                raise _refusal(path, request, limit)
-            async for response in behavior(request, context):
-                yield response
-
-        return stream
-
-    async def unary(request: Any, context: Any) -> Any:
-        if isinstance(request, OversizedRequest):
-            raise _refusal(path, request, limit)
-        result = behavior(request, context)
-        return await result if inspect.isawaitable(result) else result
-
-    return unary
-
-
 _HANDLER_FACTORIES = {
     (False, False): grpc.unary_unary_rpc_method_handler,
     (False, True): grpc.unary_stream_rpc_method_handler,
@@ -137,25 +110,24 @@ _HANDLER_FACTORIES = {
 
 def bounded_registrar(
     descriptor: ServiceDescriptor, limit: int = MAX_PUBLIC_MESSAGE_BYTES
-) -> Callable[[Any, grpc.aio.Server], None]:
+) -> Registrar:
     """Registers a servicer of `descriptor` as the generated `add_*_to_server` does,
-    except that requests larger than `limit` bytes are refused RESOURCE_EXHAUSTED."""
+    except that each method is guarded once (errors mapped to statuses, with `auth`
+    checked first) and requests larger than `limit` bytes are refused
+    RESOURCE_EXHAUSTED before they are parsed."""
+    service_name = descriptor.name
 
-    def add_to_server(servicer: Any, server: grpc.aio.Server) -> None:
+    def add_to_server(
+        servicer: Any, server: grpc.aio.Server, auth: AccessPolicy | None = None
+    ) -> None:
         handlers = {}
         for method in descriptor.methods:
             path = f"/{descriptor.full_name}/{method.name}"
             request_class = message_factory.GetMessageClass(method.input_type)
             response_class = message_factory.GetMessageClass(method.output_type)
-            implementation = getattr(servicer, method.name)
-            parts = guarded_parts(implementation)
-            if parts is not None:
-                # Already guarded (pending_servicer): guard its behavior once more with
-                # the size check joined to its own, rather than wrap it a layer deeper.
-                behavior, check = parts
-                handler = guard(path, behavior, _size_check(path, limit, check))
-            else:
-                handler = guard(path, _refusing_oversized(path, implementation, limit))
+            behavior = getattr(servicer, method.name)
+            check = access_check(auth, f"{service_name}/{method.name}")
+            handler = guard(path, behavior, _size_check(path, limit, check))
             factory = _HANDLER_FACTORIES[(method.client_streaming, method.server_streaming)]
             handlers[method.name] = factory(
                 handler,
@@ -195,39 +167,13 @@ KEYRING = PublicService(
     bounded_registrar(keyring_pb2.DESCRIPTOR.services_by_name["Keyring"]),
 )
 PUBLIC_SERVICES = (MEMBERSHIP, SERVER_POOL, RING, KEYRING)
-# The agents' internal service (push-pull anti-entropy); built the same way, but
-# registered as generated: its exchanges may use the server's whole receive limit.
+# The agents' internal service (push-pull anti-entropy): registered the same way,
+# with the server's whole receive limit, since its exchanges may need it.
 GOSSIP = PublicService(
     "Gossip",
     gossip_pb2.DESCRIPTOR,
     gossip_pb2_grpc.GossipServicer,
-    gossip_pb2_grpc.add_GossipServicer_to_server,
+    bounded_registrar(
+        gossip_pb2.DESCRIPTOR.services_by_name["Gossip"], limit=PUSH_PULL_MAX_MESSAGE_BYTES
+    ),
 )
-
-
-def pending_servicer(
-    service: PublicService, missing: str, *implemented: object, auth: AccessPolicy | None = None
-) -> Any:
-    """A servicer for `service` whose RPCs, except those the `implemented` objects
-    provide, answer UNIMPLEMENTED naming what this version lacks (`missing`); with
-    `auth`, every RPC first checks that the caller may call it (api/auth.py)."""
-    namespace: dict[str, object] = {}
-    for method in service.method_names:
-        path = f"/{service.full_name}/{method}"
-        provider = next((impl for impl in implemented if hasattr(impl, method)), None)
-        behavior = getattr(provider, method) if provider else _unimplemented(path, missing)
-        # A bound method (or plain function) of another object, exposed as a method of
-        # the servicer class, with domain errors mapped to statuses; with `auth`, the
-        # access rule is checked first, inside the same guard.
-        check = access_check(auth, f"{service.name}/{method}")
-        namespace[method] = staticmethod(guard(path, behavior, check))
-    return type(f"Pending{service.name}Servicer", (service.servicer_base,), namespace)()
-
-
-def _unimplemented(path: str, missing: str) -> Callable[..., Any]:
-    message = f"{path} is not available in controlplane {agent_version()}: {missing}"
-
-    async def handler(request: object, context: object) -> None:
-        raise Unimplemented(message)
-
-    return handler

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import grpc.aio
@@ -12,7 +12,8 @@ import pytest
 
 from controlplane.agent import SERVER_OPTIONS
 from controlplane.api.server_pool import PoolRegistry, ServerPoolRpcs
-from controlplane.api.services import SERVER_POOL, pending_servicer
+from controlplane.api.servicers import ServerPoolServicer
+from controlplane.api.services import SERVER_POOL
 from controlplane.pool import Server
 from controlplane.testing.agents import free_port, running_agent
 from controlplane.v1 import server_pool_pb2 as pb
@@ -57,8 +58,9 @@ def pinger() -> ScriptedPinger:
 async def stub(pinger: ScriptedPinger) -> AsyncIterator[Any]:
     registry = PoolRegistry(FakeClock(), pinger=pinger)
     server = grpc.aio.server()
-    servicer = pending_servicer(SERVER_POOL, "not in this test", ServerPoolRpcs(registry))
-    SERVER_POOL.add_to_server(servicer, server)
+    # Heartbeats are not served in these tests: only the pool RPCs are called.
+    servicer = ServerPoolServicer(ServerPoolRpcs(registry), cast(Any, None))
+    SERVER_POOL.add_to_server(servicer, server, None)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -225,8 +227,9 @@ async def test_a_request_over_4_mib_is_refused_on_a_server_that_allows_more() ->
     # more than 4 MiB itself.
     server = grpc.aio.server(options=SERVER_OPTIONS)
     registry = PoolRegistry(FakeClock(), pinger=ScriptedPinger(set()))
-    servicer = pending_servicer(SERVER_POOL, "not in this test", ServerPoolRpcs(registry))
-    SERVER_POOL.add_to_server(servicer, server)
+    # Heartbeats are not served in these tests: only the pool RPCs are called.
+    servicer = ServerPoolServicer(ServerPoolRpcs(registry), cast(Any, None))
+    SERVER_POOL.add_to_server(servicer, server, None)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     # 5 MiB of well-formed servers: refused for the request's size, not its content.

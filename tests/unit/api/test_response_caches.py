@@ -14,7 +14,7 @@ from controlplane.api.auth import AccessPolicy, configured_tokens
 from controlplane.api.errors import guarded_parts
 from controlplane.api.heartbeat import HeartbeatRpcs, live_servers, server_proto
 from controlplane.api.membership import MembershipService
-from controlplane.api.services import SERVER_POOL, OversizedRequest, pending_servicer
+from controlplane.api.services import SERVER_POOL, OversizedRequest
 from controlplane.gossip import codec
 from controlplane.heartbeat.tracker import HeartbeatTracker
 from controlplane.membership import EventType, MemberEvent, MemberStatus
@@ -22,6 +22,7 @@ from controlplane.membership.tags import encode_tags
 from controlplane.pool import ApiVersion
 from controlplane.v1 import membership_pb2 as mpb
 from controlplane.v1 import server_pool_pb2 as pb
+from controlplane.v1 import server_pool_pb2_grpc
 from tests.property.api.test_server_list_cache import Context, FakeLayer
 from tests.unit.api.test_list_paging import NO_CONTEXT, fleet, join
 from tests.unit.membership.helpers import datagram
@@ -126,18 +127,16 @@ class _Registrar:
         self.handlers.update(handlers)
 
 
-class _Pools:
+class _Pools(server_pool_pb2_grpc.ServerPoolServicer):
     async def FindServer(self, request: pb.FindServerRequest, context: Any) -> Any:
         return pb.FindServerResponse(server=pb.Server(name="a", address="127.0.0.1:1"))
 
 
 @pytest.fixture
 def find_server() -> grpc.RpcMethodHandler[Any, Any]:
-    servicer = pending_servicer(
-        SERVER_POOL, "", _Pools(), auth=AccessPolicy(tuple(configured_tokens("s3cret-token", ())))
-    )
+    auth = AccessPolicy(tuple(configured_tokens("s3cret-token", ())))
     registrar = _Registrar()
-    SERVER_POOL.add_to_server(servicer, cast(Any, registrar))
+    SERVER_POOL.add_to_server(_Pools(), cast(Any, registrar), auth)  # type: ignore[abstract]  # a partial fake
     return registrar.handlers["FindServer"]
 
 
