@@ -1,7 +1,10 @@
 """The `controlplane` command, shaped like `serf` and `consul members`.
 
 `controlplane agent` runs an agent; the other commands talk to a running agent
-over its gRPC API (`--addr`, default `$CONTROLPLANE_ADDR` or 127.0.0.1:7946).
+over its gRPC API (`--addr`, default `$CONTROLPLANE_ADDR` or 127.0.0.1:7946)
+through the project's own client (`controlplane.client.Client`), so the command
+line and every Python program share one implementation of tokens, TLS, deadlines
+and error handling.
 Exit status: 0 on success, 1 when the agent reports a failure or cannot be
 reached, 2 on a usage error. Every error is one line on stderr that starts with
 `controlplane: `, never a traceback.
@@ -16,13 +19,11 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
-import grpc
-
 from controlplane.agent import Agent, AgentStartError
+from controlplane.client import Client, ClientOptions
 from controlplane.client.tls import TlsFiles, load_credentials
 from controlplane.config import (
     SETTINGS,
@@ -32,7 +33,8 @@ from controlplane.config import (
     load_file,
 )
 from controlplane.configerror import ConfigError
-from controlplane.v1 import keyring_pb2, keyring_pb2_grpc, membership_pb2, membership_pb2_grpc
+from controlplane.errors import ControlPlaneError, Unavailable
+from controlplane.v1 import keyring_pb2, membership_pb2
 
 EXIT_OK = 0
 EXIT_REMOTE_FAILURE = 1
@@ -174,27 +176,30 @@ def _parse_pairs(pairs: Sequence[str] | None, flag: str) -> dict[str, str]:
 _TLS_FLAGS = {"ca_file": "--ca-file", "cert_file": "--cert-file", "key_file": "--key-file"}
 
 
-def _channel(args: argparse.Namespace) -> grpc.Channel:
-    """A channel to the agent: TLS when --ca-file or --cert-file is given."""
+def _client(args: argparse.Namespace) -> Client:
+    """A client of the one agent at --addr: no background heartbeats, the command's
+    --timeout as the deadline of each call, TLS when --ca-file or --cert-file is given."""
     files = TlsFiles(args.ca_file, args.cert_file, args.key_file)
     if args.tls_server_name and not files.enabled:
         raise UsageError("--tls-server-name needs TLS: give --ca-file (or --cert-file)")
     try:
-        credentials = load_credentials(files, _TLS_FLAGS)
+        # Read here to name the flag in the message; the client reads them again.
+        load_credentials(files, _TLS_FLAGS)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    if credentials is None:
-        return grpc.insecure_channel(args.addr)
-    options = (
-        [("grpc.ssl_target_name_override", args.tls_server_name)] if args.tls_server_name else []
+    options = ClientOptions(
+        timeout=args.timeout,
+        heartbeat=False,
+        token=_token(args),
+        ca_file=args.ca_file,
+        cert_file=args.cert_file,
+        key_file=args.key_file,
+        tls_server_name=args.tls_server_name,
     )
-    return grpc.secure_channel(args.addr, credentials, options=options)
-
-
-@contextmanager
-def _membership(args: argparse.Namespace) -> Iterator[membership_pb2_grpc.MembershipStub]:
-    with _channel(args) as channel:
-        yield membership_pb2_grpc.MembershipStub(channel)
+    try:
+        return Client([args.addr], options)
+    except ValueError as error:
+        raise UsageError(f"--addr: {error}") from None
 
 
 def _token(args: argparse.Namespace) -> str:
@@ -212,11 +217,6 @@ def _token(args: argparse.Namespace) -> str:
     if not token:
         raise UsageError(f"--token-file {args.token_file!r} is empty")
     return token
-
-
-def _metadata(args: argparse.Namespace) -> tuple[tuple[str, str | bytes], ...]:
-    token = _token(args)
-    return (("authorization", f"Bearer {token}"),) if token else ()
 
 
 def _status_name(status: membership_pb2.MemberStatus.ValueType) -> str:
@@ -269,17 +269,15 @@ def cmd_members(args: argparse.Namespace, out: TextIO) -> int:
             choices = ", ".join(STATUS_BY_NAME)
             raise UsageError(f"--status must be one of {choices}; got {status!r}")
         statuses.append(STATUS_BY_NAME[status.lower()])
-    request = membership_pb2.ListMembersRequest(
-        statuses=statuses, tags=_parse_pairs(args.tag, "--tag"), name_pattern=args.name or ""
-    )
-    with _membership(args) as stub:
-        response = stub.ListMembers(request, timeout=args.timeout, metadata=_metadata(args))
+    tag_filters = _parse_pairs(args.tag, "--tag")
+    with _client(args) as client:
+        members = client.members(statuses=statuses, tags=tag_filters, name_pattern=args.name or "")
     if args.format == "json":
-        json.dump({"members": [_member_json(m) for m in response.members]}, out, indent=2)
+        json.dump({"members": [_member_json(m) for m in members]}, out, indent=2)
         out.write("\n")
         return EXIT_OK
     rows = []
-    for member in response.members:
+    for member in members:
         tags = ",".join(f"{k}={v}" for k, v in sorted(member.tags.items()))
         row = [member.name, _host_port(member), _status_name(member.status)]
         if args.detailed:
@@ -294,55 +292,46 @@ def cmd_members(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_join(args: argparse.Namespace, out: TextIO) -> int:
-    request = membership_pb2.JoinRequest(addresses=args.address, replay_events=args.replay)
-    with _membership(args) as stub:
-        response = stub.Join(request, timeout=args.timeout, metadata=_metadata(args))
-    out.write(f"Successfully joined cluster by contacting {response.contacted} nodes.\n")
+    with _client(args) as client:
+        contacted = client.join(args.address, replay_events=args.replay)
+    out.write(f"Successfully joined cluster by contacting {contacted} nodes.\n")
     return EXIT_OK
 
 
 def cmd_leave(args: argparse.Namespace, out: TextIO) -> int:
-    with _membership(args) as stub:
-        stub.Leave(membership_pb2.LeaveRequest(), timeout=args.timeout, metadata=_metadata(args))
+    with _client(args) as client:
+        client.leave()
     out.write("Graceful leave complete\n")
     return EXIT_OK
 
 
 def cmd_force_leave(args: argparse.Namespace, out: TextIO) -> int:
-    request = membership_pb2.ForceLeaveRequest(name=args.name, prune=args.prune)
-    with _membership(args) as stub:
-        stub.ForceLeave(request, timeout=args.timeout, metadata=_metadata(args))
+    with _client(args) as client:
+        client.force_leave(args.name, prune=args.prune)
     out.write(f"Member {args.name} {'pruned' if args.prune else 'forced to leave'}\n")
     return EXIT_OK
 
 
 def cmd_event(args: argparse.Namespace, out: TextIO) -> int:
-    request = membership_pb2.FireUserEventRequest(
-        name=args.name, payload=(args.payload or "").encode(), coalesce=args.coalesce
-    )
-    with _membership(args) as stub:
-        response = stub.FireUserEvent(request, timeout=args.timeout, metadata=_metadata(args))
+    with _client(args) as client:
+        lamport_time = client.fire_event(
+            args.name, (args.payload or "").encode(), coalesce=args.coalesce
+        )
     out.write(
         f"Event '{args.name}' dispatched! Coalescing enabled: {str(args.coalesce).lower()}"
-        f" (lamport time {response.lamport_time})\n"
+        f" (lamport time {lamport_time})\n"
     )
     return EXIT_OK
 
 
 def cmd_tags(args: argparse.Namespace, out: TextIO) -> int:
     """Without --set or --delete, shows the agent's tags; otherwise changes them."""
-    with _membership(args) as stub:
+    changes = _parse_pairs(args.set, "--set")
+    with _client(args) as client:
         if not args.set and not args.delete:
-            member = stub.GetLocalMember(
-                membership_pb2.GetLocalMemberRequest(),
-                timeout=args.timeout,
-                metadata=_metadata(args),
-            ).member
+            member = client.local_member()
         else:
-            request = membership_pb2.UpdateTagsRequest(
-                set=_parse_pairs(args.set, "--set"), delete=args.delete or []
-            )
-            member = stub.UpdateTags(request, timeout=args.timeout, metadata=_metadata(args)).member
+            member = client.update_tags(set=changes, delete=args.delete or [])
     if args.format == "json":
         out.write(json.dumps({"name": member.name, "tags": dict(sorted(member.tags.items()))}))
         out.write("\n")
@@ -353,10 +342,8 @@ def cmd_tags(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_leader(args: argparse.Namespace, out: TextIO) -> int:
-    with _membership(args) as stub:
-        response = stub.GetLeader(
-            membership_pb2.GetLeaderRequest(), timeout=args.timeout, metadata=_metadata(args)
-        )
+    with _client(args) as client:
+        response = client.leader_status()
     if not response.HasField("leader"):
         # Why there is none and when one is expected, as the agent sees it.
         election = response.election if response.HasField("election") else None
@@ -422,13 +409,10 @@ def cmd_keys(args: argparse.Namespace, out: TextIO) -> int:
     if len(chosen) != 1:
         raise UsageError("keys: give exactly one of --list, --install KEY, --use KEY, --remove KEY")
     action = chosen[0]
-    metadata = _metadata(args)
-    with _channel(args) as channel:
-        stub = keyring_pb2_grpc.KeyringStub(channel)
+    result: keyring_pb2.KeyringResult
+    with _client(args) as client:
         if action == "list":
-            listed = stub.ListKeys(
-                keyring_pb2.ListKeysRequest(), timeout=args.timeout, metadata=metadata
-            )
+            listed = client.list_keys()
             result = listed.result
             rows = [["Key", "Members", "Primary"]]
             rows += [
@@ -458,18 +442,12 @@ def cmd_keys(args: argparse.Namespace, out: TextIO) -> int:
                 _columns(rows, out)
         else:
             key = _decode_key(getattr(args, action), f"--{action}")
-            if action == "install":
-                result = stub.InstallKey(
-                    keyring_pb2.InstallKeyRequest(key=key), timeout=args.timeout, metadata=metadata
-                ).result
-            elif action == "use":
-                result = stub.UseKey(
-                    keyring_pb2.UseKeyRequest(key=key), timeout=args.timeout, metadata=metadata
-                ).result
-            else:
-                result = stub.RemoveKey(
-                    keyring_pb2.RemoveKeyRequest(key=key), timeout=args.timeout, metadata=metadata
-                ).result
+            change = {
+                "install": client.install_key,
+                "use": client.use_key,
+                "remove": client.remove_key,
+            }[action]
+            result = change(key)
             out.write(f"{action}: {result.num_responses}/{result.num_nodes} members answered\n")
     if result.errors:
         reported = "; ".join(
@@ -496,18 +474,16 @@ def cmd_monitor(args: argparse.Namespace, out: TextIO) -> int:
         if kind.lower() not in EVENT_BY_NAME:
             raise UsageError(f"--type must be one of {', '.join(EVENT_BY_NAME)}; got {kind!r}")
         types.append(EVENT_BY_NAME[kind.lower()])
-    request = membership_pb2.WatchEventsRequest(types=types)
-    with _membership(args) as stub:
-        stream = stub.WatchEvents(request, metadata=_metadata(args))
+    with _client(args) as client, client.watch_events(types=types) as watch:
         try:
-            for response in stream:
+            for update in watch:
                 if args.format == "json":
-                    out.write(json.dumps(_event_json(response.event)) + "\n")
+                    out.write(json.dumps(_event_json(update.event)) + "\n")
                 else:
-                    out.write(_event_line(response.event) + "\n")
+                    out.write(_event_line(update.event) + "\n")
                 out.flush()
         except KeyboardInterrupt:
-            stream.cancel()
+            watch.close()
     return EXIT_OK
 
 
@@ -655,13 +631,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _describe_rpc_error(error: grpc.RpcError, addr: str) -> str:
-    code = error.code() if isinstance(error, grpc.Call) else None
-    details = error.details() if isinstance(error, grpc.Call) else str(error)
-    if code == grpc.StatusCode.UNAVAILABLE and "connect" in (details or "").lower():
-        return f"cannot reach the agent at {addr}: {details}"
-    name = code.name if code is not None else "ERROR"
-    return f"{name}: {details}"
+def _describe(error: ControlPlaneError, addr: str) -> str:
+    """One line: the agent's own status and words, or why it could not be asked."""
+    if not error.status_message:
+        # Raised by the client itself: no answer from the agent at all.
+        if isinstance(error, Unavailable):
+            return f"cannot reach the agent at {addr}: {error}"
+        return str(error)
+    return f"{error.code.name}: {error.status_message}"
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
@@ -676,9 +653,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except (UsageError, ConfigError, AgentStartError) as error:
         print(PREFIX + str(error), file=sys.stderr)
         return EXIT_USAGE
-    except grpc.RpcError as error:
+    except ControlPlaneError as error:
         addr = getattr(args, "addr", "?")
-        print(PREFIX + _describe_rpc_error(error, addr), file=sys.stderr)
+        print(PREFIX + _describe(error, addr), file=sys.stderr)
         return EXIT_REMOTE_FAILURE
     except KeyboardInterrupt:
         return EXIT_OK

@@ -61,6 +61,7 @@ NAMES: tuple[tuple[str, str], ...] = (
     ("MembershipAsyncStub", "MembershipStub"),
     ("ServerPoolAsyncStub", "ServerPoolStub"),
     ("RingAsyncStub", "RingStub"),
+    ("KeyringAsyncStub", "KeyringStub"),
 )
 
 # Plain-text substitutions (prose in docstrings, module paths), in order.

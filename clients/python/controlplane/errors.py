@@ -75,6 +75,10 @@ class ControlPlaneError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        self.status_message = ""
+        """On the client: the status message exactly as the server sent it (the
+        agent's own words); empty for an error the client raised itself, such as
+        no server answering."""
 
     def __str__(self) -> str:
         return self.message

@@ -67,6 +67,8 @@ from controlplane.errors import (
 )
 from controlplane.pool import Server
 from controlplane.v1 import (
+    keyring_pb2,
+    keyring_pb2_grpc,
     membership_pb2,
     membership_pb2_grpc,
     ring_pb2,
@@ -94,6 +96,7 @@ class _Stubs:
     membership: membership_pb2_grpc.MembershipAsyncStub
     server_pool: server_pool_pb2_grpc.ServerPoolAsyncStub
     ring: ring_pb2_grpc.RingAsyncStub
+    keyring: keyring_pb2_grpc.KeyringAsyncStub
 
 
 class AsyncClient:
@@ -305,11 +308,19 @@ class AsyncClient:
 
     async def leader(self, *, timeout: float | None = None) -> membership_pb2.Leader | None:
         """The leader as the answering agent sees it, or None."""
+        response = await self.leader_status(timeout=timeout)
+        return response.leader if response.HasField("leader") else None
+
+    async def leader_status(
+        self,
+        *,
+        timeout: float | None = None,
+    ) -> membership_pb2.GetLeaderResponse:
+        """The whole answer: the leader, or why there is none and when one is expected."""
         request = membership_pb2.GetLeaderRequest()
-        response = await self._unary(
+        return await self._unary(
             "Membership/GetLeader", lambda s, t: s.membership.GetLeader(request, timeout=t), timeout
         )
-        return response.leader if response.HasField("leader") else None
 
     # ------------------------------------------------------------------ ServerPool
 
@@ -491,6 +502,55 @@ class AsyncClient:
         )
         return response.version
 
+    # ------------------------------------------------------------------ Keyring
+
+    async def list_keys(self, *, timeout: float | None = None) -> keyring_pb2.ListKeysResponse:
+        """The gossip keys installed across the cluster, as the answering agent gathers
+        them (needs the operator scope when the agent has tokens)."""
+        request = keyring_pb2.ListKeysRequest()
+        return await self._unary(
+            "Keyring/ListKeys", lambda s, t: s.keyring.ListKeys(request, timeout=t), timeout
+        )
+
+    async def install_key(
+        self,
+        key: bytes,
+        *,
+        timeout: float | None = None,
+    ) -> keyring_pb2.KeyringResult:
+        """Installs a gossip key on every member; the result says who answered."""
+        request = keyring_pb2.InstallKeyRequest(key=key)
+        response = await self._unary(
+            "Keyring/InstallKey", lambda s, t: s.keyring.InstallKey(request, timeout=t), timeout
+        )
+        return response.result
+
+    async def use_key(
+        self,
+        key: bytes,
+        *,
+        timeout: float | None = None,
+    ) -> keyring_pb2.KeyringResult:
+        """Makes an installed key the primary on every member."""
+        request = keyring_pb2.UseKeyRequest(key=key)
+        response = await self._unary(
+            "Keyring/UseKey", lambda s, t: s.keyring.UseKey(request, timeout=t), timeout
+        )
+        return response.result
+
+    async def remove_key(
+        self,
+        key: bytes,
+        *,
+        timeout: float | None = None,
+    ) -> keyring_pb2.KeyringResult:
+        """Removes a key that is not the primary from every member."""
+        request = keyring_pb2.RemoveKeyRequest(key=key)
+        response = await self._unary(
+            "Keyring/RemoveKey", lambda s, t: s.keyring.RemoveKey(request, timeout=t), timeout
+        )
+        return response.result
+
     # ------------------------------------------------------------------ watches
 
     def watch_members(self) -> AsyncWatch[membership_pb2.WatchMembersResponse, MembersUpdate]:
@@ -572,6 +632,7 @@ class AsyncClient:
                     membership_pb2_grpc.MembershipStub(channel),
                     server_pool_pb2_grpc.ServerPoolStub(channel),
                     ring_pb2_grpc.RingStub(channel),
+                    keyring_pb2_grpc.KeyringStub(channel),
                 )
                 self._conns[address] = conn
             return conn

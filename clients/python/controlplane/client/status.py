@@ -221,11 +221,15 @@ def error_from_status(
     if advice:
         full = f"{full} ({advice})"
     cls = ERRORS_BY_ERROR_CODE.get(error_code)
+    error: ControlPlaneError
     if cls is InvalidArgument:
-        return InvalidArgument(full, decoded.violations if decoded else ())
-    if cls is None:
-        return ControlPlaneError(f"{full} [status {error_code.name}]")
-    return cls(full)
+        error = InvalidArgument(full, decoded.violations if decoded else ())
+    elif cls is None:
+        error = ControlPlaneError(f"{full} [status {error_code.name}]")
+    else:
+        error = cls(full)
+    error.status_message = text
+    return error
 
 
 def error_from_rpc_error(
