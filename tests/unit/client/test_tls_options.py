@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from controlplane.cli import UsageError, _metadata
+from controlplane.cli import UsageError, _token
 from controlplane.client import Client, ClientOptions
 
 
@@ -60,15 +60,13 @@ def namespace(**values: str) -> argparse.Namespace:
 def test_the_cli_reads_the_token_file(tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("s3cret\n")
-    assert _metadata(namespace(token_file=str(token), token="other")) == (
-        ("authorization", "Bearer s3cret"),
-    )
+    assert _token(namespace(token_file=str(token), token="other")) == "s3cret"
     token.write_text("s3cret\n\n")
     # Only one newline is the file's ending.
-    assert _metadata(namespace(token_file=str(token))) == (("authorization", "Bearer s3cret\n"),)
-    assert _metadata(namespace(token="flag")) == (("authorization", "Bearer flag"),)
+    assert _token(namespace(token_file=str(token))) == "s3cret\n"
+    assert _token(namespace(token="flag")) == "flag"
     with pytest.raises(UsageError, match=r"--token-file .* cannot be read"):
-        _metadata(namespace(token_file=str(tmp_path / "missing")))
+        _token(namespace(token_file=str(tmp_path / "missing")))
     token.write_text("\n")
     with pytest.raises(UsageError, match="is empty"):
-        _metadata(namespace(token_file=str(token)))
+        _token(namespace(token_file=str(token)))
