@@ -3,7 +3,10 @@
 The agent owns one asyncio event loop. It builds the membership layer (which
 owns the gossip core), binds UDP gossip and the gRPC server on one port, serves
 the public services with standard health and reflection, and rejoins the members
-of its snapshot and the `--join` addresses.
+of its snapshot and the `--join` addresses. Its components are built in one step,
+from the configuration, by `build_components` (a frozen `Components`, no part
+optional); every problem with the configuration or a file read at start raises
+`ConfigError`, which the command line reports in one line (exit 2).
 
 Stopping (SIGTERM, SIGINT or the Leave RPC) is graceful, in this order: health
 goes NOT_SERVING and the member is tagged `draining`, so heartbeating clients
@@ -25,7 +28,8 @@ import logging
 import random
 import signal
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 import grpc
 import grpc.aio
@@ -107,11 +111,7 @@ SERVER_OPTIONS: Sequence[tuple[str, int]] = (
 RETRY_JOIN_INTERVAL = 1.0
 
 
-class AgentStartError(RuntimeError):
-    """The agent could not start (for example its port is taken)."""
-
-
-class NodeNameTaken(AgentStartError):
+class NodeNameTaken(ConfigError):
     """Another member already has this agent's node name: this agent stopped."""
 
 
@@ -143,66 +143,52 @@ def agent_tags(config: AgentConfig) -> dict[str, str]:
     return tags
 
 
-class Agent:
-    """One controlplane agent: a gossip member serving the public API."""
+@dataclass(frozen=True, slots=True)
+class AgentHooks:
+    """What the components call back into the agent that owns them."""
 
-    def __init__(self, config: AgentConfig) -> None:
-        self.config = config
-        self.health = health.aio.HealthServicer()
-        self.events: EventHub[Event] = EventHub()
-        self._server: grpc.aio.Server | None = None
-        self._stopping = asyncio.Event()
-        self._stopped = asyncio.Event()
-        self._left = False
-        self._leaving: asyncio.Lock | None = None
-        self.layer: Membership | None = None
-        self.runtime: GossipRuntime | None = None
-        self.pools: PoolRegistry | None = None
-        self.rings: RingService | None = None
-        self.election: ElectionDriver | None = None
-        self.keyring: Keyring | None = None
-        self.keys: KeyringService | None = None
-        self.leader_changes: EventHub[LeaderView | None] = EventHub()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._leave_task: asyncio.Task[None] | None = None
-        self._member_listeners: list[Callable[[MemberEvent], None]] = []
-        self.loop_lag = LoopLagProbe()
-        self.heap = HeapSettler()
-        # Set when this agent joined a cluster where its name was taken: it stops.
-        self.name_taken: str | None = None
-        self.tls: AgentTls | None = None
-        self.access: AccessPolicy | None = None
-        self._push_pull: PushPullClient | None = None
-        self._conflicts_warned: dict[tuple[str, int], float] = {}
+    events: EventHub[Event]
+    leader_changes: EventHub[LeaderView | None]
+    heap: HeapSettler
+    # Drain, leave, then stop the agent (the Leave RPC).
+    leave: Callable[[], Awaitable[None]]
+    on_name_conflict: Callable[[NameConflict], None]
 
-    def _on_event(self, event: Event) -> None:
-        if not isinstance(event, MemberEvent):
-            return
-        if self.layer is not None:
-            self.heap.observe(self.layer.member_count(), len(event.members))
-        for listener in self._member_listeners:
-            try:
-                listener(event)
-            except Exception:
-                log.exception("member view update failed on %s", event.type.value)
 
-    @property
-    def service_names(self) -> list[str]:
-        return [service.full_name for service in PUBLIC_SERVICES]
+@dataclass(frozen=True, slots=True)
+class Components:
+    """Everything a started agent runs, built together from its configuration by
+    `build_components`: the agent has all of them or (before it starts) none."""
 
-    def _load_keyring(self) -> Keyring | None:
-        """The gossip keyring: the data directory's keyring file wins over --encrypt
-        (as in Consul), because keys may have been rotated since the flag was written.
+    tls: AgentTls
+    # The API tokens (names and scopes are logged at start); empty without tokens.
+    api_tokens: tuple[ApiToken, ...]
+    # Whether gossip is sealed with a keyring (--encrypt or the keyring file).
+    encrypted: bool
+    layer: Membership
+    runtime: GossipRuntime
+    push_pull: PushPullClient
+    pools: PoolRegistry
+    rings: RingService
+    keys: KeyringService
+    election: ElectionDriver
+    heartbeats: HeartbeatRpcs
+    # The gRPC server with every service registered, not yet bound.
+    server: grpc.aio.Server
 
-        A keyring file that cannot be read or parsed raises ConfigError: starting
-        without encryption, or with --encrypt's possibly rotated-out key, would
-        change security silently, and the file is never written over unread. Only a
-        keyring built from --encrypt is written, so that rotations are kept."""
-        config = self.config
-        store = KeyringFile(config.data_dir) if config.data_dir else None
-        keys = store.load() if store is not None else None
+
+def load_keyring(config: AgentConfig) -> Keyring | None:
+    """The gossip keyring: the data directory's keyring file wins over --encrypt
+    (as in Consul), because keys may have been rotated since the flag was written.
+
+    A keyring file that cannot be read or parsed raises ConfigError: starting
+    without encryption, or with --encrypt's possibly rotated-out key, would
+    change security silently, and the file is never written over unread. Only a
+    keyring built from --encrypt is written, so that rotations are kept."""
+    if config.data_dir:
+        store = KeyringFile(config.data_dir)
+        keys = store.load()
         if keys is not None:
-            assert store is not None
             # Warned only when the flag would choose another primary key: a flag that
             # still names the file's primary key changes nothing.
             if config.encryption_key is not None and config.encryption_key != keys[0]:
@@ -214,162 +200,140 @@ class Agent:
                 )
             log.info("gossip keyring: %d keys from %s", len(keys), store.path)
             return Keyring(keys)
-        if config.encryption_key is None:
-            return None
-        keyring = Keyring([config.encryption_key])
-        if store is not None:
-            try:
-                store.save(keyring.keys)
-            except OSError as error:
-                raise ConfigError(
-                    f"keyring file {str(store.path)!r} cannot be written: {error.strerror or error}"
-                ) from None
-        return keyring
-
-    def _check_token_protection(self) -> None:
-        """Tokens guard the public services only: the internal push-pull service on the
-        same port answers without one, so it must be guarded by gossip encryption
-        (its frames are sealed with the keyring) or by mTLS."""
-        config = self.config
-        if not (config.api_token or config.api_tokens_file):
-            return
-        if self.keyring is None and not config.verify_incoming:
-            raise AgentStartError(
-                "api_token and api_tokens_file protect the public API only: the internal"
-                f" push-pull service on the same port ({config.port}) answers without a"
-                " token, so anyone could read and forge membership through it; also set"
-                " --encrypt KEY (`controlplane keygen`) or verify_incoming (mTLS)"
-            )
-
-    def _warn_if_open(self) -> None:
-        """Once per start: gossip without encryption on a reachable address is open."""
-        config = self.config
-        if self.keyring is not None or ipaddress.ip_address(config.bind).is_loopback:
-            return
-        log.warning(
-            "gossip is not encrypted: anyone who can reach %s (UDP and TCP) can join the"
-            " cluster, read the member list and forge membership; start every agent with"
-            " --encrypt KEY (`controlplane keygen` prints one, docs/security.md)",
-            config.listen_target,
-        )
-
-    def _membership(self, now: float) -> tuple[Membership, SnapshotFile | None]:
-        config = self.config
-        snapshot_state = None
-        snapshot_file = None
-        if config.data_dir:
-            path = snapshot_path(config.data_dir)
-            snapshot_state = read_snapshot(path)
-            snapshot_file = SnapshotFile(path)
-        layer = Membership(
-            PROFILES[config.profile](),
-            MembershipConfig(snapshot_records=snapshot_file is not None),
-            config.node,
-            (config.advertise_address, config.port),
-            tags=agent_tags(config),
-            # Production randomness: seeded from the OS; tests seed their own cores.
-            rng=random.Random(),
-            now=now,
-            keyring=self.keyring,
-            label=config.cluster_label,
-            snapshot=snapshot_state,
-        )
-        return layer, snapshot_file
-
-    def _servicers(self, layer: Membership, runtime: GossipRuntime) -> dict[str, object]:
-        """The servicer of each public service, by service name."""
-        assert self.election is not None
-        assert self.keys is not None
-        assert self.rings is not None
-        assert self.pools is not None
-        clock = asyncio.get_running_loop().time
-        heartbeats = HeartbeatRpcs(
-            layer, HeartbeatTracker(random.Random()), clock, leader=self._leader_address
-        )
-        self._member_listeners.append(heartbeats.on_member_event)
-        members = MembershipService(
-            layer, runtime, self.events, default_port=self.config.port, leave=self.leave_cluster
-        )
-        leader = LeaderRpcs(layer, self.election.leader, self.leader_changes, self.election.status)
-        return {
-            MEMBERSHIP.name: MembershipServicer(members, leader),
-            SERVER_POOL.name: ServerPoolServicer(ServerPoolRpcs(self.pools), heartbeats),
-            RING.name: RingServicer(self.rings),
-            KEYRING.name: KeyringServicer(self.keys),
-        }
-
-    def _access_policy(self) -> AccessPolicy | None:
-        """Who may call what (api/auth.py); None when everyone may call everything,
-        so an open loopback agent pays nothing per call."""
-        config = self.config
-        file_tokens: list[ApiToken] = []
-        if config.api_tokens_file:
-            file_tokens, warning = load_tokens_file(config.api_tokens_file)
-            if warning:
-                log.warning("%s", warning)
-        tokens = configured_tokens(config.api_token, file_tokens)
-        loopback_only = ipaddress.ip_address(config.bind).is_loopback
-        if not tokens and loopback_only:
-            return None
-        return AccessPolicy(tuple(tokens), loopback_only, config.verify_incoming)
-
-    async def start(self) -> None:
-        config = self.config
-        loop = asyncio.get_running_loop()
-        for kind, label in ((socket.SOCK_STREAM, "TCP"), (socket.SOCK_DGRAM, "UDP")):
-            if _port_in_use(config.bind, config.port, kind):
-                raise AgentStartError(
-                    f"port {config.port} on {config.bind} is already in use ({label})"
-                )
-        # Read once here; SIGHUP reads them again (`reload_tls`). A bad file is a
-        # ConfigError, which the command line reports in one line (exit 2).
-        self.tls = tls = AgentTls.from_config(config)
-        self.access = self._access_policy()
+    if config.encryption_key is None:
+        return None
+    keyring = Keyring([config.encryption_key])
+    if config.data_dir:
+        store = KeyringFile(config.data_dir)
         try:
-            if config.data_dir:
-                check_data_dir(config.data_dir)
-            self.keyring = self._load_keyring()
-            self._check_token_protection()
-            layer, snapshot_file = self._membership(loop.time())
+            store.save(keyring.keys)
         except OSError as error:
-            raise AgentStartError(
-                f"data directory {config.data_dir!r} is not usable: {error.strerror or error}"
+            raise ConfigError(
+                f"keyring file {str(store.path)!r} cannot be written: {error.strerror or error}"
             ) from None
-        self._push_pull = PushPullClient(tls.outgoing, tls.channel_options())
-        runtime = GossipRuntime(layer, push_pull=self._push_pull, snapshot=snapshot_file)
-        runtime.subscribe(self.events.publish)
-        runtime.on_name_conflict(self._on_name_conflict)
-        self.pools = PoolRegistry(
-            loop.time, pinger=tls_health_ping(lambda: tls.outgoing, tls.channel_options())
+    return keyring
+
+
+def check_token_protection(config: AgentConfig, keyring: Keyring | None) -> None:
+    """Tokens guard the public services only: the internal push-pull service on the
+    same port answers without one, so it must be guarded by gossip encryption
+    (its frames are sealed with the keyring) or by mTLS."""
+    if not (config.api_token or config.api_tokens_file):
+        return
+    if keyring is None and not config.verify_incoming:
+        raise ConfigError(
+            "api_token and api_tokens_file protect the public API only: the internal"
+            f" push-pull service on the same port ({config.port}) answers without a"
+            " token, so anyone could read and forge membership through it; also set"
+            " --encrypt KEY (`controlplane keygen`) or verify_incoming (mTLS)"
         )
-        epochs = EpochStore(config.data_dir) if config.data_dir else None
-        try:
-            self.rings = RingService(
-                RingDirectory(config.node),
-                layer,
-                runtime.send,
-                loop.time,
-                RegistrationStore(config.data_dir) if config.data_dir else None,
-            )
-            # Out of range or damaged: exit 2 with one line (shell/election.py).
-            stored_epoch = epochs.load() if epochs else 0
-        except ConfigError:
-            if snapshot_file is not None:
-                snapshot_file.close()
-            raise
-        runtime.on_channel(RING_CHANNEL, self.rings.on_channel, self.rings.local_state)
-        # Every view of the members (rings, election, heartbeat server lists) follows
-        # member events one member at a time: a fleet's churn costs what changed.
-        self._member_listeners.append(self.rings.on_member_event)
-        runtime.subscribe(self._on_event)
-        self.keys = KeyringService(
+
+
+def warn_if_open(config: AgentConfig, encrypted: bool) -> None:
+    """Once per start: gossip without encryption on a reachable address is open."""
+    if encrypted or ipaddress.ip_address(config.bind).is_loopback:
+        return
+    log.warning(
+        "gossip is not encrypted: anyone who can reach %s (UDP and TCP) can join the"
+        " cluster, read the member list and forge membership; start every agent with"
+        " --encrypt KEY (`controlplane keygen` prints one, docs/security.md)",
+        config.listen_target,
+    )
+
+
+def access_policy(config: AgentConfig) -> AccessPolicy | None:
+    """Who may call what (api/auth.py); None when everyone may call everything,
+    so an open loopback agent pays nothing per call."""
+    file_tokens: list[ApiToken] = []
+    if config.api_tokens_file:
+        file_tokens, warning = load_tokens_file(config.api_tokens_file)
+        if warning:
+            log.warning("%s", warning)
+    tokens = configured_tokens(config.api_token, file_tokens)
+    loopback_only = ipaddress.ip_address(config.bind).is_loopback
+    if not tokens and loopback_only:
+        return None
+    return AccessPolicy(tuple(tokens), loopback_only, config.verify_incoming)
+
+
+def _membership(
+    config: AgentConfig, keyring: Keyring | None, now: float
+) -> tuple[Membership, SnapshotFile | None]:
+    snapshot_state = None
+    snapshot_file = None
+    if config.data_dir:
+        path = snapshot_path(config.data_dir)
+        snapshot_state = read_snapshot(path)
+        snapshot_file = SnapshotFile(path)
+    layer = Membership(
+        PROFILES[config.profile](),
+        MembershipConfig(snapshot_records=snapshot_file is not None),
+        config.node,
+        (config.advertise_address, config.port),
+        tags=agent_tags(config),
+        # Production randomness: seeded from the OS; tests seed their own cores.
+        rng=random.Random(),
+        now=now,
+        keyring=keyring,
+        label=config.cluster_label,
+        snapshot=snapshot_state,
+    )
+    return layer, snapshot_file
+
+
+def build_components(config: AgentConfig, hooks: AgentHooks) -> Components:
+    """Every component of an agent, built from `config` on the running loop.
+
+    Reads the start-time files (TLS, tokens, data directory, keyring, snapshot,
+    ring registrations, epoch) in that order; a problem with any of them, or with
+    the settings together, raises ConfigError (one line, exit 2). Nothing is bound
+    or started: `Agent.start` binds the ports and starts the parts."""
+    loop = asyncio.get_running_loop()
+    # Read once here; SIGHUP reads them again (`Agent.reload_tls`).
+    tls = AgentTls.from_config(config)
+    access = access_policy(config)
+    try:
+        if config.data_dir:
+            check_data_dir(config.data_dir)
+        keyring = load_keyring(config)
+        check_token_protection(config, keyring)
+        layer, snapshot_file = _membership(config, keyring, loop.time())
+    except OSError as error:
+        raise ConfigError(
+            f"data directory {config.data_dir!r} is not usable: {error.strerror or error}"
+        ) from None
+    push_pull = PushPullClient(tls.outgoing, tls.channel_options())
+    runtime = GossipRuntime(layer, push_pull=push_pull, snapshot=snapshot_file)
+    runtime.subscribe(hooks.events.publish)
+    runtime.on_name_conflict(hooks.on_name_conflict)
+    pools = PoolRegistry(
+        loop.time, pinger=tls_health_ping(lambda: tls.outgoing, tls.channel_options())
+    )
+    epochs = EpochStore(config.data_dir) if config.data_dir else None
+    try:
+        rings = RingService(
+            RingDirectory(config.node),
             layer,
             runtime.send,
-            self.keyring,
-            KeyringFile(config.data_dir) if config.data_dir else None,
+            loop.time,
+            RegistrationStore(config.data_dir) if config.data_dir else None,
         )
-        runtime.on_channel(KEYRING_CHANNEL, self.keys.on_channel)
-        election = Election(
+        # Out of range or damaged: exit 2 with one line (shell/election.py).
+        stored_epoch = epochs.load() if epochs else 0
+    except ConfigError:
+        if snapshot_file is not None:
+            snapshot_file.close()
+        raise
+    runtime.on_channel(RING_CHANNEL, rings.on_channel, rings.local_state)
+    keys = KeyringService(
+        layer,
+        runtime.send,
+        keyring,
+        KeyringFile(config.data_dir) if config.data_dir else None,
+    )
+    runtime.on_channel(KEYRING_CHANNEL, keys.on_channel)
+    election = ElectionDriver(
+        Election(
             ElectionConfig(quorum=config.election_quorum),
             config.node,
             rank=config.rank if config.role == "server" else None,
@@ -378,23 +342,122 @@ class Agent:
             life=new_life(),
             # Until its joins are done the agent cannot tell a leader in office from none.
             joining=True,
-        )
-        self.election = ElectionDriver(
-            election,
-            runtime,
-            self.leader_changes.publish,
-            epochs,
-            keyring=self.keyring,
-            label=config.cluster_label,
-        )
-        self._member_listeners.append(self.election.on_member_event)
-        self._leaving = asyncio.Lock()
+        ),
+        runtime,
+        hooks.leader_changes.publish,
+        epochs,
+        keyring=keyring,
+        label=config.cluster_label,
+    )
 
-        server = grpc.aio.server(options=SERVER_OPTIONS)
-        servicers = self._servicers(layer, runtime)
-        for service in PUBLIC_SERVICES:
-            service.add_to_server(servicers[service.name], server, self.access)
-        GOSSIP.add_to_server(GossipServicer(runtime.serve_push_pull), server, None)
+    def leader_address_and_epoch() -> tuple[str, int] | None:
+        """The leader's gRPC address and epoch, for heartbeat responses."""
+        view = election.leader()
+        if view is None:
+            return None
+        # Read per heartbeat: the address alone, without building a Leader message.
+        address = leader_address(view, layer)
+        return (address, view.epoch) if address else None
+
+    heartbeats = HeartbeatRpcs(
+        layer, HeartbeatTracker(random.Random()), loop.time, leader=leader_address_and_epoch
+    )
+    # Every view of the members (rings, election, heartbeat server lists) follows
+    # member events one member at a time: a fleet's churn costs what changed.
+    member_listeners = (rings.on_member_event, election.on_member_event, heartbeats.on_member_event)
+
+    def on_event(event: Event) -> None:
+        if not isinstance(event, MemberEvent):
+            return
+        hooks.heap.observe(layer.member_count(), len(event.members))
+        for listener in member_listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("member view update failed on %s", event.type.value)
+
+    runtime.subscribe(on_event)
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    members = MembershipService(
+        layer, runtime, hooks.events, default_port=config.port, leave=hooks.leave
+    )
+    leader = LeaderRpcs(layer, election.leader, hooks.leader_changes, election.status)
+    MEMBERSHIP.add_to_server(MembershipServicer(members, leader), server, access)
+    SERVER_POOL.add_to_server(ServerPoolServicer(ServerPoolRpcs(pools), heartbeats), server, access)
+    RING.add_to_server(RingServicer(rings), server, access)
+    KEYRING.add_to_server(KeyringServicer(keys), server, access)
+    GOSSIP.add_to_server(GossipServicer(runtime.serve_push_pull), server, None)
+    return Components(
+        tls=tls,
+        api_tokens=tuple(access.tokens) if access is not None else (),
+        encrypted=keyring is not None,
+        layer=layer,
+        runtime=runtime,
+        push_pull=push_pull,
+        pools=pools,
+        rings=rings,
+        keys=keys,
+        election=election,
+        heartbeats=heartbeats,
+        server=server,
+    )
+
+
+class Agent:
+    """One controlplane agent: a gossip member serving the public API."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.health = health.aio.HealthServicer()
+        self.events: EventHub[Event] = EventHub()
+        self.leader_changes: EventHub[LeaderView | None] = EventHub()
+        self.loop_lag = LoopLagProbe()
+        self.heap = HeapSettler()
+        # Set by `start` once every component is built and the server serves.
+        self._components: Components | None = None
+        self._stopping = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._left = False
+        self._leaving = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._leave_task: asyncio.Task[None] | None = None
+        # Set when this agent joined a cluster where its name was taken: it stops.
+        self.name_taken: str | None = None
+        self._conflicts_warned: dict[tuple[str, int], float] = {}
+
+    @property
+    def components(self) -> Components:
+        """The started agent's components; RuntimeError before `start` succeeded."""
+        if self._components is None:
+            raise RuntimeError("the agent has not started")
+        return self._components
+
+    @property
+    def started(self) -> bool:
+        return self._components is not None
+
+    @property
+    def service_names(self) -> list[str]:
+        return [service.full_name for service in PUBLIC_SERVICES]
+
+    async def start(self) -> None:
+        config = self.config
+        for kind, label in ((socket.SOCK_STREAM, "TCP"), (socket.SOCK_DGRAM, "UDP")):
+            if _port_in_use(config.bind, config.port, kind):
+                raise ConfigError(
+                    f"port {config.port} on {config.bind} is already in use ({label})"
+                )
+        parts = build_components(
+            config,
+            AgentHooks(
+                events=self.events,
+                leader_changes=self.leader_changes,
+                heap=self.heap,
+                leave=self.leave_cluster,
+                on_name_conflict=self._on_name_conflict,
+            ),
+        )
+        tls, server = parts.tls, parts.server
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         add_reflection(server, [*self.service_names, health.SERVICE_NAME])
         try:
@@ -403,28 +466,26 @@ class Agent:
             else:
                 bound = server.add_insecure_port(config.listen_target)
         except RuntimeError as error:
-            raise AgentStartError(f"cannot bind {config.listen_target}: {error}") from None
+            raise ConfigError(f"cannot bind {config.listen_target}: {error}") from None
         if bound == 0:
-            raise AgentStartError(f"cannot bind {config.listen_target}")
+            raise ConfigError(f"cannot bind {config.listen_target}")
         try:
-            runtime.open(config.bind, config.port)
+            parts.runtime.open(config.bind, config.port)
         except OSError as error:
-            raise AgentStartError(
-                f"cannot bind UDP {config.listen_target}: {error.strerror}"
-            ) from None
+            raise ConfigError(f"cannot bind UDP {config.listen_target}: {error.strerror}") from None
         await server.start()
         self.loop_lag.start()
         self.heap.start()
-        self._server, self.layer, self.runtime = server, layer, runtime
-        self.pools.start()
-        self.election.start()
+        self._components = parts
+        parts.pools.start()
+        parts.election.start()
         for name in ["", *self.service_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        if self.access is not None and self.access.tokens:
+        if parts.api_tokens:
             # Names and scopes only: the secrets are never logged.
             log.info(
                 "API tokens: %s",
-                ", ".join(f"{token.name} ({token.scope.label})" for token in self.access.tokens),
+                ", ".join(f"{token.name} ({token.scope.label})" for token in parts.api_tokens),
             )
         log.info(
             "agent %s serving on %s (advertising %s, profile %s, role %s)",
@@ -440,17 +501,17 @@ class Agent:
                 "this agent serves TLS but calls its peers in plaintext: push-pull with"
                 " peers that serve TLS fails; set verify_outgoing (with tls_ca_file)"
             )
-        self._warn_if_open()
-        snapshot = layer.snapshot_state
+        warn_if_open(config, parts.encrypted)
+        snapshot = parts.layer.snapshot_state
         if snapshot is not None and snapshot.members and not snapshot.left:
-            self.election.expect_join()
-            self._tasks.append(asyncio.create_task(self._rejoin()))
+            parts.election.expect_join()
+            self._tasks.append(asyncio.create_task(self._rejoin(parts)))
         if config.join:
             # Membership is NOT_SERVING until the agent has reached the cluster.
             await self.health.set(MEMBERSHIP.full_name, health_pb2.HealthCheckResponse.NOT_SERVING)
-            self.election.expect_join()
-            self._tasks.append(asyncio.create_task(self._join(config.join)))
-        self.election.joins_started()
+            parts.election.expect_join()
+            self._tasks.append(asyncio.create_task(self._join(parts, config.join)))
+        parts.election.joins_started()
 
     def _on_name_conflict(self, conflict: NameConflict) -> None:
         """Serf's answer to a name conflict: the newcomer goes, the incumbent stays.
@@ -479,29 +540,14 @@ class Agent:
                 conflict.name,
             )
 
-    def _leader_address(self) -> tuple[str, int] | None:
-        """The leader's gRPC address and epoch, for heartbeat responses."""
-        if self.election is None or self.layer is None:
-            return None
-        view = self.election.leader()
-        if view is None:
-            return None
-        # Read per heartbeat: the address alone, without building a Leader message.
-        address = leader_address(view, self.layer)
-        return (address, view.epoch) if address else None
-
-    async def _rejoin(self) -> None:
-        assert self.runtime is not None
-        contacted = await self.runtime.rejoin()
+    async def _rejoin(self, parts: Components) -> None:
+        contacted = await parts.runtime.rejoin()
         log.info("rejoined %d members remembered in the snapshot", contacted)
-        if self.election is not None:
-            self.election.joined()
+        parts.election.joined()
 
-    async def _join(self, addresses: Sequence[str]) -> None:
-        assert self.runtime is not None
-        await self.runtime.retry_join(addresses, self.config.port, RETRY_JOIN_INTERVAL)
-        if self.election is not None:
-            self.election.joined()
+    async def _join(self, parts: Components, addresses: Sequence[str]) -> None:
+        await parts.runtime.retry_join(addresses, self.config.port, RETRY_JOIN_INTERVAL)
+        parts.election.joined()
         await self.health.set(MEMBERSHIP.full_name, health_pb2.HealthCheckResponse.SERVING)
 
     async def leave_cluster(self) -> None:
@@ -521,18 +567,17 @@ class Agent:
             asyncio.get_running_loop().call_later(0.1, self.request_stop)
 
     async def _drain_and_leave(self) -> None:
-        assert self._leaving is not None, "the agent has not started"
-        assert self.layer is not None
-        assert self.runtime is not None
+        parts = self.components
         async with self._leaving:
             if self._left:
                 return
             await self.health.enter_graceful_shutdown()
             # Clients learn from gossip and heartbeats that this server is going away.
-            self.runtime.apply(self.layer.update_tags({DRAINING_TAG: "true"}, (), self.runtime.now))
+            runtime = parts.runtime
+            runtime.apply(parts.layer.update_tags({DRAINING_TAG: "true"}, (), runtime.now))
             if self.config.drain_period > 0:
                 await asyncio.sleep(self.config.drain_period)
-            await self.runtime.leave()
+            await runtime.leave()
             self._left = True
             log.info("agent %s left the cluster", self.config.node)
 
@@ -542,7 +587,8 @@ class Agent:
 
     async def stop(self) -> None:
         """Graceful shutdown: drain, leave, then let in-flight RPCs finish."""
-        if self._server is None or self._stopped.is_set():
+        parts = self._components
+        if parts is None or self._stopped.is_set():
             return
         log.info("agent %s stopping (grace %.1fs)", self.config.node, self.config.shutdown_grace)
         for task in self._tasks:
@@ -551,15 +597,11 @@ class Agent:
             await self._drain_and_leave()
         self.events.close()
         self.leader_changes.close()
-        if self.election is not None:
-            self.election.close()
-        if self.rings is not None:
-            self.rings.close()
-        await self._server.stop(self.config.shutdown_grace)
-        if self.pools is not None:
-            await self.pools.close()
-        if self.runtime is not None:
-            await self.runtime.close()
+        parts.election.close()
+        parts.rings.close()
+        await parts.server.stop(self.config.shutdown_grace)
+        await parts.pools.close()
+        await parts.runtime.close()
         self.loop_lag.stop()
         self._stopped.set()
         self.heap.stop()
@@ -580,13 +622,13 @@ class Agent:
         """SIGHUP: reads the TLS files again. New handshakes, in and out, use them;
         open connections (watch streams included) keep theirs. A failure logs one
         error line and keeps the current files; returns whether they were replaced."""
-        if self.tls is None or not (self.tls.serving or self.tls.outgoing_tls):
+        parts = self._components
+        if parts is None or not (parts.tls.serving or parts.tls.outgoing_tls):
             log.info("SIGHUP: nothing to reload (no TLS files configured)")
             return False
-        if not await asyncio.to_thread(self.tls.reload):
+        if not await asyncio.to_thread(parts.tls.reload):
             return False
-        if self._push_pull is not None:
-            self._push_pull.set_credentials(self.tls.outgoing)
+        parts.push_pull.set_credentials(parts.tls.outgoing)
         return True
 
     async def run(self) -> int:

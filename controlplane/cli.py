@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
-from controlplane.agent import Agent, AgentStartError
+from controlplane.agent import Agent
 from controlplane.client import Client, ClientOptions
 from controlplane.client.tls import TlsFiles, load_credentials
 from controlplane.config import (
@@ -650,7 +650,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             print(PREFIX + warning, file=sys.stderr)
         run: Command = args.run
         return run(args, stdout)
-    except (UsageError, ConfigError, AgentStartError) as error:
+    except (UsageError, ConfigError) as error:
         print(PREFIX + str(error), file=sys.stderr)
         return EXIT_USAGE
     except ControlPlaneError as error:

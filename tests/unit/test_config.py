@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from controlplane import agent, cli, datadir, election
+from controlplane.agent import check_token_protection
+from controlplane.api import auth
+from controlplane.api.auth import load_tokens_file
 from controlplane.config import (
     SETTINGS,
     AgentConfig,
@@ -18,6 +24,12 @@ from controlplane.config import (
     split_join_address,
 )
 from controlplane.configerror import ConfigError
+from controlplane.datadir import check_data_dir
+from controlplane.election import ElectionConfig
+from controlplane.election import config as election_config
+from controlplane.shell import tls
+from controlplane.shell.election import EpochStore
+from controlplane.shell.tls import load_material
 
 
 def test_defaults() -> None:
@@ -205,3 +217,64 @@ def test_a_join_port_is_ascii_digits(port: str) -> None:
     # str.isdigit() accepts these; int() refuses the first and reads the second.
     with pytest.raises(ConfigError, match="a port is 1 to 65535"):
         build_config(flags={"join": (f"10.0.0.1:{port}",)})
+
+
+# ------------------------------------------------- one ConfigError for all
+
+
+def _former_kinds(tmp_path: Path) -> dict[str, Callable[[], object]]:
+    """What raised each of the former error classes, by the class's old name."""
+    missing = str(tmp_path / "missing")
+    damaged_epoch = tmp_path / "epoch"
+    damaged_epoch.mkdir()
+    (damaged_epoch / "election.epoch").write_text("not an epoch\n")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
+    return {
+        "ConfigError": lambda: build_config(flags={"port": "70000"}),
+        "TokensFileError": lambda: load_tokens_file(missing),
+        "TlsFileError": lambda: load_material("", missing, missing),
+        "StateFileError": lambda: check_data_dir(str(a_file)),
+        "StateFileError (epoch)": lambda: EpochStore(str(damaged_epoch)).load(),
+        "ElectionConfigError": lambda: ElectionConfig(lease_time=0.0),
+        "AgentStartError": lambda: check_token_protection(
+            build_config(flags={"api_token": "t" * 16}), None
+        ),
+    }
+
+
+def test_every_former_kind_of_config_error_raises_config_error(tmp_path: Path) -> None:
+    for kind, raise_it in _former_kinds(tmp_path).items():
+        with pytest.raises(ConfigError) as raised:
+            raise_it()
+        assert type(raised.value) is ConfigError, kind
+        assert "\n" not in str(raised.value), kind
+
+
+def test_the_former_error_classes_are_gone() -> None:
+    modules = (auth, tls, datadir, election_config, agent, election)
+    for name in ("TokensFileError", "TlsFileError", "StateFileError", "ElectionConfigError"):
+        assert not any(hasattr(module, name) for module in modules), name
+    assert not hasattr(agent, "AgentStartError")
+    # A node name taken in the cluster is the one error found after start: still a
+    # ConfigError (start the agent with another --node), so exit 2 as well.
+    assert issubclass(agent.NodeNameTaken, ConfigError)
+
+
+def test_the_command_line_reports_each_in_one_line_with_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in [n for n in os.environ if n.startswith("CONTROLPLANE_")]:
+        if name != "CONTROLPLANE_STRICT":
+            monkeypatch.delenv(name)
+    for kind, raise_it in _former_kinds(tmp_path).items():
+
+        async def run(self: agent.Agent, raise_it: Callable[[], object] = raise_it) -> int:
+            raise_it()
+            return 0
+
+        monkeypatch.setattr(agent.Agent, "run", run)
+        assert cli.main(["agent", "--port", "7946"]) == 2, kind
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1, (kind, lines)
+        assert lines[0].startswith("controlplane: "), (kind, lines)
