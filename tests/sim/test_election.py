@@ -13,6 +13,7 @@ import time
 import pytest
 
 from controlplane.election import Echo, Election, ElectionConfig, LeaderView, failover_bound
+from controlplane.election.election import Role
 from controlplane.election.lease import min_safe_skew
 from controlplane.testing.election_sim import ElectionSim, SimConfig, run_seed
 
@@ -43,6 +44,31 @@ class ViewsFromArrival(Election):
 
     def _view_end(self, echo: Echo | None, remaining: float, now: float) -> float | None:
         return now + min(remaining, self._cfg.lease_time) + self._cfg.max_clock_skew
+
+
+class VoterGrantsTwoHolders(Election):
+    """Broken on purpose: a voter grants a candidate while it still backs another
+    leadership (it forgets its grant and any lease it knows to be in force)."""
+
+    def _decide(
+        self, candidate: str, epoch: int, established: bool, now: float
+    ) -> tuple[bool, float, bool]:
+        if self._grant is not None and self._grant.candidate != candidate:
+            self._grant = None
+        return super()._decide(candidate, epoch, established, now)
+
+    def _blocking_lease(self, now: float, candidate: str) -> float:
+        return 0.0
+
+
+class HolderRenewsWithoutGrants(Election):
+    """Broken on purpose: a leader extends its lease with every request it sends,
+    whether or not anybody granted it."""
+
+    def _sufficient_seq(self) -> int:
+        if self._role is Role.LEADER and self._sent:
+            return max(self._sent)
+        return super()._sufficient_seq()
 
 
 def test_thousand_seeded_runs_never_overlap_never_report_stale_and_epochs_only_grow() -> None:
@@ -81,33 +107,47 @@ def unchecked(config: ElectionConfig, **fields: float) -> ElectionConfig:
 DEFAULT = ElectionConfig()
 MIN_SKEW = min_safe_skew(DEFAULT.lease_time, DEFAULT.max_drift)
 
-# Elections broken on purpose, each with the runs that must show the checker sees it:
-# (name, election factory, election config).
+# Elections broken on purpose, each of which the checker must catch within
+# MUTANT_SEEDS runs: (name, election factory, election config). The first two break
+# the rules of docs/election.md, the last three the margin `validate()` enforces.
 MUTANTS: list[tuple[str, type[Election], ElectionConfig]] = [
     ("holder trusts the follower lease", HolderUsesFollowerRule, DEFAULT),
     ("views run from a copy's arrival", ViewsFromArrival, DEFAULT),
+    ("a voter grants two holders", VoterGrantsTwoHolders, DEFAULT),
+    ("a holder renews without grants", HolderRenewsWithoutGrants, DEFAULT),
     ("no skew margin at all", Election, unchecked(ElectionConfig(), max_clock_skew=0.0)),
     (
         "half the minimum skew margin",
         Election,
         unchecked(ElectionConfig(), max_clock_skew=MIN_SKEW / 2),
     ),
+    (
+        "a skew margin just below the minimum",
+        Election,
+        unchecked(ElectionConfig(), max_clock_skew=MIN_SKEW * 0.99),
+    ),
 ]
+MUTANT_SEEDS = range(300)
 
 
 @pytest.mark.parametrize(("name", "factory", "election"), MUTANTS, ids=[m[0] for m in MUTANTS])
 def test_the_checker_catches_every_mutant(
     name: str, factory: type[Election], election: ElectionConfig
 ) -> None:
+    assert election.max_clock_skew < MIN_SKEW or factory is not Election, name
     caught = next(
         (
             seed
-            for seed in range(300)
+            for seed in MUTANT_SEEDS
             if run_seed(seed, SimConfig(election=election), factory=factory).violations
         ),
         None,
     )
     assert caught is not None, f"the checker missed the mutant: {name}"
+    # The same run with the real election and the default margin is clean: what the
+    # checker saw is the mutation, not the faults of that seed.
+    control = run_seed(caught, SimConfig(election=DEFAULT)).violations
+    assert control == [], f"seed {caught} is flagged without the mutation: {control[:2]}"
 
 
 @pytest.mark.xfail(
