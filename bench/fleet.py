@@ -668,7 +668,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     output = args.output or ROOT / "docs" / "scale" / (
         "crowd-quick.json" if args.quick else "crowd.json"
     )
-    agent_args = ["--profile", args.profile]
+    # Dense loop-lag samples: the bench hunts 20 ms stalls (the default samples twice
+    # a second, cheap at idle).
+    agent_args = ["--profile", args.profile, "--loop-lag-interval", "0.05"]
     crowd_args = ["--profile", args.profile, "--block", "1"]
     if args.encrypt:
         key = base64.b64encode(os.urandom(32)).decode()

@@ -411,7 +411,7 @@ class Agent:
         self.health = health.aio.HealthServicer()
         self.events: EventHub[Event] = EventHub()
         self.leader_changes: EventHub[LeaderView | None] = EventHub()
-        self.loop_lag = LoopLagProbe()
+        self.loop_lag = LoopLagProbe(config.loop_lag_interval)
         self.heap = HeapSettler()
         # Set by `start` once every component is built and the server serves.
         self._components: Components | None = None

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import difflib
 import ipaddress
 import re
 import socket
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -89,6 +87,7 @@ class AgentConfig:
     log_level: str = "info"
     drain_period: float = 2.0
     shutdown_grace: float = 5.0
+    loop_lag_interval: float = 0.5
 
     @property
     def encryption_key(self) -> bytes | None:
@@ -253,6 +252,11 @@ def _check_quorum(value: int) -> None:
 def _check_grace(value: float) -> None:
     if not 0 <= value <= 300:
         raise ValueError(f"must be from 0 to 300 seconds, got {value}")
+
+
+def _check_loop_lag_interval(value: float) -> None:
+    if not 0.01 <= value <= 60:
+        raise ValueError(f"must be from 0.01 to 60 seconds, got {value}")
 
 
 def split_join_address(text: str) -> tuple[str, int | None]:
@@ -475,6 +479,12 @@ SETTINGS: dict[str, Setting] = {
             _check_grace,
             "seconds in-flight RPCs get to finish on stop (default 5)",
         ),
+        Setting(
+            "loop_lag_interval",
+            _parse_float,
+            _check_loop_lag_interval,
+            "seconds between loop-lag samples (default 0.5; each is a wake-up of an idle agent)",
+        ),
     )
 }
 assert set(SETTINGS) == {f.name for f in fields(AgentConfig)}
@@ -489,6 +499,8 @@ def environment_warnings(environ: Mapping[str, str]) -> list[str]:
     for name in sorted(environ):
         if not name.startswith(ENV_PREFIX) or name in known:
             continue
+        import difflib  # only for a variable that is not a setting
+
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
         hint = f" (did you mean {close[0]}?)" if close else ""
         warnings.append(
@@ -513,6 +525,8 @@ def _apply(values: dict[str, Any], name: str, raw: object, source: str) -> None:
 
 def load_file(path: str | Path) -> dict[str, object]:
     """Reads a TOML file into raw values; a missing or malformed file is a ConfigError."""
+    import tomllib  # only an agent with a config file needs the parser
+
     try:
         with open(path, "rb") as handle:
             return tomllib.load(handle)

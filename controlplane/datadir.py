@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import tempfile
 from pathlib import Path
 
 from controlplane.configerror import ConfigError
@@ -29,6 +28,8 @@ def check_data_dir(data_dir: str) -> None:
     files can be listed, created and removed in it; raises ConfigError naming
     the directory and the problem."""
     path = Path(data_dir)
+    import tempfile  # only an agent with a data directory needs it
+
     for directory in (path, path / "serf"):
         try:
             directory.mkdir(parents=True, exist_ok=True)

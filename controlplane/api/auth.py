@@ -33,7 +33,6 @@ import enum
 import hmac
 import os
 import stat
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,6 +132,8 @@ def parse_tokens(text: str, source: str) -> list[ApiToken]:
     scopes = ["write"]           # read | write | operator; the highest one counts
     ```
     """
+    import tomllib  # only an agent with a tokens file needs the parser
+
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:

@@ -17,8 +17,6 @@ from typing import Any
 
 import grpc
 import grpc.aio
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 from controlplane.errors import ControlPlaneError, Internal, InvalidArgument
 
@@ -29,6 +27,11 @@ ERROR_DOMAIN = "controlplane"
 
 def status_of(error: ControlPlaneError) -> grpc.Status:
     """The gRPC status (code, message, rich details) that represents `error`."""
+    # Imported with the first error: the google.rpc descriptors are memory that an
+    # agent answering only successes never needs.
+    from google.rpc import error_details_pb2, status_pb2
+    from grpc_status import rpc_status
+
     detail = status_pb2.Status(code=int(error.error_code), message=error.message)
     if isinstance(error, InvalidArgument) and error.violations:
         bad_request = error_details_pb2.BadRequest(
@@ -42,7 +45,7 @@ def status_of(error: ControlPlaneError) -> grpc.Status:
         detail.details.add().Pack(bad_request)
     info = error_details_pb2.ErrorInfo(reason=type(error).__name__.upper(), domain=ERROR_DOMAIN)
     detail.details.add().Pack(info)
-    assert detail.code != code_pb2.OK
+    assert detail.code != 0  # google.rpc.Code.OK
     status: grpc.Status = rpc_status.to_status(detail)
     return status
 

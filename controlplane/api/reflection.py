@@ -17,24 +17,21 @@ default descriptor pool, as it did from grpcio-reflection.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
-from importlib import resources
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
-from google.protobuf import descriptor, descriptor_pb2, descriptor_pool
-from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from controlplane.v1 import keyring_pb2, membership_pb2, ring_pb2, server_pool_pb2
+if TYPE_CHECKING:
+    from google.protobuf import descriptor, descriptor_pb2, descriptor_pool
+    from google.protobuf.descriptor_pb2 import FileDescriptorProto as FileProto
 
 log = logging.getLogger("controlplane.api")
 
 DESCRIPTOR_SET = "descriptor_set.binpb"
 SERVICE_NAME = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"].full_name
-
-FileProto = descriptor_pb2.FileDescriptorProto
 
 
 def _symbols(file: FileProto) -> Iterable[str]:
@@ -108,9 +105,11 @@ class DescriptorIndex:
         return self._by_symbol.get(symbol)
 
     def _add_from_pool(self, file: descriptor.FileDescriptor) -> None:
+        from google.protobuf.descriptor_pb2 import FileDescriptorProto
+
         for dependency in file.dependencies:
             self._add_from_pool(dependency)
-        proto = FileProto()
+        proto = FileDescriptorProto()
         file.CopyToProto(proto)
         self.add(proto)
 
@@ -129,6 +128,11 @@ class DescriptorIndex:
 
 def _generated_files() -> list[FileProto]:
     """The served services' files as the generated modules carry them (no comments)."""
+    from google.protobuf.descriptor_pb2 import FileDescriptorProto
+    from grpc_health.v1 import health_pb2
+
+    from controlplane.v1 import keyring_pb2, membership_pb2, ring_pb2, server_pool_pb2
+
     modules: list[Any] = [
         keyring_pb2,
         membership_pb2,
@@ -146,7 +150,7 @@ def _generated_files() -> list[FileProto]:
         seen.add(descriptor.name)
         for dependency in descriptor.dependencies:
             add(dependency)
-        files.append(FileProto.FromString(descriptor.serialized_pb))
+        files.append(FileDescriptorProto.FromString(descriptor.serialized_pb))
 
     for module in modules:
         add(module.DESCRIPTOR)
@@ -156,6 +160,10 @@ def _generated_files() -> list[FileProto]:
 def load_index() -> DescriptorIndex:
     """The public API with its comments (when the descriptor set is installed), then
     every other file the served services need."""
+    from importlib import resources
+
+    from google.protobuf import descriptor_pb2, descriptor_pool
+
     index = DescriptorIndex(fallback=descriptor_pool.Default())
     try:
         data = resources.files("controlplane.api").joinpath(DESCRIPTOR_SET).read_bytes()
@@ -181,11 +189,28 @@ def _not_found(
 
 
 class ReflectionServicer:
-    """grpc.reflection.v1alpha.ServerReflection over a :class:`DescriptorIndex`."""
+    """grpc.reflection.v1alpha.ServerReflection over a :class:`DescriptorIndex`.
 
-    def __init__(self, service_names: Iterable[str], index: DescriptorIndex) -> None:
+    Given a loader instead of an index, the servicer loads it at the first request:
+    the index and protobuf's descriptor.proto classes it is made of take about 3 MB
+    that an agent nobody inspects never needs.
+    """
+
+    def __init__(
+        self,
+        service_names: Iterable[str],
+        index: DescriptorIndex | Callable[[], DescriptorIndex],
+    ) -> None:
         self._service_names = sorted(set(service_names))
-        self._index = index
+        self._loaded = index if isinstance(index, DescriptorIndex) else None
+        self._load = index if not isinstance(index, DescriptorIndex) else None
+
+    @property
+    def _index(self) -> DescriptorIndex:
+        if self._loaded is None:
+            assert self._load is not None
+            self._loaded = self._load()
+        return self._loaded
 
     def answer(
         self, request: reflection_pb2.ServerReflectionRequest
@@ -252,5 +277,5 @@ def add_reflection(server: grpc.aio.Server, service_names: Iterable[str]) -> Non
     """Serves reflection for `service_names` (and for itself) on `server`."""
     names = [*service_names, SERVICE_NAME]
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-        ReflectionServicer(names, load_index()), server
+        ReflectionServicer(names, load_index), server
     )

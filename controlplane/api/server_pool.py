@@ -160,6 +160,9 @@ class PoolRegistry:
         self._rng = rng or random.Random()
         self._pools: dict[str, PoolEntry] = {}
         self._task: asyncio.Task[None] | None = None
+        # Set when a pool is created: without pools the maintenance task sleeps on it
+        # instead of waking every second (an idle agent's CPU is its wake-ups).
+        self._pool_created = asyncio.Event()
 
     def now(self) -> float:
         return self._clock()
@@ -191,6 +194,7 @@ class PoolRegistry:
         pool = ServerPool(config, rng=random.Random(self._rng.getrandbits(64)))
         entry = PoolEntry(name, pool, now, now + pool.next_rebalance_interval())
         self._pools[name] = entry
+        self._pool_created.set()
         return entry
 
     def names(self) -> list[str]:
@@ -226,6 +230,9 @@ class PoolRegistry:
 
     async def _maintain(self) -> None:
         while True:
+            if not self._pools:
+                self._pool_created.clear()
+                await self._pool_created.wait()
             await asyncio.sleep(MAINTENANCE_INTERVAL)
             now = self._clock()
             for name, entry in list(self._pools.items()):

@@ -545,6 +545,14 @@ class GossipNode:
     def _arm(self, at: float, seq_no: int) -> None:
         heapq.heappush(self._pending_heap, (at, seq_no))
 
+    def _drop_settled_timers(self) -> None:
+        """Pops the timers of answered probes off the head of the heap, so that
+        `next_deadline` is a real one: an answered probe's timeout would otherwise wake
+        the agent for nothing, one idle wake-up per probe."""
+        heap = self._pending_heap
+        while heap and heap[0][1] not in self._pending:
+            heapq.heappop(heap)
+
     def _probe(self, now: float, effects: list[Effect]) -> None:
         """Probe the next member of the shuffled round-robin, reshuffling after each pass."""
         reshuffled = False
@@ -761,6 +769,7 @@ class GossipNode:
         pending = self._pending.pop(seq_no, None)
         if pending is None:
             return
+        self._drop_settled_timers()
         if isinstance(pending, _Relay):
             self._send(pending.requester, [codec.encode_ack(pending.requester_seq_no)], effects)
             return

@@ -17,12 +17,18 @@ besides member state is the agent's own long-lived machinery and a few in-flight
 calls, and freezes are rare (member growth by a quarter, or as many member
 changes as there are members), so the memory that can be held this way stays
 small and bounded by the number of freezes.
+
+Once started, the agent also hands back to the system the memory that start-up
+used and freed (imports, descriptor pools, parsing), which the C allocator keeps
+by default: `release_free_memory`, glibc's `malloc_trim`. About 1 MB of an idle
+agent's resident memory.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import sys
 import time
 from typing import Any
 
@@ -55,10 +61,11 @@ class HeapSettler:
         self._freeze_due = False
 
     def start(self) -> None:
-        """Freezes what start-up allocated (modules, the servers, the configuration)
-        and starts timing full collections."""
+        """Freezes what start-up allocated (modules, the servers, the configuration),
+        returns what it freed to the system and starts timing full collections."""
         gc.callbacks.append(self._on_collection)
         self._freeze(0)
+        release_free_memory()
 
     def stop(self) -> None:
         if self._on_collection in gc.callbacks:
@@ -103,3 +110,21 @@ class HeapSettler:
         self._freeze_due = False
         self.freezes += 1
         log.debug("heap frozen at %d members (%d objects frozen)", members, gc.get_freeze_count())
+
+
+def release_free_memory() -> bool:
+    """Returns the C heap's free pages to the system (glibc `malloc_trim`); False
+    where there is no glibc. Costs a few milliseconds: at start-up only."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return False  # musl and other C libraries have no malloc_trim
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    trim(0)
+    return True

@@ -159,6 +159,11 @@ def test_a_tls_agent_serves_the_client_the_cli_and_grpcurl(
         options = ClientOptions(ca_file=str(ca), heartbeat=False)
         with Client([agent.target], options) as client:
             assert [m.name for m in client.members()] == ["tls-1"]
+        # Its TLS is gRPC's: the agent process never loads Python's OpenSSL bindings
+        # (controlplane/shell/nossl.py), about 7 MB of resident memory.
+        maps = Path(f"/proc/{agent.process.pid}/maps").read_text()
+        assert "libcrypto.so" not in maps
+        assert "/_ssl." not in maps
 
         ok = cli("members", "--addr", agent.target, "--ca-file", str(ca))
         assert ok.returncode == 0, ok.stderr

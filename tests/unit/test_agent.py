@@ -50,3 +50,9 @@ def test_an_agent_that_has_not_started_has_no_components() -> None:
         if value is None and name not in ("_components", "name_taken", "_leave_task")
     }
     assert optional == set()
+
+
+def test_the_loop_lag_probe_samples_at_the_configured_interval() -> None:
+    assert Agent(build_config()).loop_lag.interval == 0.5
+    sampled = Agent(build_config(flags={"loop_lag_interval": "0.05"}))
+    assert sampled.loop_lag.interval == 0.05

@@ -78,6 +78,7 @@ def test_lists_and_tags_from_each_source() -> None:
         ({"flags": {"node": "bad name"}}, "node must be 1 to 128 characters"),
         ({"flags": {"node": "n" * 129}}, "node must be 1 to 128 characters"),
         ({"flags": {"shutdown_grace": "-1"}}, "shutdown_grace must be from 0 to 300"),
+        ({"flags": {"loop_lag_interval": "0"}}, "loop_lag_interval must be from 0.01 to 60"),
         ({"flags": {"tags": ["novalue"]}}, "tags must be key=value pairs"),
         ({"flags": {"tags": [f"k=v{'x' * 600}"]}}, "tags must encode to at most 512 bytes"),
         ({"flags": {"log_level": "loud"}}, "log_level must be one of"),

@@ -91,6 +91,17 @@ def test_without_adaptation_the_probe_waits_as_memberlist_does():
     assert node.member("target").status is NodeStatus.SUSPECT
 
 
+def test_an_answered_probe_leaves_no_timer_behind():
+    # An idle agent's CPU is its wake-ups: the timeout of a probe already answered
+    # must not be the next deadline.
+    config = GossipConfig.lan()
+    node, now = measured_node(config)
+    sent, seq = next_probe_of(node, PEER, now)
+    assert node.next_deadline() <= sent + config.probe_timeout_floor
+    node.receive_packet(PEER, packet(codec.encode_ack(seq)), sent + RTT)
+    assert node.next_deadline() >= sent + config.probe_interval / 2
+
+
 def test_an_ack_after_the_suspicion_raises_the_health_score():
     node, now = measured_node()
     sent, seq = next_probe_of(node, PEER, now)

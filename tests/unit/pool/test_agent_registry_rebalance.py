@@ -57,3 +57,35 @@ async def test_a_heartbeat_during_the_pings_is_respected() -> None:
     head = entry.pool.find_server(clock())
     assert head is not None
     assert head.name in names(entry.pool.servers())
+
+
+class CountingClock(Clock):
+    """Counts the maintenance passes: each one reads the clock once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.now
+
+
+async def test_maintenance_sleeps_until_a_pool_exists(monkeypatch) -> None:
+    # An idle agent's CPU is its wake-ups: without pools, nothing wakes for them.
+    monkeypatch.setattr("controlplane.api.server_pool.MAINTENANCE_INTERVAL", 0.001)
+    clock = CountingClock()
+    registry = PoolRegistry(clock, pinger=lambda server: asyncio.sleep(0, True))
+    registry.start()
+    try:
+        await asyncio.sleep(0.05)
+        assert clock.reads == 0
+        registry.get_or_create("p", None)
+        created = clock.reads
+        for _ in range(200):
+            await asyncio.sleep(0.005)
+            if clock.reads > created + 3:
+                break
+        assert clock.reads > created + 3
+    finally:
+        await registry.close()

@@ -11,8 +11,7 @@ import grpc.aio
 from controlplane.client._health_messages import (
     CHECK_METHOD,
     HealthStatus,
-    Request,
-    Response,
+    health_messages,
     serialize,
 )
 
@@ -23,6 +22,7 @@ async def check_health_async(
     timeout: float = 5.0,
 ) -> HealthStatus:
     """Health/Check on an asyncio channel; raises grpc.aio.AioRpcError on failure."""
+    Request, Response = health_messages()
     call: grpc.aio.UnaryUnaryMultiCallable[Any, Any] = channel.unary_unary(
         CHECK_METHOD,
         request_serializer=serialize,

@@ -10,14 +10,19 @@ shared registry.
 from __future__ import annotations
 
 import enum
+import functools
 from typing import Any
-
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 CHECK_METHOD = "/grpc.health.v1.Health/Check"
 
 
-def _health_messages() -> tuple[type[Any], type[Any]]:
+@functools.cache
+def health_messages() -> tuple[type[Any], type[Any]]:
+    """(HealthCheckRequest, HealthCheckResponse), built on first use: building them
+    imports protobuf's descriptor.proto classes, about 3 MB that an agent without
+    pools never needs."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
     file = descriptor_pb2.FileDescriptorProto(
         name="controlplane/client/private/grpc_health_v1.proto",
         package="grpc.health.v1",
@@ -51,9 +56,6 @@ def _health_messages() -> tuple[type[Any], type[Any]]:
             pool.FindMessageTypeByName("grpc.health.v1.HealthCheckResponse")
         ),
     )
-
-
-Request, Response = _health_messages()
 
 
 def serialize(message: Any) -> bytes:

@@ -13,12 +13,12 @@ message says what happened and what to do about it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from controlplane.errors import (
     ERRORS_BY_ERROR_CODE,
@@ -43,7 +43,8 @@ ERROR_DOMAIN = "controlplane"
 _BAD_REQUEST_URL = "type.googleapis.com/google.rpc.BadRequest"
 _ERROR_INFO_URL = "type.googleapis.com/google.rpc.ErrorInfo"
 
-_Field = descriptor_pb2.FieldDescriptorProto
+if TYPE_CHECKING:
+    from google.protobuf import descriptor_pb2
 
 
 def _add_field(
@@ -55,19 +56,28 @@ def _add_field(
     repeated: bool = False,
     type_name: str = "",
 ) -> None:
+    from google.protobuf import descriptor_pb2
+
+    field = descriptor_pb2.FieldDescriptorProto
     added = message.field.add(
         name=name,
         number=number,
         type=kind,
-        label=_Field.LABEL_REPEATED if repeated else _Field.LABEL_OPTIONAL,
+        label=field.LABEL_REPEATED if repeated else field.LABEL_OPTIONAL,
     )
     if type_name:
         added.type_name = type_name
 
 
+@functools.cache
 def _rpc_messages() -> tuple[type[Any], type[Any], type[Any]]:
     """Status, BadRequest and ErrorInfo, declared without google/protobuf/any.proto:
-    `Status.details` is read through a private message with Any's two fields."""
+    `Status.details` is read through a private message with Any's two fields. Built on
+    first use: building them imports protobuf's descriptor.proto classes (about 3 MB),
+    which a process that never sees an error detail does not need."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    _Field = descriptor_pb2.FieldDescriptorProto
     file = descriptor_pb2.FileDescriptorProto(
         name="controlplane/client/private/google_rpc.proto", package="google.rpc", syntax="proto3"
     )
@@ -105,9 +115,6 @@ def _rpc_messages() -> tuple[type[Any], type[Any], type[Any]]:
     return message("Status"), message("BadRequest"), message("ErrorInfo")
 
 
-_Status, _BadRequest, _ErrorInfo = _rpc_messages()
-
-
 @dataclass(frozen=True, slots=True)
 class DecodedStatus:
     """What the `grpc-status-details-bin` trailer said."""
@@ -127,6 +134,7 @@ def encode_status_details(
     domain: str = ERROR_DOMAIN,
 ) -> bytes:
     """The trailer value the agent would send (used by tests and fakes)."""
+    _Status, _BadRequest, _ErrorInfo = _rpc_messages()
     status = _Status(code=code, message=message)
     if violations:
         bad_request = _BadRequest(
@@ -144,6 +152,7 @@ def encode_status_details(
 
 def decode_status_details(data: bytes) -> DecodedStatus | None:
     """Parses the trailer; None if it is not a google.rpc.Status."""
+    _Status, _BadRequest, _ErrorInfo = _rpc_messages()
     try:
         status = _Status.FromString(data)
         violations: list[FieldViolation] = []
