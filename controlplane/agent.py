@@ -77,6 +77,7 @@ from controlplane.gossip import PROFILES, Keyring, NameConflict
 from controlplane.heartbeat.tracker import HeartbeatTracker
 from controlplane.membership import MemberEvent, Membership, MembershipConfig
 from controlplane.rings.directory import RingDirectory
+from controlplane.shell.attend import Attendance, AttendServer
 from controlplane.shell.election import RANK_TAG, ElectionDriver, EpochStore, new_life
 from controlplane.shell.heap import HeapSettler
 from controlplane.shell.looplag import LoopLagProbe
@@ -173,6 +174,9 @@ class Components:
     keys: KeyringService
     election: ElectionDriver
     heartbeats: HeartbeatRpcs
+    # Streams to the next members in name order, and the ones we serve (shell/attend.py).
+    attendance: Attendance
+    attend_server: AttendServer
     # The gRPC server with every service registered, not yet bound.
     server: grpc.aio.Server
 
@@ -364,7 +368,13 @@ def build_components(config: AgentConfig, hooks: AgentHooks) -> Components:
     )
     # Every view of the members (rings, election, heartbeat server lists) follows
     # member events one member at a time: a fleet's churn costs what changed.
-    member_listeners = (rings.on_member_event, election.on_member_event, heartbeats.on_member_event)
+    attendance = Attendance(config.node, push_pull.open_channel, runtime.probe_now)
+    member_listeners = (
+        rings.on_member_event,
+        election.on_member_event,
+        heartbeats.on_member_event,
+        attendance.on_member_event,
+    )
 
     def on_event(event: Event) -> None:
         if not isinstance(event, MemberEvent):
@@ -386,7 +396,8 @@ def build_components(config: AgentConfig, hooks: AgentHooks) -> Components:
     SERVER_POOL.add_to_server(ServerPoolServicer(ServerPoolRpcs(pools), heartbeats), server, access)
     RING.add_to_server(RingServicer(rings), server, access)
     KEYRING.add_to_server(KeyringServicer(keys), server, access)
-    GOSSIP.add_to_server(GossipServicer(runtime.serve_push_pull), server, None)
+    attend_server = AttendServer()
+    GOSSIP.add_to_server(GossipServicer(runtime.serve_push_pull, attend_server), server, None)
     return Components(
         tls=tls,
         api_tokens=tuple(access.tokens) if access is not None else (),
@@ -399,6 +410,8 @@ def build_components(config: AgentConfig, hooks: AgentHooks) -> Components:
         keys=keys,
         election=election,
         heartbeats=heartbeats,
+        attendance=attendance,
+        attend_server=attend_server,
         server=server,
     )
 
@@ -599,6 +612,8 @@ class Agent:
         self.leader_changes.close()
         parts.election.close()
         parts.rings.close()
+        await parts.attendance.close()
+        parts.attend_server.release()
         await parts.server.stop(self.config.shutdown_grace)
         await parts.pools.close()
         await parts.runtime.close()

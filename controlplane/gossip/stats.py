@@ -18,6 +18,9 @@ class GossipStats:
     indirect_probes_sent: int = 0
     # Probes sent at once because a suspicion was learned (GossipConfig.suspicion_probes).
     suspicion_probes_sent: int = 0
+    # Probes sent out of turn because the member's connection to us closed
+    # (GossipNode.probe_now).
+    hinted_probes: int = 0
     # Acks that came after their probe had already turned into a suspicion.
     late_acks: int = 0
     suspicions_raised: int = 0

@@ -413,6 +413,10 @@ class Membership:
         """Handle one datagram (never raises for bad input)."""
         return self._drive(self._node.receive_packet(src, data, now), now)
 
+    def probe_now(self, name: str, now: float) -> list[Effect]:
+        """Probe member ``name`` out of turn (GossipNode.probe_now)."""
+        return self._drive(self._node.probe_now(name, now), now)
+
     def tick(self, now: float) -> list[Effect]:
         """Run every timer due at ``now``: the core's, reaping, coalescing, the leave."""
         out = self._drive(self._node.tick(now), now)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -20,6 +20,7 @@ import grpc.aio
 from controlplane.config import format_host_port
 from controlplane.errors import PermissionDenied
 from controlplane.gossip import PushPullRejected
+from controlplane.shell.attend import AttendServer
 from controlplane.wire.v1 import gossip_pb2, gossip_pb2_grpc
 
 log = logging.getLogger("controlplane.shell")
@@ -49,10 +50,18 @@ def peer_address(peer: str) -> Address:
 
 
 class GossipServicer(gossip_pb2_grpc.GossipServicer):
-    """Serves PushPull by delegating to the runtime that owns the core."""
+    """Serves PushPull by delegating to the runtime that owns the core, and Attend
+    (shell/attend.py)."""
 
-    def __init__(self, serve: ServePushPull) -> None:
+    def __init__(self, serve: ServePushPull, attend: AttendServer) -> None:
         self._serve = serve
+        self._attend = attend
+
+    async def Attend(
+        self, request: gossip_pb2.AttendRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[gossip_pb2.AttendResponse]:
+        async for response in self._attend.attend(request, context):
+            yield response
 
     async def PushPull(
         self, request: gossip_pb2.PushPullRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -88,13 +97,16 @@ class PushPullClient:
     def _channel(self, dest: Address) -> grpc.aio.Channel:
         channel = self._channels.get(dest)
         if channel is None:
-            target = format_host_port(dest[0], dest[1])
-            if self._credentials is None:
-                channel = grpc.aio.insecure_channel(target, options=self._options)
-            else:
-                channel = grpc.aio.secure_channel(target, self._credentials, options=self._options)
-            self._channels[dest] = channel
+            channel = self._channels[dest] = self.open_channel(dest)
         return channel
+
+    def open_channel(self, dest: Address) -> grpc.aio.Channel:
+        """A new channel to a peer's gRPC port, with the current credentials; the
+        caller closes it (Attend streams hold one each, shell/attend.py)."""
+        target = format_host_port(dest[0], dest[1])
+        if self._credentials is None:
+            return grpc.aio.insecure_channel(target, options=self._options)
+        return grpc.aio.secure_channel(target, self._credentials, options=self._options)
 
     def set_credentials(self, credentials: grpc.ChannelCredentials | None) -> None:
         """Later exchanges connect with `credentials`; cached channels are dropped,

@@ -215,6 +215,12 @@ class GossipRuntime:
         if reason is not None:
             self._report(self.refusals.refused(PACKETS, reason, _text(source), self.now))
 
+    def probe_now(self, name: str) -> None:
+        """Probes member `name` out of turn: its connection to us closed
+        (shell/attend.py). The core decides whether the hint is worth a probe."""
+        if not self._closed:
+            self.apply(self.layer.probe_now(name, self.now))
+
     def _on_refused_by_peer(self, peer: Address, details: str) -> None:
         if not self._closed:
             line = self.refusals.refused_by_peer(refusal_reason(details), _text(peer), self.now)

@@ -68,7 +68,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -1390,6 +1390,14 @@ class _PushPullServicer(gossip_pb2_grpc.GossipServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"push-pull refused: {error}")
         crowd.apply([])
         return pb.PushPullResponse(frame=frame)
+
+    async def Attend(
+        self, request: pb.AttendRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.AttendResponse]:
+        # Simulated members have no connections to close: the agent leaves them to
+        # probing, as it does an agent that does not serve Attend.
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the crowd's members do not attend")
+        yield pb.AttendResponse()  # unreachable; makes this a stream handler
 
 
 class Crowd:

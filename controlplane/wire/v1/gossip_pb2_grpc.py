@@ -41,6 +41,11 @@ class GossipStub:
                 request_serializer=controlplane_dot_wire_dot_v1_dot_gossip__pb2.PushPullRequest.SerializeToString,
                 response_deserializer=controlplane_dot_wire_dot_v1_dot_gossip__pb2.PushPullResponse.FromString,
                 _registered_method=True)
+        self.Attend = channel.unary_stream(
+                '/controlplane.gossip.v1.Gossip/Attend',
+                request_serializer=controlplane_dot_wire_dot_v1_dot_gossip__pb2.AttendRequest.SerializeToString,
+                response_deserializer=controlplane_dot_wire_dot_v1_dot_gossip__pb2.AttendResponse.FromString,
+                _registered_method=True)
 
 
 class GossipServicer:
@@ -57,6 +62,19 @@ class GossipServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Attend(self, request, context):
+        """Attend holds a stream open and sends nothing on it. A member keeps one to
+        each of a few others (the next ones after it in name order): when a
+        process dies, its kernel closes the connection at once, and the attending
+        member probes it out of turn instead of waiting for its turn in the probe
+        round. The stream is only a hint to probe; failure detection itself stays
+        the gossip protocol's. The agent answers RESOURCE_EXHAUSTED beyond a small
+        number of attending peers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GossipServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -64,6 +82,11 @@ def add_GossipServicer_to_server(servicer, server):
                     servicer.PushPull,
                     request_deserializer=controlplane_dot_wire_dot_v1_dot_gossip__pb2.PushPullRequest.FromString,
                     response_serializer=controlplane_dot_wire_dot_v1_dot_gossip__pb2.PushPullResponse.SerializeToString,
+            ),
+            'Attend': grpc.unary_stream_rpc_method_handler(
+                    servicer.Attend,
+                    request_deserializer=controlplane_dot_wire_dot_v1_dot_gossip__pb2.AttendRequest.FromString,
+                    response_serializer=controlplane_dot_wire_dot_v1_dot_gossip__pb2.AttendResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -95,6 +118,33 @@ class Gossip:
             '/controlplane.gossip.v1.Gossip/PushPull',
             controlplane_dot_wire_dot_v1_dot_gossip__pb2.PushPullRequest.SerializeToString,
             controlplane_dot_wire_dot_v1_dot_gossip__pb2.PushPullResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Attend(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/controlplane.gossip.v1.Gossip/Attend',
+            controlplane_dot_wire_dot_v1_dot_gossip__pb2.AttendRequest.SerializeToString,
+            controlplane_dot_wire_dot_v1_dot_gossip__pb2.AttendResponse.FromString,
             options,
             channel_credentials,
             insecure,

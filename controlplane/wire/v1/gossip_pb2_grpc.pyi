@@ -53,6 +53,15 @@ class GossipStub:
     sends its state and receives the peer's, and both merge what they learn.
     Used periodically for anti-entropy, on join, and to heal partitions.
     """
+    Attend: _grpc.UnaryStreamMultiCallable[_gossip_pb2.AttendRequest, _gossip_pb2.AttendResponse]
+    """Attend holds a stream open and sends nothing on it. A member keeps one to
+    each of a few others (the next ones after it in name order): when a
+    process dies, its kernel closes the connection at once, and the attending
+    member probes it out of turn instead of waiting for its turn in the probe
+    round. The stream is only a hint to probe; failure detection itself stays
+    the gossip protocol's. The agent answers RESOURCE_EXHAUSTED beyond a small
+    number of attending peers.
+    """
 
 @_typing.type_check_only
 class GossipAsyncStub(GossipStub):
@@ -65,6 +74,15 @@ class GossipAsyncStub(GossipStub):
     """PushPull exchanges the complete membership state with one peer: the caller
     sends its state and receives the peer's, and both merge what they learn.
     Used periodically for anti-entropy, on join, and to heal partitions.
+    """
+    Attend: _aio.UnaryStreamMultiCallable[_gossip_pb2.AttendRequest, _gossip_pb2.AttendResponse]  # type: ignore[assignment]
+    """Attend holds a stream open and sends nothing on it. A member keeps one to
+    each of a few others (the next ones after it in name order): when a
+    process dies, its kernel closes the connection at once, and the attending
+    member probes it out of turn instead of waiting for its turn in the probe
+    round. The stream is only a hint to probe; failure detection itself stays
+    the gossip protocol's. The agent answers RESOURCE_EXHAUSTED beyond a small
+    number of attending peers.
     """
 
 class GossipServicer(metaclass=_abc_1.ABCMeta):
@@ -81,6 +99,21 @@ class GossipServicer(metaclass=_abc_1.ABCMeta):
         """PushPull exchanges the complete membership state with one peer: the caller
         sends its state and receives the peer's, and both merge what they learn.
         Used periodically for anti-entropy, on join, and to heal partitions.
+        """
+
+    @_abc_1.abstractmethod
+    def Attend(
+        self,
+        request: _gossip_pb2.AttendRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_gossip_pb2.AttendResponse], _abc.AsyncIterator[_gossip_pb2.AttendResponse]]:
+        """Attend holds a stream open and sends nothing on it. A member keeps one to
+        each of a few others (the next ones after it in name order): when a
+        process dies, its kernel closes the connection at once, and the attending
+        member probes it out of turn instead of waiting for its turn in the probe
+        round. The stream is only a hint to probe; failure detection itself stays
+        the gossip protocol's. The agent answers RESOURCE_EXHAUSTED beyond a small
+        number of attending peers.
         """
 
 def add_GossipServicer_to_server(servicer: GossipServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

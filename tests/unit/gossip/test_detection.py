@@ -319,3 +319,46 @@ def test_a_slow_member_gets_a_longer_timeout_than_the_others():
     # The others' estimate (all samples, the slow one fading) is far shorter.
     sent, _seq = next_probe_of(node, HELPER, sent + 1.0)
     assert indirect_after(node, sent) <= 0.15
+
+
+def test_a_hint_probes_the_member_at_once_and_the_protocol_does_the_rest():
+    config = GossipConfig.lan()
+    node, now = measured_node(config)
+    effects = node.probe_now("target", now + 0.01)
+    assert pings(effects, PEER), "no probe of the hinted member"
+    assert node.stats.hinted_probes == 1
+    # No answer: an ordinary suspicion after three probe timeouts, not a death.
+    node.tick(now + 0.01 + 3 * config.probe_timeout_floor)
+    assert node.member("target").status is NodeStatus.SUSPECT
+
+
+def test_a_hinted_member_that_answers_is_left_alone():
+    node, now = measured_node()
+    (seq,) = pings(node.probe_now("target", now + 0.01), PEER)
+    node.receive_packet(PEER, packet(codec.encode_ack(seq)), now + 0.01 + RTT)
+    node.tick(now + 0.5)
+    assert node.member("target").status is NodeStatus.ALIVE
+    assert node.stats.suspicions_raised == 0
+
+
+def test_hints_are_bounded_to_one_probe_per_interval_and_member():
+    config = GossipConfig.lan()
+    node, now = measured_node(config)
+    (seq,) = pings(node.probe_now("target", now), PEER)
+    # In flight: a second hint adds nothing.
+    assert pings(node.probe_now("target", now + 0.001), PEER) == []
+    node.receive_packet(PEER, packet(codec.encode_ack(seq)), now + RTT)
+    # Answered, but within the interval: a flapping connection is no probe storm.
+    assert pings(node.probe_now("target", now + config.probe_interval / 2), PEER) == []
+    assert pings(node.probe_now("target", now + config.probe_interval + 0.01), PEER)
+    assert node.stats.hinted_probes == 2
+
+
+def test_hints_about_ourselves_unknown_or_suspect_members_are_ignored():
+    node, now = measured_node()
+    assert node.probe_now("me", now) == []
+    assert node.probe_now("nobody", now) == []
+    node.receive_packet(PEER, packet(codec.encode_suspect(1, "target", "helper")), now)
+    assert node.member("target").status is NodeStatus.SUSPECT
+    assert pings(node.probe_now("target", now + 5.0), PEER) == []
+    assert node.stats.hinted_probes == 0

@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2_grpc
 from controlplane.client.health import HealthStatus, check_health_async
 from controlplane.config import build_config
 from controlplane.configerror import ConfigError
+from controlplane.shell.attend import AttendServer
 from controlplane.shell.pushpull import GossipServicer, PushPullClient
 from controlplane.shell.tls import AgentTls, load_material
 from controlplane.wire.v1 import gossip_pb2_grpc
@@ -211,7 +212,7 @@ def test_push_pull_dials_with_credentials_set_after_a_reload(tmp_path: Path) -> 
 
     async def scenario() -> list[bytes | None]:
         server = grpc.aio.server()
-        gossip_pb2_grpc.add_GossipServicer_to_server(GossipServicer(echo), server)
+        gossip_pb2_grpc.add_GossipServicer_to_server(GossipServicer(echo, AttendServer()), server)
         port = server.add_secure_port("127.0.0.1:0", tls.server_credentials())
         await server.start()
         dest = ("127.0.0.1", port)
