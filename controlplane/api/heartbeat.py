@@ -112,6 +112,8 @@ class MemberSource(Protocol):
 
     def alive_count(self) -> int: ...
 
+    def status_version(self) -> int: ...
+
 
 def _is_server(member: MemberInfo) -> bool:
     return member.tags.get(ROLE_TAG) == SERVER_ROLE and not is_draining(member)
@@ -149,6 +151,7 @@ class ServerList:
         self._local: MemberInfo | None = None
         self._sorted: list[tuple[pb.Server, ApiVersion | None]] | None = None
         self._by_version: dict[ApiVersion | None, list[pb.Server]] = {}
+        self._checked_version = layer.status_version()
         for member in layer.members():
             self._update(member.name, member)
         self._local = layer.local_member()
@@ -179,8 +182,13 @@ class ServerList:
         return servers
 
     def _recheck(self) -> None:
-        """Re-reads the members whose status may change without an event: O(servers)."""
+        """Re-reads the members whose status may change without an event: O(1) while
+        no member's status changed (the layer's status version), O(servers) after."""
         layer = self._layer
+        version = layer.status_version()
+        if version == self._checked_version:
+            return
+        self._checked_version = version
         stale = [name for name, seen in self._watched.items() if layer.member(name) is not seen]
         for name in stale:
             self._update(name, layer.member(name))

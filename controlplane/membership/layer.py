@@ -119,15 +119,18 @@ class _LocalState(enum.Enum):
 class _Census:
     """How many members are alive, and which have left, kept as statuses change."""
 
-    __slots__ = ("alive", "left")
+    __slots__ = ("alive", "left", "version")
 
     def __init__(self) -> None:
         self.alive = 0
         # Insertion-ordered set: the push-pull state lists these without a scan.
         self.left: dict[str, None] = {}
+        # Moves with every status change, those without an event included.
+        self.version = 0
 
     def count(self, state: _Member, sign: int) -> None:
         """Counts `state` in (sign 1) or out (sign -1) with its current status."""
+        self.version += 1
         if state.status is MemberStatus.ALIVE:
             self.alive += sign
         elif state.status is MemberStatus.LEFT:
@@ -389,6 +392,12 @@ class Membership:
 
     def local_member(self) -> MemberInfo:
         return self._info(self._members[self.name])
+
+    def status_version(self) -> int:
+        """A number that changes whenever any member's status does, including the
+        moves between alive and leaving that come without an event: a view that
+        re-reads such members can skip the re-read while it stays the same."""
+        return self._census.version
 
     def member(self, name: str) -> MemberInfo | None:
         state = self._members.get(name)

@@ -153,6 +153,7 @@ class FakeLayer:
     def __init__(self) -> None:
         self.infos: dict[str, MemberInfo] = {}
         self.walks = 0
+        self.version = 0
         self.local = "local"
         self.set("local", status=MemberStatus.ALIVE, tags={"role": "server"})
 
@@ -163,6 +164,8 @@ class FakeLayer:
         if "tags" in changes:
             changes["tags"] = MappingProxyType(dict(changes["tags"]))
         info = replace(current, **changes)
+        if name not in self.infos or info.status is not current.status:
+            self.version += 1
         self.infos[name] = info
         return info
 
@@ -178,6 +181,9 @@ class FakeLayer:
 
     def alive_count(self) -> int:
         return sum(1 for m in self.infos.values() if m.status is MemberStatus.ALIVE)
+
+    def status_version(self) -> int:
+        return self.version
 
 
 fake_op = st.one_of(

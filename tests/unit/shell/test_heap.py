@@ -15,8 +15,10 @@ from controlplane.shell.heap import HeapSettler
 
 @pytest.fixture(autouse=True)
 def _unfreeze():
+    thresholds = gc.get_threshold()
     yield
     gc.unfreeze()
+    gc.set_threshold(*thresholds)
 
 
 def test_freezes_on_growth_and_turnover_never_for_small_clusters():
@@ -103,3 +105,15 @@ def test_memory_freed_at_start_up_goes_back_to_the_system():
     assert released == "True"
     # 60 MB were freed below a live allocation; most of it must leave the process.
     assert int(released_kib) > 30_000
+
+
+def test_the_young_generation_is_collected_less_often_while_started():
+    before = gc.get_threshold()
+    settler = HeapSettler()
+    settler.start()
+    try:
+        assert gc.get_threshold() == (heap.YOUNG_THRESHOLD, before[1], before[2])
+        assert heap.YOUNG_THRESHOLD > 10 * 700  # CPython's default
+    finally:
+        settler.stop()
+    assert gc.get_threshold() == before

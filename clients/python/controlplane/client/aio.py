@@ -135,6 +135,11 @@ class AsyncClient:
         self._closed = False
         self._watches: set[AsyncWatch[Any, Any]] = set()
         self._last_heartbeat: server_pool_pb2.HeartbeatResponse | None = None
+        # Every heartbeat of this client says the same; built once, never changed.
+        version = self._options.api_version
+        self._heartbeat_request = requests.heartbeat(
+            self._options.client_id, version.major, version.minor, self._options.metadata
+        )
         self._maintenance: Background | None = None
         if options.heartbeat:
             self._maintenance = Background(self._maintain, "controlplane-client-maintenance")
@@ -326,10 +331,7 @@ class AsyncClient:
 
     async def heartbeat(self, *, timeout: float | None = None) -> server_pool_pb2.HeartbeatResponse:
         """Heartbeats now and feeds the answer's server list into the client's pool."""
-        version = self._options.api_version
-        request = requests.heartbeat(
-            self._options.client_id, version.major, version.minor, self._options.metadata
-        )
+        request = self._heartbeat_request
         response = await self._unary(
             "ServerPool/Heartbeat",
             lambda s, t: s.server_pool.Heartbeat(request, timeout=t),
