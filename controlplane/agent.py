@@ -75,7 +75,7 @@ from controlplane.datadir import check_data_dir
 from controlplane.election import Election, ElectionConfig, LeaderView
 from controlplane.gossip import PROFILES, Keyring, NameConflict
 from controlplane.heartbeat.tracker import HeartbeatTracker
-from controlplane.membership import MemberEvent, Membership, MembershipConfig
+from controlplane.membership import MemberEvent, Membership, MembershipConfig, MemberStatus
 from controlplane.rings.directory import RingDirectory
 from controlplane.shell.attend import Attendance, AttendServer
 from controlplane.shell.election import RANK_TAG, ElectionDriver, EpochStore, new_life
@@ -396,7 +396,12 @@ def build_components(config: AgentConfig, hooks: AgentHooks) -> Components:
     SERVER_POOL.add_to_server(ServerPoolServicer(ServerPoolRpcs(pools), heartbeats), server, access)
     RING.add_to_server(RingServicer(rings), server, access)
     KEYRING.add_to_server(KeyringServicer(keys), server, access)
-    attend_server = AttendServer()
+
+    def alive_member_address(name: str) -> tuple[str, int] | None:
+        member = layer.member(name)
+        return member.address if member and member.status is MemberStatus.ALIVE else None
+
+    attend_server = AttendServer(alive_member_address)
     GOSSIP.add_to_server(GossipServicer(runtime.serve_push_pull, attend_server), server, None)
     return Components(
         tls=tls,

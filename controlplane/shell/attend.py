@@ -25,15 +25,16 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import enum
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
 import grpc.aio
 
-from controlplane.errors import InvalidArgument, ResourceExhausted
+from controlplane.errors import InvalidArgument, PermissionDenied, ResourceExhausted
 from controlplane.gossip import Address
 from controlplane.gossip.names import valid_name
 from controlplane.membership import MemberEvent, MemberStatus
@@ -47,21 +48,51 @@ ATTENDED = 2
 # Streams an agent serves at once: its own attendants and, while membership
 # changes, those about to be replaced. More are refused (a stranger's flood).
 MAX_ATTENDERS = 16
+# Streams one member may hold at once: one, and its replacement while the old one
+# is torn down.
+PER_MEMBER = 2
 # Pause before opening a stream again after it ended or failed, doubling.
 RETRY_PAUSE = 1.0
 RETRY_PAUSE_MAX = 30.0
+# A member that does not serve Attend is asked again after this long (it may have
+# been upgraded meanwhile).
+UNSUPPORTED_PAUSE = 600.0
+# The header an attended agent sends once it holds the stream: a failed call also
+# "receives" initial metadata (empty), so only this tells an open stream apart.
+HELD_HEADER = ("controlplane-attend", "held")
+# The attending side pings an idle stream: a host that vanished without closing its
+# connections (power loss, a partition) ends the stream within about a minute.
+CHANNEL_OPTIONS = (
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+)
 
-ChannelFactory = Callable[[Address], grpc.aio.Channel]
+ChannelFactory = Callable[[Address, Sequence[tuple[str, int]]], grpc.aio.Channel]
 ProbeNow = Callable[[str], None]
+# The address of an alive member by name (the layer's view), None for anyone else.
+MemberAddress = Callable[[str], Address | None]
+
+
+class _End(enum.Enum):
+    """How a stream to an attended member ended."""
+
+    HELD = "held, then ended"  # the member's connection closed: probe it
+    FAILED = "could not be opened"  # probe it, retry ever more slowly
+    REFUSED = "refused"  # it does not know us as alive yet: retry, no probe
+    UNSUPPORTED = "not served"  # set aside for UNSUPPORTED_PAUSE
 
 
 class AttendServer:
     """The serving side: holds each stream open, sending nothing, until the agent
     stops or the attendant goes away."""
 
-    def __init__(self, limit: int = MAX_ATTENDERS) -> None:
+    def __init__(self, member_address: MemberAddress, limit: int = MAX_ATTENDERS) -> None:
+        self._member_address = member_address
         self._limit = limit
         self._open = 0
+        self._by_member: dict[str, int] = {}
         self._released = asyncio.Event()
 
     @property
@@ -73,15 +104,28 @@ class AttendServer:
     ) -> AsyncIterator[gossip_pb2.AttendResponse]:
         if not valid_name(request.name):
             raise InvalidArgument.for_field("name", "must be a member name")
+        # Only a member we know as alive may hold a slot, and at most PER_MEMBER of
+        # them. The source address is not checked: an agent's calls may leave from
+        # another address than the one it advertises (several addresses, NAT). A
+        # stranger who knows members' names can still take slots; the most it does is
+        # turn the hint off, and detection falls back to probing.
+        if self._member_address(request.name) is None:
+            raise PermissionDenied(f"{request.name!r} is not an alive member")
+        held = self._by_member.get(request.name, 0)
+        if held >= PER_MEMBER:
+            raise ResourceExhausted(f"{request.name!r} already holds {held} streams")
         if self._open >= self._limit:
             raise ResourceExhausted(f"at most {self._limit} members may attend this agent")
         self._open += 1
+        self._by_member[request.name] = held + 1
         try:
-            # The attendant learns it is connected from the headers.
-            await context.send_initial_metadata(())
+            await context.send_initial_metadata((HELD_HEADER,))
             await self._released.wait()
         finally:
             self._open -= 1
+            left = self._by_member.pop(request.name) - 1
+            if left:
+                self._by_member[request.name] = left
         return
         yield gossip_pb2.AttendResponse()  # never sent; makes this a stream handler
 
@@ -107,8 +151,11 @@ class Attendance:
         self._count = count
         self._names: list[str] = []  # alive members but ourselves, sorted
         self._addresses: dict[str, Address] = {}
-        self._unsupported: set[str] = set()
+        # name -> loop time until which it is not asked again (see UNSUPPORTED_PAUSE).
+        self._unsupported: dict[str, float] = {}
         self._streams: dict[str, asyncio.Task[None]] = {}
+        self._retired: set[asyncio.Task[None]] = set()
+        self._recheck: asyncio.TimerHandle | None = None
         self._closed = False
         self.hints = 0
 
@@ -130,11 +177,14 @@ class Attendance:
             elif not alive and present:
                 del self._names[index]
             if alive:
+                if self._addresses.get(name, member.address) != member.address:
+                    # Moved: the stream to the old address would never end.
+                    self._retire(name)
                 self._addresses[name] = member.address
             else:
                 self._addresses.pop(name, None)
                 # Back in the cluster later, it may run another version.
-                self._unsupported.discard(name)
+                self._unsupported.pop(name, None)
         self._follow()
 
     def _wanted(self) -> list[str]:
@@ -146,10 +196,11 @@ class Attendance:
         # A member that does not serve Attend is skipped, not replaced by the one after
         # it: among thousands of members that never attend (an older version, the fleet
         # benchmark's crowd) the agent must not try them all, one after another.
+        now = asyncio.get_running_loop().time()
         return [
             name
             for name in itertools.islice(following, self._count)
-            if name not in self._unsupported
+            if self._unsupported.get(name, 0.0) <= now
         ]
 
     def _follow(self) -> None:
@@ -158,56 +209,93 @@ class Attendance:
         wanted = self._wanted()
         for name in list(self._streams):
             if name not in wanted:
-                self._streams.pop(name).cancel()
+                self._retire(name)
         for name in wanted:
             if name not in self._streams:
                 task = asyncio.create_task(self._attend(name), name=f"attend-{name}")
                 self._streams[name] = task
 
+    def _retire(self, name: str) -> None:
+        task = self._streams.pop(name, None)
+        if task is not None:
+            task.cancel()
+            self._retired.add(task)
+            task.add_done_callback(self._retired.discard)
+
+    def _set_aside(self, name: str) -> None:
+        """`name` does not serve Attend: leave it to probing for a while, without
+        trying the members after it instead."""
+        loop = asyncio.get_running_loop()
+        self._unsupported[name] = loop.time() + UNSUPPORTED_PAUSE
+        self._streams.pop(name, None)
+        if self._recheck is None:
+            self._recheck = loop.call_later(UNSUPPORTED_PAUSE, self._recheck_set_aside)
+
+    def _recheck_set_aside(self) -> None:
+        self._recheck = None
+        now = asyncio.get_running_loop().time()
+        self._unsupported = {n: t for n, t in self._unsupported.items() if t > now}
+        if self._unsupported:
+            self._recheck = asyncio.get_running_loop().call_later(
+                min(self._unsupported.values()) - now, self._recheck_set_aside
+            )
+        self._follow()
+
     async def _attend(self, name: str) -> None:
         pause = RETRY_PAUSE
         while name in self._addresses and not self._closed:
             address = self._addresses[name]
-            channel = self._channel_for(address)
+            channel = self._channel_for(address, CHANNEL_OPTIONS)
             try:
-                connected = await self._hold(channel, name)
+                end = await self._hold(channel, name)
+            except Exception:
+                # Not the stream's end (that is an RpcError): a bug here must not end
+                # the attendance silently; it is logged and retried after the pause.
+                log.exception("attending %s failed", name)
+                end = _End.FAILED
             finally:
                 await channel.close(None)
-            if connected is None:
-                # The member does not serve Attend: leave it to probing.
-                self._unsupported.add(name)
-                self._streams.pop(name, None)
+            if end is _End.UNSUPPORTED:
+                self._set_aside(name)
                 self._follow()
                 return
-            if connected:
+            if end is _End.HELD:
                 pause = RETRY_PAUSE
-            if name in self._addresses and not self._closed:
+            # Refused: the member does not know us as alive yet (we joined a moment
+            # ago); asked again later, and no reason to probe it.
+            if end is not _End.REFUSED and name in self._addresses and not self._closed:
                 self.hints += 1
                 log.debug("connection to %s closed; probing it now", name)
                 self._probe_now(name)
             await asyncio.sleep(pause)
             pause = min(pause * 2, RETRY_PAUSE_MAX)
 
-    async def _hold(self, channel: grpc.aio.Channel, name: str) -> bool | None:
-        """Holds one stream to `name` until it ends: True if it had been open, False
-        if it could not be opened, None if the member does not serve Attend."""
+    async def _hold(self, channel: grpc.aio.Channel, name: str) -> _End:
+        """Holds one stream to `name` until it ends, and says how it ended."""
         stub = gossip_pb2_grpc.GossipStub(channel)
         call = stub.Attend(gossip_pb2.AttendRequest(name=self._own))
-        connected = False
+        held = False
         try:
-            await call.initial_metadata()
-            connected = True
+            # A failed call "receives" empty initial metadata: only the agent's header
+            # says the stream is held.
+            held = HELD_HEADER in tuple(await call.initial_metadata())
             async for _ in call:
                 pass
         except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.UNIMPLEMENTED:
-                return None
-            log.debug("attending %s: %s", name, error.code().name)
-        return connected
+            code = error.code()
+            log.debug("attending %s: %s", name, code.name)
+            if code == grpc.StatusCode.UNIMPLEMENTED:
+                return _End.UNSUPPORTED
+            if code == grpc.StatusCode.PERMISSION_DENIED:
+                return _End.REFUSED
+        return _End.HELD if held else _End.FAILED
 
     async def close(self) -> None:
         self._closed = True
-        tasks = list(self._streams.values())
+        if self._recheck is not None:
+            self._recheck.cancel()
+            self._recheck = None
+        tasks = [*self._streams.values(), *self._retired]
         self._streams.clear()
         for task in tasks:
             task.cancel()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
@@ -20,8 +20,10 @@ import grpc.aio
 from controlplane.config import format_host_port
 from controlplane.errors import PermissionDenied
 from controlplane.gossip import PushPullRejected
-from controlplane.shell.attend import AttendServer
 from controlplane.wire.v1 import gossip_pb2, gossip_pb2_grpc
+
+if TYPE_CHECKING:
+    from controlplane.shell.attend import AttendServer
 
 log = logging.getLogger("controlplane.shell")
 
@@ -100,13 +102,17 @@ class PushPullClient:
             channel = self._channels[dest] = self.open_channel(dest)
         return channel
 
-    def open_channel(self, dest: Address) -> grpc.aio.Channel:
-        """A new channel to a peer's gRPC port, with the current credentials; the
-        caller closes it (Attend streams hold one each, shell/attend.py)."""
+    def open_channel(
+        self, dest: Address, options: Sequence[tuple[str, int]] = ()
+    ) -> grpc.aio.Channel:
+        """A new channel to a peer's gRPC port, with the current credentials and
+        `options` besides the usual ones; the caller closes it (Attend streams hold
+        one each, shell/attend.py)."""
         target = format_host_port(dest[0], dest[1])
+        every = (*self._options, *options)
         if self._credentials is None:
-            return grpc.aio.insecure_channel(target, options=self._options)
-        return grpc.aio.secure_channel(target, self._credentials, options=self._options)
+            return grpc.aio.insecure_channel(target, options=every)
+        return grpc.aio.secure_channel(target, self._credentials, options=every)
 
     def set_credentials(self, credentials: grpc.ChannelCredentials | None) -> None:
         """Later exchanges connect with `credentials`; cached channels are dropped,

@@ -347,12 +347,16 @@ class GossipRuntime:
         if self._closed or self._loop is None:
             return
         deadline = self.layer.next_deadline()
-        if deadline >= self._timer_at:
+        if deadline == self._timer_at:
             return
+        # A deadline that moved later (an answered probe) re-arms the timer too: left
+        # at the old one, it would wake an idle agent for nothing, once per probe.
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
         self._timer_at = deadline
-        self._timer = self._loop.call_at(deadline, self._on_timer)
+        if deadline != float("inf"):
+            self._timer = self._loop.call_at(deadline, self._on_timer)
 
     def _spawn(self, coroutine: asyncio.Future[None] | object) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]

@@ -19,6 +19,11 @@ from controlplane.wire.v1 import gossip_pb2, gossip_pb2_grpc
 HOST = "127.0.0.1"
 
 
+def members_here(name: str) -> tuple[str, int] | None:
+    """The attended agent's view: every member alive, at this host."""
+    return (HOST, 7946)
+
+
 def event(kind: EventType, status: MemberStatus, *members: tuple[str, int]) -> MemberEvent:
     infos = tuple(MemberInfo(name, (HOST, port), {}, status, 1) for name, port in members)
     return MemberEvent(kind, infos)
@@ -72,7 +77,7 @@ async def test_the_next_members_in_name_order_are_attended_wrapping_around() -> 
 
 
 async def test_a_closed_stream_probes_its_member_at_once() -> None:
-    attend = AttendServer()
+    attend = AttendServer(members_here)
     server, port = await serve(attend)
     probed: list[str] = []
     attendance = Attendance("a", PushPullClient().open_channel, probed.append)
@@ -90,7 +95,7 @@ async def test_a_closed_stream_probes_its_member_at_once() -> None:
 
 async def test_a_member_without_attend_is_left_to_probing() -> None:
     server, port = await serve(None)
-    attend_c = AttendServer()
+    attend_c = AttendServer(members_here)
     server_c, port_c = await serve(attend_c)
     probed: list[str] = []
     attendance = Attendance("a", PushPullClient().open_channel, probed.append, count=1)
@@ -122,7 +127,7 @@ async def end_code(call: Any) -> grpc.StatusCode:
 
 
 async def test_an_agent_serves_a_bounded_number_of_attendants() -> None:
-    attend = AttendServer(limit=1)
+    attend = AttendServer(members_here, limit=1)
     server, port = await serve(attend)
     async with grpc.aio.insecure_channel(f"{HOST}:{port}") as channel:
         stub = gossip_pb2_grpc.GossipStub(channel)
@@ -135,3 +140,80 @@ async def test_an_agent_serves_a_bounded_number_of_attendants() -> None:
         attend.release()
         assert await end_code(first) == grpc.StatusCode.OK
     await server.stop(None)
+
+
+async def test_only_alive_members_may_attend_each_with_two_streams_at_most() -> None:
+    known = {"a": (HOST, 7946)}
+    attend = AttendServer(known.get)
+    server, port = await serve(attend)
+    async with grpc.aio.insecure_channel(f"{HOST}:{port}") as channel:
+        stub = gossip_pb2_grpc.GossipStub(channel)
+        stranger = stub.Attend(gossip_pb2.AttendRequest(name="stranger"))
+        assert await end_code(stranger) == grpc.StatusCode.PERMISSION_DENIED
+        held = [stub.Attend(gossip_pb2.AttendRequest(name="a")) for _ in range(2)]
+        for call in held:
+            await call.initial_metadata()
+        assert attend.open_streams == 2
+        third = stub.Attend(gossip_pb2.AttendRequest(name="a"))
+        assert await end_code(third) == grpc.StatusCode.RESOURCE_EXHAUSTED
+        attend.release()
+        for call in held:
+            assert await end_code(call) == grpc.StatusCode.OK
+    await server.stop(None)
+
+
+async def test_a_member_that_does_not_know_us_yet_is_asked_again_without_probes(
+    monkeypatch,
+) -> None:
+    monkeypatch.setattr("controlplane.shell.attend.RETRY_PAUSE", 0.05)
+    known: dict[str, tuple[str, int]] = {}  # b has not learned of a yet
+    attend = AttendServer(known.get)
+    server, port = await serve(attend)
+    probed: list[str] = []
+    attendance = Attendance("a", PushPullClient().open_channel, probed.append)
+    try:
+        attendance.on_member_event(joined(("b", port)))
+        await asyncio.sleep(0.3)
+        assert attend.open_streams == 0
+        known["a"] = (HOST, 7946)  # now it has
+        await wait_for(lambda: attend.open_streams == 1)
+        assert attendance.attended == ["b"]
+        assert probed == []
+    finally:
+        await attendance.close()
+        await server.stop(None)
+
+
+async def test_a_member_that_cannot_be_reached_is_retried_ever_more_slowly(monkeypatch) -> None:
+    # A failed call also yields (empty) initial metadata: only the agent's header may
+    # count as a held stream, or the pause would never grow.
+    monkeypatch.setattr("controlplane.shell.attend.RETRY_PAUSE", 0.05)
+    probed: list[str] = []
+    attendance = Attendance("a", PushPullClient().open_channel, probed.append)
+    try:
+        attendance.on_member_event(joined(("b", free_port(HOST))))
+        await asyncio.sleep(0.6)
+        # At 0, 0.05, 0.15, 0.35 s (then 0.75): a fixed pause would give about a dozen.
+        assert 1 <= len(probed) <= 5, probed
+    finally:
+        await attendance.close()
+
+
+async def test_a_member_that_moved_is_attended_at_its_new_address() -> None:
+    old, new = AttendServer(members_here), AttendServer(members_here)
+    old_server, old_port = await serve(old)
+    new_server, new_port = await serve(new)
+    probed: list[str] = []
+    attendance = Attendance("a", PushPullClient().open_channel, probed.append)
+    try:
+        attendance.on_member_event(joined(("b", old_port)))
+        await wait_for(lambda: old.open_streams == 1)
+        attendance.on_member_event(
+            event(EventType.MEMBER_UPDATE, MemberStatus.ALIVE, ("b", new_port))
+        )
+        await wait_for(lambda: new.open_streams == 1 and old.open_streams == 0)
+        assert probed == []  # moving is not a reason to probe
+    finally:
+        await attendance.close()
+        await old_server.stop(None)
+        await new_server.stop(None)

@@ -44,3 +44,11 @@ import _hashlib
 print("_hashlib" in sys.modules, sys.modules["ssl"] is ssl)
 """
     assert run(probe) == ["True True"]
+
+
+def test_hashlib_keeps_openssl_where_python_has_no_builtin_sha256(monkeypatch):
+    from controlplane.shell import nossl
+
+    assert nossl.blocked_modules() == ("ssl", "_ssl", "_hashlib")  # this CPython's build
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    assert nossl.blocked_modules() == ("ssl", "_ssl")

@@ -43,3 +43,25 @@ def test_runs_of_one_type_reach_listeners_as_one_event_in_order():
         user,
         event(EventType.MEMBER_JOIN, "e"),
     ]
+
+
+async def test_the_timer_follows_the_deadline_later_as_well_as_earlier(monkeypatch):
+    # An idle agent's CPU is its wake-ups: a timer left at a deadline that moved later
+    # (an answered probe's timeout) would wake it for nothing.
+    import asyncio
+
+    runtime = GossipRuntime(make())
+    loop = asyncio.get_running_loop()
+    runtime._loop = loop
+    deadline = [loop.time() + 0.05]
+    monkeypatch.setattr(runtime.layer, "next_deadline", lambda: deadline[0])
+    runtime._reschedule()
+    assert runtime._timer is not None
+    assert runtime._timer.when() == deadline[0]
+    deadline[0] += 1.0
+    runtime._reschedule()
+    assert runtime._timer.when() == deadline[0]
+    deadline[0] -= 0.5
+    runtime._reschedule()
+    assert runtime._timer.when() == deadline[0]
+    runtime._timer.cancel()
