@@ -397,11 +397,11 @@ def build_components(config: AgentConfig, hooks: AgentHooks) -> Components:
     RING.add_to_server(RingServicer(rings), server, access)
     KEYRING.add_to_server(KeyringServicer(keys), server, access)
 
-    def alive_member_address(name: str) -> tuple[str, int] | None:
+    def is_alive_member(name: str) -> bool:
         member = layer.member(name)
-        return member.address if member and member.status is MemberStatus.ALIVE else None
+        return member is not None and member.status is MemberStatus.ALIVE
 
-    attend_server = AttendServer(alive_member_address)
+    attend_server = AttendServer(is_alive_member)
     GOSSIP.add_to_server(GossipServicer(runtime.serve_push_pull, attend_server), server, None)
     return Components(
         tls=tls,

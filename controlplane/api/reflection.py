@@ -16,6 +16,7 @@ default descriptor pool, as it did from grpcio-reflection.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -189,28 +190,18 @@ def _not_found(
 
 
 class ReflectionServicer:
-    """grpc.reflection.v1alpha.ServerReflection over a :class:`DescriptorIndex`.
+    """grpc.reflection.v1alpha.ServerReflection over a :class:`DescriptorIndex`,
+    which `load` builds at the first request: the index and protobuf's
+    descriptor.proto classes it is made of take about 3 MB that an agent nobody
+    inspects never needs."""
 
-    Given a loader instead of an index, the servicer loads it at the first request:
-    the index and protobuf's descriptor.proto classes it is made of take about 3 MB
-    that an agent nobody inspects never needs.
-    """
-
-    def __init__(
-        self,
-        service_names: Iterable[str],
-        index: DescriptorIndex | Callable[[], DescriptorIndex],
-    ) -> None:
+    def __init__(self, service_names: Iterable[str], load: Callable[[], DescriptorIndex]) -> None:
         self._service_names = sorted(set(service_names))
-        self._loaded = index if isinstance(index, DescriptorIndex) else None
-        self._load = index if not isinstance(index, DescriptorIndex) else None
+        self._load = load
 
-    @property
+    @functools.cached_property
     def _index(self) -> DescriptorIndex:
-        if self._loaded is None:
-            assert self._load is not None
-            self._loaded = self._load()
-        return self._loaded
+        return self._load()
 
     def answer(
         self, request: reflection_pb2.ServerReflectionRequest

@@ -71,8 +71,8 @@ CHANNEL_OPTIONS = (
 
 ChannelFactory = Callable[[Address, Sequence[tuple[str, int]]], grpc.aio.Channel]
 ProbeNow = Callable[[str], None]
-# The address of an alive member by name (the layer's view), None for anyone else.
-MemberAddress = Callable[[str], Address | None]
+# Whether a name is an alive member's (the layer's view).
+IsAliveMember = Callable[[str], bool]
 
 
 class _End(enum.Enum):
@@ -88,8 +88,8 @@ class AttendServer:
     """The serving side: holds each stream open, sending nothing, until the agent
     stops or the attendant goes away."""
 
-    def __init__(self, member_address: MemberAddress, limit: int = MAX_ATTENDERS) -> None:
-        self._member_address = member_address
+    def __init__(self, is_alive_member: IsAliveMember, limit: int = MAX_ATTENDERS) -> None:
+        self._is_alive_member = is_alive_member
         self._limit = limit
         self._open = 0
         self._by_member: dict[str, int] = {}
@@ -109,7 +109,7 @@ class AttendServer:
         # another address than the one it advertises (several addresses, NAT). A
         # stranger who knows members' names can still take slots; the most it does is
         # turn the hint off, and detection falls back to probing.
-        if self._member_address(request.name) is None:
+        if not self._is_alive_member(request.name):
             raise PermissionDenied(f"{request.name!r} is not an alive member")
         held = self._by_member.get(request.name, 0)
         if held >= PER_MEMBER:

@@ -32,7 +32,7 @@ def test_methods_fields_and_enum_values_are_symbols() -> None:
 
 
 def test_a_method_resolves_to_its_file_with_comments_and_imports() -> None:
-    servicer = ReflectionServicer(["controlplane.v1.Ring"], load_index())
+    servicer = ReflectionServicer(["controlplane.v1.Ring"], load_index)
     response = servicer.answer(
         reflection_pb2.ServerReflectionRequest(
             file_containing_symbol="controlplane.v1.Ring.GetNode"
@@ -59,7 +59,7 @@ def test_the_error_details_come_from_the_default_pool() -> None:
 
 
 def test_unknown_symbols_and_empty_requests() -> None:
-    servicer = ReflectionServicer(["a.B"], load_index())
+    servicer = ReflectionServicer(["a.B"], load_index)
     missing = servicer.answer(reflection_pb2.ServerReflectionRequest(file_containing_symbol="x.Y"))
     assert missing.error_response.error_code == 5  # NOT_FOUND
     listed = servicer.answer(reflection_pb2.ServerReflectionRequest(list_services=""))

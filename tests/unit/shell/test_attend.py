@@ -19,9 +19,9 @@ from controlplane.wire.v1 import gossip_pb2, gossip_pb2_grpc
 HOST = "127.0.0.1"
 
 
-def members_here(name: str) -> tuple[str, int] | None:
-    """The attended agent's view: every member alive, at this host."""
-    return (HOST, 7946)
+def members_here(name: str) -> bool:
+    """The attended agent's view: every member alive."""
+    return True
 
 
 def event(kind: EventType, status: MemberStatus, *members: tuple[str, int]) -> MemberEvent:
@@ -143,8 +143,8 @@ async def test_an_agent_serves_a_bounded_number_of_attendants() -> None:
 
 
 async def test_only_alive_members_may_attend_each_with_two_streams_at_most() -> None:
-    known = {"a": (HOST, 7946)}
-    attend = AttendServer(known.get)
+    known = {"a"}
+    attend = AttendServer(known.__contains__)
     server, port = await serve(attend)
     async with grpc.aio.insecure_channel(f"{HOST}:{port}") as channel:
         stub = gossip_pb2_grpc.GossipStub(channel)
@@ -166,8 +166,8 @@ async def test_a_member_that_does_not_know_us_yet_is_asked_again_without_probes(
     monkeypatch,
 ) -> None:
     monkeypatch.setattr("controlplane.shell.attend.RETRY_PAUSE", 0.05)
-    known: dict[str, tuple[str, int]] = {}  # b has not learned of a yet
-    attend = AttendServer(known.get)
+    known: set[str] = set()  # b has not learned of a yet
+    attend = AttendServer(known.__contains__)
     server, port = await serve(attend)
     probed: list[str] = []
     attendance = Attendance("a", PushPullClient().open_channel, probed.append)
@@ -175,7 +175,7 @@ async def test_a_member_that_does_not_know_us_yet_is_asked_again_without_probes(
         attendance.on_member_event(joined(("b", port)))
         await asyncio.sleep(0.3)
         assert attend.open_streams == 0
-        known["a"] = (HOST, 7946)  # now it has
+        known.add("a")  # now it has
         await wait_for(lambda: attend.open_streams == 1)
         assert attendance.attended == ["b"]
         assert probed == []

@@ -213,7 +213,7 @@ def test_push_pull_dials_with_credentials_set_after_a_reload(tmp_path: Path) -> 
     async def scenario() -> list[bytes | None]:
         server = grpc.aio.server()
         gossip_pb2_grpc.add_GossipServicer_to_server(
-            GossipServicer(echo, AttendServer(lambda name: None)), server
+            GossipServicer(echo, AttendServer(lambda name: False)), server
         )
         port = server.add_secure_port("127.0.0.1:0", tls.server_credentials())
         await server.start()
