@@ -111,7 +111,7 @@ class ServerPoolServicer(server_pool_pb2_grpc.ServerPoolServicer):
     async def Heartbeat(
         self, request: server_pool_pb2.HeartbeatRequest, context: Context
     ) -> server_pool_pb2.HeartbeatResponse:
-        return await self._heartbeats.Heartbeat(request, context)
+        return self._heartbeats.Heartbeat(request, context)
 
     async def RefreshServerLists(
         self, request: server_pool_pb2.RefreshServerListsRequest, context: Context

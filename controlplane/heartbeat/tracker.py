@@ -15,7 +15,8 @@ import math
 import random
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import NamedTuple
 
 # nomad/config.go DefaultConfig: MaxHeartbeatsPerSecond 50.0, the target total rate.
 MAX_HEARTBEATS_PER_SECOND = 50.0
@@ -41,14 +42,17 @@ def heartbeat_ttl(num_clients: int, rng: random.Random) -> float:
     return ttl + rng.random() * ttl
 
 
-@dataclass(frozen=True, slots=True)
-class HeartbeatClient:
-    """What the agent knows of one heartbeating client."""
+_NO_METADATA: Mapping[str, str] = MappingProxyType({})
+
+
+class HeartbeatClient(NamedTuple):
+    """What the agent knows of one heartbeating client. A named tuple: one is built
+    per heartbeat, and a tuple builds several times faster than a frozen dataclass."""
 
     client_id: str
     peer: str
     api_version: tuple[int, int] | None
-    metadata: Mapping[str, str] = field(default_factory=dict)
+    metadata: Mapping[str, str] = _NO_METADATA
     last_seen: float = 0.0
     expires_at: float = 0.0
 
@@ -87,23 +91,32 @@ class HeartbeatTracker:
         now: float,
     ) -> float:
         """Notes a heartbeat; returns the interval the client should wait."""
-        self.expire(now)
-        known = self._clients.get(client_id)
-        if known is None and len(self._clients) >= MAX_CLIENTS:
+        if self._due and self._due[0] <= now:
+            self.expire(now)
+        clients = self._clients
+        known = clients.get(client_id)
+        if known is None and len(clients) >= MAX_CLIENTS:
             # Refuse to grow without bound; the least recently seen client goes first.
-            _, evicted = self._clients.popitem(last=False)
+            _, evicted = clients.popitem(last=False)
             self._forget(evicted)
-        ttl = heartbeat_ttl(len(self._clients) + (known is None), self._rng)
+        ttl = heartbeat_ttl(len(clients) + (known is None), self._rng)
         client = HeartbeatClient(
-            client_id, peer, api_version, dict(metadata), now, now + ttl + self._grace
+            client_id,
+            peer,
+            api_version,
+            dict(metadata) if metadata else _NO_METADATA,
+            now,
+            now + ttl + self._grace,
         )
         if known is None:
             self._note_added(client_id)
+            self._schedule(client)
         else:
-            self._unschedule(known)
-        self._clients[client_id] = client
-        self._clients.move_to_end(client_id)
-        self._schedule(client)
+            clients.move_to_end(client_id)
+            if math.ceil(known.expires_at) != math.ceil(client.expires_at):
+                self._unschedule(known)
+                self._schedule(client)
+        clients[client_id] = client
         return ttl
 
     def expire(self, now: float) -> list[str]:

@@ -297,7 +297,7 @@ async def test_heartbeats_never_walk_the_members() -> None:
         request = pb.HeartbeatRequest(
             client_id=f"client-{client}", api_version=pb.ApiVersion(major=1, minor=0)
         )
-        answer = await rpcs.Heartbeat(request, context)
+        answer = rpcs.Heartbeat(request, context)
         servers = live_servers(list(layer.infos.values()), ApiVersion(1, 0))
         random.Random(request.client_id).shuffle(servers)
         # The same per-client order as a shuffle of the list computed from scratch.

@@ -88,15 +88,41 @@ async def test_each_clients_server_order_is_kept_until_the_servers_change() -> N
     )
     context = cast(Any, Context())
     for client in ("a", "b", "a", "c", "b"):
-        answer = await rpcs.Heartbeat(heartbeat_request(client), context)
+        answer = rpcs.Heartbeat(heartbeat_request(client), context)
         assert list(answer.servers) == expected_order(layer, client)
 
     gone = layer.set("s3", status=MemberStatus.FAILED)
     rpcs.on_member_event(MemberEvent(EventType.MEMBER_FAILED, (gone,)))
     for client in ("a", "b"):
-        answer = await rpcs.Heartbeat(heartbeat_request(client), context)
+        answer = rpcs.Heartbeat(heartbeat_request(client), context)
         assert "s3" not in [s.name for s in answer.servers]
         assert list(answer.servers) == expected_order(layer, client)
+
+
+def test_a_heartbeat_answer_is_the_response_built_field_by_field() -> None:
+    layer = FakeLayer()
+    for index in range(4):
+        layer.set(f"s{index}", tags={"role": "server", "api_version": "1.0", "dc": "east"})
+    leader: list[tuple[str, int] | None] = [None]
+    rpcs = HeartbeatRpcs(
+        cast(Any, layer), HeartbeatTracker(random.Random(0)), lambda: 5.0, lambda: leader[0]
+    )
+    # Fed the same heartbeats, a twin tracker hands out the same intervals.
+    twin = HeartbeatTracker(random.Random(0))
+    context = cast(Any, Context())
+    for round_ in range(3):
+        answer = rpcs.Heartbeat(heartbeat_request("a"), context)
+        expected = pb.HeartbeatResponse(
+            servers=expected_order(layer, "a"),
+            num_nodes=layer.alive_count(),
+            leader_address=leader[0][0] if leader[0] else "",
+            leader_epoch=leader[0][1] if leader[0] else 0,
+        )
+        interval = twin.record("a", "", (1, 0), {}, 5.0)
+        expected.heartbeat_interval.FromNanoseconds(round(interval * 1e9))
+        assert answer == expected
+        assert answer.heartbeat_interval.ToTimedelta().total_seconds() >= 10
+        leader[0] = (f"10.0.0.{round_ + 1}:7946", round_ + 7)
 
 
 class _Aborted(Exception):

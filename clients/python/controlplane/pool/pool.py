@@ -233,6 +233,9 @@ def _dedupe_by_name(servers: Iterable[Server]) -> list[Server]:
     return list(unique.values())
 
 
+_NOTHING_REFRESHED = RefreshResult(added=(), removed=(), incompatible=())
+
+
 class ServerPool:
     """An ordered pool of servers for one client, with primaries and backups.
 
@@ -319,8 +322,19 @@ class ServerPool:
 
     def find_server(self, now: float) -> Server | None:
         """The server to use next (the head), or ``None`` if none is selectable."""
-        ranked = self._ranked(check_now(now))
-        return ranked[0][0] if ranked else None
+        now = check_now(now)
+        # The head of `_ranked` without sorting: every call asks for it.
+        head: Server | None = None
+        head_rank: tuple[bool, _Tier] | None = None
+        demoted, health = self._demoted_tiers, self._health
+        for server, is_primary in self._known():
+            if health[server.name].is_ejected(now):
+                continue
+            tier = _tier_of(server, is_primary)
+            rank = (tier in demoted, tier)
+            if head_rank is None or rank < head_rank:
+                head, head_rank = server, rank
+        return head
 
     def is_ejected(self, server: Server | str, now: float) -> bool:
         now = check_now(now)
@@ -463,8 +477,19 @@ class ServerPool:
         now = check_now(now)
         if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 0:
             raise InvalidCountError("num_nodes", f"must be an integer >= 0, got {num_nodes!r}")
-        if leader_address is not None and leader_address != "":
+        if leader_address and leader_address != self._leader_address:
+            # The stored address was checked when it came.
             parse_address(leader_address, field="leader_address")
+        if self._is_repeat(servers):
+            # The list the last refresh installed, the very objects in any order: the
+            # general path below would keep every primary where it is and change
+            # nothing else (heartbeats repeat their list, so this is the usual case).
+            if servers:
+                self._offline = False
+            self._num_nodes = num_nodes
+            self._leader_address = leader_address or None
+            self._last_refreshed_at = now
+            return _NOTHING_REFRESHED
         checked = [_check_server(s, f"servers[{i}]") for i, s in enumerate(servers)]
 
         client_version = self._config.client_api_version
@@ -784,6 +809,24 @@ class ServerPool:
         index = next(i for i, s in enumerate(servers) if s.name == name)
         servers.append(servers.pop(index))
         return True
+
+    def _is_repeat(self, servers: Sequence[Server]) -> bool:
+        """True if `servers` are the current primaries themselves (the same objects,
+        in any order) and the backups named like primaries hold their details.
+
+        Every primary is compatible, has a health entry and a name of its own, so a
+        refresh with such a list keeps the primaries in their order and adds,
+        removes, drops and forgets nothing."""
+        primaries = self._primaries
+        if len(servers) != len(primaries) or (self._backups and self._backup_details_differ()):
+            return False
+        return {id(s) for s in servers} == {id(s) for s in primaries}
+
+    def _backup_details_differ(self) -> bool:
+        """True if a backup has a primary's name but not its details, which a
+        refresh would copy to it."""
+        by_name = {s.name: s for s in self._primaries}
+        return any(by_name.get(s.name, s) is not s for s in self._backups)
 
     def _replace_backup_details(self, server: Server) -> None:
         self._backups = [server if s.name == server.name else s for s in self._backups]
