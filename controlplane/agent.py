@@ -30,6 +30,7 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 import grpc.aio
@@ -85,6 +86,10 @@ from controlplane.shell.pushpull import MAX_MESSAGE_BYTES, GossipServicer, PushP
 from controlplane.shell.runtime import GossipRuntime
 from controlplane.shell.snapshot import SnapshotFile, read_snapshot, snapshot_path
 from controlplane.shell.tls import AgentTls
+
+if TYPE_CHECKING:
+    from controlplane.shell.metrics import AgentMetrics
+    from controlplane.shell.metrics_http import MetricsListener
 
 log = logging.getLogger("controlplane.agent")
 
@@ -154,6 +159,8 @@ class AgentHooks:
     # Drain, leave, then stop the agent (the Leave RPC).
     leave: Callable[[], Awaitable[None]]
     on_name_conflict: Callable[[NameConflict], None]
+    # Counts RPCs, member events and leader changes; None when metrics are off.
+    metrics: AgentMetrics | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +316,12 @@ def build_components(config: AgentConfig, hooks: AgentHooks) -> Components:
     push_pull = PushPullClient(tls.outgoing, tls.channel_options())
     runtime = GossipRuntime(layer, push_pull=push_pull, snapshot=snapshot_file)
     runtime.subscribe(hooks.events.publish)
+    metrics = hooks.metrics
+    observer = metrics.rpcs if metrics is not None else None
+    publish_leader: Callable[[LeaderView | None], None] = hooks.leader_changes.publish
+    if metrics is not None:
+        runtime.subscribe(metrics.members.on_event)
+        publish_leader = metrics.count_leader_changes(publish_leader)
     runtime.on_name_conflict(hooks.on_name_conflict)
     pools = PoolRegistry(
         loop.time, pinger=tls_health_ping(lambda: tls.outgoing, tls.channel_options())
@@ -348,7 +361,7 @@ def build_components(config: AgentConfig, hooks: AgentHooks) -> Components:
             joining=True,
         ),
         runtime,
-        hooks.leader_changes.publish,
+        publish_leader,
         epochs,
         keyring=keyring,
         label=config.cluster_label,
@@ -392,17 +405,21 @@ def build_components(config: AgentConfig, hooks: AgentHooks) -> Components:
         layer, runtime, hooks.events, default_port=config.port, leave=hooks.leave
     )
     leader = LeaderRpcs(layer, election.leader, hooks.leader_changes, election.status)
-    MEMBERSHIP.add_to_server(MembershipServicer(members, leader), server, access)
-    SERVER_POOL.add_to_server(ServerPoolServicer(ServerPoolRpcs(pools), heartbeats), server, access)
-    RING.add_to_server(RingServicer(rings), server, access)
-    KEYRING.add_to_server(KeyringServicer(keys), server, access)
+    MEMBERSHIP.add_to_server(MembershipServicer(members, leader), server, access, observer)
+    SERVER_POOL.add_to_server(
+        ServerPoolServicer(ServerPoolRpcs(pools), heartbeats), server, access, observer
+    )
+    RING.add_to_server(RingServicer(rings), server, access, observer)
+    KEYRING.add_to_server(KeyringServicer(keys), server, access, observer)
 
     def is_alive_member(name: str) -> bool:
         member = layer.member(name)
         return member is not None and member.status is MemberStatus.ALIVE
 
     attend_server = AttendServer(is_alive_member)
-    GOSSIP.add_to_server(GossipServicer(runtime.serve_push_pull, attend_server), server, None)
+    GOSSIP.add_to_server(
+        GossipServicer(runtime.serve_push_pull, attend_server), server, None, observer
+    )
     return Components(
         tls=tls,
         api_tokens=tuple(access.tokens) if access is not None else (),
@@ -431,6 +448,13 @@ class Agent:
         self.leader_changes: EventHub[LeaderView | None] = EventHub()
         self.loop_lag = LoopLagProbe(config.loop_lag_interval)
         self.heap = HeapSettler()
+        self.metrics: AgentMetrics | None = None
+        self._metrics_listener: MetricsListener | None = None
+        if config.metrics_addr:
+            # Imported only here: prometheus_client loads `ssl` (shell/nossl.py).
+            from controlplane.shell.metrics import AgentMetrics
+
+            self.metrics = AgentMetrics()
         # Set by `start` once every component is built and the server serves.
         self._components: Components | None = None
         self._stopping = asyncio.Event()
@@ -473,6 +497,7 @@ class Agent:
                 heap=self.heap,
                 leave=self.leave_cluster,
                 on_name_conflict=self._on_name_conflict,
+                metrics=self.metrics,
             ),
         )
         tls, server = parts.tls, parts.server
@@ -491,6 +516,8 @@ class Agent:
             parts.runtime.open(config.bind, config.port)
         except OSError as error:
             raise ConfigError(f"cannot bind UDP {config.listen_target}: {error.strerror}") from None
+        if self.metrics is not None:
+            await self._start_metrics(parts)
         await server.start()
         self.loop_lag.start()
         self.heap.start()
@@ -530,6 +557,26 @@ class Agent:
             parts.election.expect_join()
             self._tasks.append(asyncio.create_task(self._join(parts, config.join)))
         parts.election.joins_started()
+
+    async def _start_metrics(self, parts: Components) -> None:
+        from controlplane.config import split_metrics_address
+        from controlplane.shell.metrics import render
+        from controlplane.shell.metrics_http import MetricsListener
+
+        assert self.metrics is not None
+        host, port = split_metrics_address(self.config.metrics_addr)
+        registry = self.metrics.registry(self)
+        listener = MetricsListener(lambda: render(registry))
+        try:
+            await listener.start(host, port)
+        except OSError as error:
+            parts.runtime.udp.close()
+            raise ConfigError(
+                f"cannot bind the metrics listener {self.config.metrics_addr}:"
+                f" {error.strerror or error}"
+            ) from None
+        self._metrics_listener = listener
+        log.info("metrics at http://%s/metrics", format_host_port(host, listener.port))
 
     def _on_name_conflict(self, conflict: NameConflict) -> None:
         """Serf's answer to a name conflict: the newcomer goes, the incumbent stays.
@@ -622,6 +669,8 @@ class Agent:
         await parts.server.stop(self.config.shutdown_grace)
         await parts.pools.close()
         await parts.runtime.close()
+        if self._metrics_listener is not None:
+            await self._metrics_listener.close()
         self.loop_lag.stop()
         self._stopped.set()
         self.heap.stop()

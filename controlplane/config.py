@@ -88,6 +88,8 @@ class AgentConfig:
     drain_period: float = 2.0
     shutdown_grace: float = 5.0
     loop_lag_interval: float = 0.5
+    # "host:port" of the Prometheus listener; empty: no metrics.
+    metrics_addr: str = ""
 
     @property
     def encryption_key(self) -> bytes | None:
@@ -257,6 +259,23 @@ def _check_grace(value: float) -> None:
 def _check_loop_lag_interval(value: float) -> None:
     if not 0.01 <= value <= 60:
         raise ValueError(f"must be from 0.01 to 60 seconds, got {value}")
+
+
+def split_metrics_address(text: str) -> tuple[str, int]:
+    """Splits "host:port" or "[v6]:port" with an IP literal host; ValueError says why."""
+    problem = f"must be IP:port (an IP address, not a host name), got {text!r}"
+    try:
+        host, port = split_join_address(text)
+    except ValueError:
+        raise ValueError(problem) from None
+    if port is None or not _is_ip(host, version=6 if ":" in host else 4):
+        raise ValueError(problem)
+    return host, port
+
+
+def _check_metrics_addr(value: str) -> None:
+    if value:
+        split_metrics_address(value)
 
 
 def split_join_address(text: str) -> tuple[str, int | None]:
@@ -484,6 +503,12 @@ SETTINGS: dict[str, Setting] = {
             _parse_float,
             _check_loop_lag_interval,
             "seconds between loop-lag samples (default 0.5; each is a wake-up of an idle agent)",
+        ),
+        Setting(
+            "metrics_addr",
+            _parse_str,
+            _check_metrics_addr,
+            "IP:port of the Prometheus /metrics listener, e.g. 127.0.0.1:9464 (default: off)",
         ),
     )
 }

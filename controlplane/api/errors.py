@@ -9,11 +9,13 @@ its traceback and answered INTERNAL, never UNKNOWN.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import grpc.aio
@@ -74,57 +76,116 @@ _PARTS: weakref.WeakKeyDictionary[Behavior, tuple[Behavior, Check | None]] = (
 )
 
 
-def _wrap_unary(method: str, behavior: Behavior, check: Check | None) -> Behavior:
+class RpcObserver(Protocol):
+    """Told when each RPC starts and ends (the agent's metrics, when they are on)."""
+
+    def start(self, path: str, streaming: bool) -> None: ...
+
+    def observe(
+        self, path: str, streaming: bool, code: grpc.StatusCode, seconds: float
+    ) -> None: ...
+
+
+_CODES_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _aborted_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
+    """The code a handler aborted with (gRPC reports it as an enum or a number)."""
+    code: object = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    if isinstance(code, int):
+        return _CODES_BY_VALUE.get(code, grpc.StatusCode.UNKNOWN)
+    return grpc.StatusCode.UNKNOWN
+
+
+def _wrap_unary(
+    method: str, behavior: Behavior, check: Check | None, observer: RpcObserver | None
+) -> Behavior:
     # One coroutine per call around the behavior's own: every layer of wrapping costs
     # a coroutine and an await on each call.
     async def guarded(request_or_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        if observer is not None:
+            observer.start(method, False)
+            started = time.perf_counter()
+        code = grpc.StatusCode.OK
         try:
             if check is not None:
                 check(request_or_iterator, context)
             return await behavior(request_or_iterator, context)
         except ControlPlaneError as error:
+            code = error.code
             await _abort(context, error)
         except grpc.aio.AbortError:
+            code = _aborted_code(context)
+            raise
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
             raise
         except Exception as error:
+            code = grpc.StatusCode.INTERNAL
             await _abort(context, _internal(method, error))
+        finally:
+            if observer is not None:
+                observer.observe(method, False, code, time.perf_counter() - started)
         return None
 
     return guarded
 
 
-def _wrap_stream(method: str, behavior: Behavior, check: Check | None) -> Behavior:
+def _wrap_stream(
+    method: str, behavior: Behavior, check: Check | None, observer: RpcObserver | None
+) -> Behavior:
     if not inspect.isasyncgenfunction(behavior):
         # A streaming handler written with context.write() is a plain coroutine.
-        return _wrap_unary(method, behavior, check)
+        return _wrap_unary(method, behavior, check, observer)
 
     async def guarded(
         request_or_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
+        if observer is not None:
+            observer.start(method, True)
+            started = time.perf_counter()
+        code = grpc.StatusCode.OK
         try:
             if check is not None:
                 check(request_or_iterator, context)
             async for response in behavior(request_or_iterator, context):
                 yield response
         except ControlPlaneError as error:
+            code = error.code
             await _abort(context, error)
         except grpc.aio.AbortError:
+            code = _aborted_code(context)
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            code = grpc.StatusCode.CANCELLED
             raise
         except Exception as error:
+            code = grpc.StatusCode.INTERNAL
             await _abort(context, _internal(method, error))
+        finally:
+            if observer is not None:
+                observer.observe(method, True, code, time.perf_counter() - started)
 
     return guarded
 
 
-def guard(method: str, behavior: Behavior, check: Check | None = None) -> Behavior:
+def guard(
+    method: str,
+    behavior: Behavior,
+    check: Check | None = None,
+    observer: RpcObserver | None = None,
+) -> Behavior:
     """`behavior` (a unary coroutine or a streaming async generator) with every
-    exception mapped to a status, after `check` (if any) accepted the call. Applied
-    once, when a servicer is built, rather than by an interceptor on every call:
-    interceptors cost a handler lookup and a new handler object per RPC."""
+    exception mapped to a status, after `check` (if any) accepted the call, and
+    `observer` (if any) told when the call starts and how it ends. Applied once, when
+    a servicer is built, rather than by an interceptor on every call: interceptors
+    cost a handler lookup and a new handler object per RPC."""
     if inspect.isasyncgenfunction(behavior):
-        guarded = _wrap_stream(method, behavior, check)
+        guarded = _wrap_stream(method, behavior, check, observer)
     else:
-        guarded = _wrap_unary(method, behavior, check)
+        guarded = _wrap_unary(method, behavior, check, observer)
     _PARTS[guarded] = (behavior, check)
     return guarded
 

@@ -254,6 +254,11 @@ class HeartbeatRpcs:
         self._orders: dict[str, tuple[list[pb.Server], bytes]] = {}
         self._api_versions: dict[tuple[int, int], ApiVersion] = {}
 
+    @property
+    def client_count(self) -> int:
+        """Clients known to this agent (some may have expired within the last second)."""
+        return len(self._tracker)
+
     def on_member_event(self, event: MemberEvent) -> None:
         """Keeps the server list current; the agent calls it with every member event."""
         self._servers.on_member_event(event)

@@ -229,6 +229,11 @@ class RingService:
 
     # ------------------------------------------------------------ inputs
 
+    @property
+    def directory(self) -> RingDirectory:
+        """The rings and registrations this service keeps (read-only use)."""
+        return self._directory
+
     def refresh_members(self) -> None:
         """Brings the rings in line with the whole member list (at start-up); a
         pass over every member, so membership events go to :meth:`on_member_event`."""

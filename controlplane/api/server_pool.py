@@ -167,6 +167,10 @@ class PoolRegistry:
     def now(self) -> float:
         return self._clock()
 
+    @property
+    def pool_count(self) -> int:
+        return len(self._pools)
+
     def get(self, name: str) -> PoolEntry:
         entry = self._pools.get(name)
         if entry is None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import grpc.aio
@@ -23,7 +23,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
 
 from controlplane.api.auth import AccessPolicy, access_check
-from controlplane.api.errors import Check, guard
+from controlplane.api.errors import Check, RpcObserver, guard
 from controlplane.api.paging import MAX_PUBLIC_MESSAGE_BYTES
 from controlplane.errors import ResourceExhausted
 from controlplane.shell.pushpull import MAX_MESSAGE_BYTES as PUSH_PULL_MAX_MESSAGE_BYTES
@@ -39,8 +39,18 @@ from controlplane.v1 import (
 )
 from controlplane.wire.v1 import gossip_pb2, gossip_pb2_grpc
 
-# Registers a servicer on a server, with the access policy its calls must pass.
-Registrar = Callable[[Any, grpc.aio.Server, AccessPolicy | None], None]
+
+class Registrar(Protocol):
+    """Registers a servicer on a server, with the access policy its calls must pass
+    and, when metrics are on, the observer told of every call."""
+
+    def __call__(
+        self,
+        servicer: Any,
+        server: grpc.aio.Server,
+        auth: AccessPolicy | None = None,
+        observer: RpcObserver | None = None,
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +128,10 @@ def bounded_registrar(
     service_name = descriptor.name
 
     def add_to_server(
-        servicer: Any, server: grpc.aio.Server, auth: AccessPolicy | None = None
+        servicer: Any,
+        server: grpc.aio.Server,
+        auth: AccessPolicy | None = None,
+        observer: RpcObserver | None = None,
     ) -> None:
         handlers = {}
         for method in descriptor.methods:
@@ -127,7 +140,7 @@ def bounded_registrar(
             response_class = message_factory.GetMessageClass(method.output_type)
             behavior = getattr(servicer, method.name)
             check = access_check(auth, f"{service_name}/{method.name}")
-            handler = guard(path, behavior, _size_check(path, limit, check))
+            handler = guard(path, behavior, _size_check(path, limit, check), observer)
             factory = _HANDLER_FACTORIES[(method.client_streaming, method.server_streaming)]
             handlers[method.name] = factory(
                 handler,

@@ -117,12 +117,14 @@ class _LocalState(enum.Enum):
 
 
 class _Census:
-    """How many members are alive, and which have left, kept as statuses change."""
+    """How many members have each status, and which have left, kept as statuses
+    change."""
 
-    __slots__ = ("alive", "left", "version")
+    __slots__ = ("alive", "by_status", "left", "version")
 
     def __init__(self) -> None:
         self.alive = 0
+        self.by_status: dict[MemberStatus, int] = dict.fromkeys(MemberStatus, 0)
         # Insertion-ordered set: the push-pull state lists these without a scan.
         self.left: dict[str, None] = {}
         # Moves with every status change, those without an event included.
@@ -131,6 +133,7 @@ class _Census:
     def count(self, state: _Member, sign: int) -> None:
         """Counts `state` in (sign 1) or out (sign -1) with its current status."""
         self.version += 1
+        self.by_status[state.status] += sign
         if state.status is MemberStatus.ALIVE:
             self.alive += sign
         elif state.status is MemberStatus.LEFT:
@@ -389,6 +392,10 @@ class Membership:
     def alive_count(self) -> int:
         """How many members are alive, this one included (O(1))."""
         return self._census.alive
+
+    def status_count(self, status: MemberStatus) -> int:
+        """How many known members have `status` (O(1))."""
+        return self._census.by_status[status]
 
     def local_member(self) -> MemberInfo:
         return self._info(self._members[self.name])

@@ -36,6 +36,8 @@ class UdpStats:
 
     received: int = 0
     sent: int = 0
+    received_bytes: int = 0
+    sent_bytes: int = 0
     send_dropped: int = 0
     wakeups: int = 0
 
@@ -89,6 +91,7 @@ class UdpEndpoint:
                 # carry no datagram and must not stop the reader.
                 continue
             self.stats.received += 1
+            self.stats.received_bytes += len(data)
             self._on_datagram((str(source[0]), int(source[1])), data)
 
     def send(self, dest: Address, data: bytes) -> None:
@@ -101,6 +104,7 @@ class UdpEndpoint:
             # net keeps a malformed destination from escaping into the event loop.
             sock.sendto(data, dest)
             self.stats.sent += 1
+            self.stats.sent_bytes += len(data)
         except (OSError, ValueError, TypeError, OverflowError):
             self.stats.send_dropped += 1
 
