@@ -47,7 +47,17 @@ def test_an_agent_that_has_not_started_has_no_components() -> None:
     optional = {
         name
         for name, value in vars(unstarted).items()
-        if value is None and name not in ("_components", "name_taken", "_leave_task")
+        if value is None
+        and name
+        not in (
+            "_components",
+            "name_taken",
+            "_leave_task",
+            # Off unless the configuration asks for them.
+            "metrics",
+            "_metrics_listener",
+            "_reload_config",
+        )
     }
     assert optional == set()
 
