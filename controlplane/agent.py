@@ -23,13 +23,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import ipaddress
 import logging
+import os
+import platform
 import random
 import signal
 import socket
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING
 
 import grpc
@@ -74,8 +78,10 @@ from controlplane.config import AgentConfig, format_host_port
 from controlplane.configerror import ConfigError
 from controlplane.datadir import check_data_dir
 from controlplane.election import Election, ElectionConfig, LeaderView
+from controlplane.errors import ControlPlaneError
 from controlplane.gossip import PROFILES, Keyring, NameConflict
 from controlplane.heartbeat.tracker import HeartbeatTracker
+from controlplane.logformat import set_level as set_log_level
 from controlplane.membership import MemberEvent, Membership, MembershipConfig, MemberStatus
 from controlplane.rings.directory import RingDirectory
 from controlplane.shell.attend import Attendance, AttendServer
@@ -86,6 +92,7 @@ from controlplane.shell.pushpull import MAX_MESSAGE_BYTES, GossipServicer, PushP
 from controlplane.shell.runtime import GossipRuntime
 from controlplane.shell.snapshot import SnapshotFile, read_snapshot, snapshot_path
 from controlplane.shell.tls import AgentTls
+from controlplane.v1 import membership_pb2
 
 if TYPE_CHECKING:
     from controlplane.shell.metrics import AgentMetrics
@@ -123,6 +130,8 @@ class NodeNameTaken(ConfigError):
 
 # Seconds between two warnings about the same member claiming this agent's name.
 CONFLICT_WARN_EVERY = 30.0
+# Settings a SIGHUP applies; the TLS files are read again from the same paths.
+RELOADABLE = frozenset({"log_level", "tags"})
 
 
 def _port_in_use(host: str, port: int, kind: socket.SocketKind) -> bool:
@@ -136,6 +145,25 @@ def _port_in_use(host: str, port: int, kind: socket.SocketKind) -> bool:
         except OSError as error:
             return error.errno == errno.EADDRINUSE
     return False
+
+
+@functools.cache
+def _software_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("controlplane")
+    except PackageNotFoundError:  # run from a source tree without installing
+        return "unknown"
+
+
+def _resident_bytes() -> int:
+    """The process's resident memory now (Linux /proc; 0 where it cannot be read)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def agent_tags(config: AgentConfig) -> dict[str, str]:
@@ -159,6 +187,8 @@ class AgentHooks:
     # Drain, leave, then stop the agent (the Leave RPC).
     leave: Callable[[], Awaitable[None]]
     on_name_conflict: Callable[[NameConflict], None]
+    # The answer to GetInfo (Agent.describe).
+    describe: Callable[[], membership_pb2.GetInfoResponse]
     # Counts RPCs, member events and leader changes; None when metrics are off.
     metrics: AgentMetrics | None = None
 
@@ -405,7 +435,9 @@ def build_components(config: AgentConfig, hooks: AgentHooks) -> Components:
         layer, runtime, hooks.events, default_port=config.port, leave=hooks.leave
     )
     leader = LeaderRpcs(layer, election.leader, hooks.leader_changes, election.status)
-    MEMBERSHIP.add_to_server(MembershipServicer(members, leader), server, access, observer)
+    MEMBERSHIP.add_to_server(
+        MembershipServicer(members, leader, hooks.describe), server, access, observer
+    )
     SERVER_POOL.add_to_server(
         ServerPoolServicer(ServerPoolRpcs(pools), heartbeats), server, access, observer
     )
@@ -441,13 +473,18 @@ def build_components(config: AgentConfig, hooks: AgentHooks) -> Components:
 class Agent:
     """One controlplane agent: a gossip member serving the public API."""
 
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(
+        self, config: AgentConfig, *, reload_config: Callable[[], AgentConfig] | None = None
+    ) -> None:
         self.config = config
+        # Reads the configuration again (SIGHUP); None: nothing to reload from.
+        self._reload_config = reload_config
         self.health = health.aio.HealthServicer()
         self.events: EventHub[Event] = EventHub()
         self.leader_changes: EventHub[LeaderView | None] = EventHub()
         self.loop_lag = LoopLagProbe(config.loop_lag_interval)
         self.heap = HeapSettler()
+        self._started_at = time.monotonic()
         self.metrics: AgentMetrics | None = None
         self._metrics_listener: MetricsListener | None = None
         if config.metrics_addr:
@@ -497,6 +534,7 @@ class Agent:
                 heap=self.heap,
                 leave=self.leave_cluster,
                 on_name_conflict=self._on_name_conflict,
+                describe=self.describe,
                 metrics=self.metrics,
             ),
         )
@@ -519,6 +557,7 @@ class Agent:
         if self.metrics is not None:
             await self._start_metrics(parts)
         await server.start()
+        self._started_at = time.monotonic()
         self.loop_lag.start()
         self.heap.start()
         self._components = parts
@@ -577,6 +616,58 @@ class Agent:
             ) from None
         self._metrics_listener = listener
         log.info("metrics at http://%s/metrics", format_host_port(host, listener.port))
+
+    def describe(self) -> membership_pb2.GetInfoResponse:
+        """The agent, its runtime, cluster, election and rings (GetInfo, `controlplane
+        info`). O(rings): member counts by status are kept as statuses change."""
+        parts, config = self.components, self.config
+        layer, node = parts.layer, parts.layer.node
+        info = membership_pb2.GetInfoResponse()
+        agent = info.agent
+        agent.name = config.node
+        agent.version = _software_version()
+        agent.address = format_host_port(config.advertise_address, config.port)
+        agent.profile, agent.role, agent.cluster_label = (
+            config.profile,
+            config.role,
+            config.cluster_label,
+        )
+        agent.uptime.FromNanoseconds(round((time.monotonic() - self._started_at) * 1e9))
+        agent.tags.update(layer.local_member().tags)
+        runtime = info.runtime
+        runtime.python = platform.python_version()
+        runtime.platform = f"{platform.system()} {platform.machine()}"
+        runtime.cpus = len(os.sched_getaffinity(0))
+        runtime.rss_bytes = _resident_bytes()
+        runtime.tasks = len(asyncio.all_tasks())
+        lag = self.loop_lag.stats
+        runtime.loop_lag_max.FromNanoseconds(round(lag.max * 1e9))
+        runtime.loop_lag_p99.FromNanoseconds(round(lag.percentile(0.99) * 1e9))
+        gossip = info.gossip
+        gossip.members = layer.member_count()
+        gossip.alive = layer.status_count(MemberStatus.ALIVE)
+        gossip.leaving = layer.status_count(MemberStatus.LEAVING)
+        gossip.left = layer.status_count(MemberStatus.LEFT)
+        gossip.failed = layer.status_count(MemberStatus.FAILED)
+        gossip.member_time = layer.lamport_time
+        gossip.event_time = layer.event_time
+        gossip.broadcast_queue = node.broadcast_queue_depth
+        gossip.health_score = node.health_score
+        gossip.incarnation = node.incarnation
+        gossip.encrypted = parts.encrypted
+        gossip.tls = parts.tls.summary()
+        election = info.election
+        view = parts.election.leader()
+        status = parts.election.status()
+        election.leader = view.name if view is not None else ""
+        election.epoch = parts.election.election.epoch
+        election.is_leader = view is not None and view.is_self
+        election.state = status.state
+        rings = parts.rings.directory
+        for name in rings.names():
+            ring = rings.view(name)
+            info.rings.add(name=name, nodes=len(ring.entries), version=ring.version)
+        return info
 
     def _on_name_conflict(self, conflict: NameConflict) -> None:
         """Serf's answer to a name conflict: the newcomer goes, the incumbent stays.
@@ -685,7 +776,57 @@ class Agent:
         task.add_done_callback(self._tasks.remove)
 
     async def _reload_on_signal(self) -> None:
+        await self.reload_settings()
         await self.reload_tls()
+
+    async def reload_settings(self) -> bool:
+        """SIGHUP: reads the configuration again and applies the log level and the
+        tags (Serf's and Consul's reload). Other changed settings are named in a
+        warning and wait for a restart. A configuration that fails its checks logs
+        one error line and changes nothing; returns whether anything changed."""
+        parts = self._components
+        if parts is None or self._reload_config is None:
+            return False
+        try:
+            # Off the loop: the file may sit on a slow disk.
+            new = await asyncio.to_thread(self._reload_config)
+        except ConfigError as error:
+            log.error("SIGHUP: configuration not reloaded: %s", error)
+            return False
+        old = self.config
+        changed = False
+        if new.log_level != old.log_level:
+            set_log_level(new.log_level)
+            log.info("SIGHUP: log level %s (was %s)", new.log_level, old.log_level)
+            changed = True
+        if new.tags != old.tags:
+            before, after = agent_tags(old), agent_tags(new)
+            updates = {key: value for key, value in after.items() if before.get(key) != value}
+            deleted = [key for key in before if key not in after]
+            try:
+                parts.runtime.apply(parts.layer.update_tags(updates, deleted, parts.runtime.now))
+            except ControlPlaneError as error:
+                log.error("SIGHUP: tags not reloaded: %s", error.message)
+                new = replace(new, tags=old.tags)
+            else:
+                log.info("SIGHUP: tags %s", ", ".join(f"{k}={v}" for k, v in after.items()))
+                changed = True
+        waiting = [
+            setting.name
+            for setting in fields(AgentConfig)
+            if setting.name not in RELOADABLE
+            and getattr(new, setting.name) != getattr(old, setting.name)
+        ]
+        if waiting:
+            log.warning(
+                "SIGHUP: %s changed; restart the agent to apply (a reload applies %s)",
+                ", ".join(waiting),
+                ", ".join(sorted(RELOADABLE)),
+            )
+        self.config = replace(old, log_level=new.log_level, tags=new.tags)
+        if not changed and not waiting:
+            log.info("SIGHUP: configuration read again; nothing changed")
+        return changed
 
     async def reload_tls(self) -> bool:
         """SIGHUP: reads the TLS files again. New handshakes, in and out, use them;
@@ -693,7 +834,7 @@ class Agent:
         error line and keeps the current files; returns whether they were replaced."""
         parts = self._components
         if parts is None or not (parts.tls.serving or parts.tls.outgoing_tls):
-            log.info("SIGHUP: nothing to reload (no TLS files configured)")
+            log.info("SIGHUP: no TLS files to read again")
             return False
         if not await asyncio.to_thread(parts.tls.reload):
             return False

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -30,6 +29,7 @@ from controlplane.config import (
 )
 from controlplane.configerror import ConfigError
 from controlplane.errors import ControlPlaneError, Unavailable
+from controlplane.logformat import configure_logging
 from controlplane.v1 import keyring_pb2, membership_pb2
 
 if TYPE_CHECKING:
@@ -142,17 +142,9 @@ def agent_config(args: argparse.Namespace, environ: dict[str, str]) -> AgentConf
     )
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
 def cmd_agent(args: argparse.Namespace, out: TextIO) -> int:
     config = agent_config(args, dict(os.environ))
-    _configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format)
     # The agent never uses Python's OpenSSL bindings; loading it without them keeps
     # about 7 MB out of every agent process (controlplane/shell/nossl.py).
     from controlplane.shell.nossl import import_without_openssl
@@ -162,7 +154,9 @@ def cmd_agent(args: argparse.Namespace, out: TextIO) -> int:
 
     from controlplane.agent import Agent
 
-    return asyncio.run(Agent(config).run())
+    # SIGHUP reads the same sources again: the file may have changed.
+    environ = dict(os.environ)
+    return asyncio.run(Agent(config, reload_config=lambda: agent_config(args, environ)).run())
 
 
 def cmd_keygen(args: argparse.Namespace, out: TextIO) -> int:
@@ -419,6 +413,49 @@ def _decode_key(text: str, flag: str) -> bytes:
     return key
 
 
+def _info_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def cmd_info(args: argparse.Namespace, out: TextIO) -> int:
+    with _client(args) as client:
+        info = client.info()
+    if args.format == "json":
+        from google.protobuf import json_format
+
+        document = json_format.MessageToDict(
+            info,
+            preserving_proto_field_name=True,
+            always_print_fields_with_no_presence=True,
+        )
+        out.write(json.dumps(document, sort_keys=True) + "\n")
+        return EXIT_OK
+    # Serf's `info` layout: sections, then "key = value" lines in name order.
+    sections: list[tuple[str, dict[str, object]]] = []
+    for section in (info.agent, info.runtime, info.gossip, info.election):
+        values: dict[str, object] = {}
+        for field in section.DESCRIPTOR.fields:
+            value = getattr(section, field.name)
+            if field.message_type is not None and field.message_type.full_name == (
+                "google.protobuf.Duration"
+            ):
+                value = f"{value.ToTimedelta().total_seconds():g}s"
+            elif field.message_type is not None:  # the tags map
+                value = ",".join(f"{k}={v}" for k, v in sorted(value.items()))
+            values[field.name] = value
+        sections.append((section.DESCRIPTOR.name.removesuffix("Info").lower(), values))
+    sections.append(
+        ("rings", {ring.name: f"nodes {ring.nodes}, version {ring.version}" for ring in info.rings})
+    )
+    for title, values in sections:
+        out.write(f"{title}:\n")
+        for key in sorted(values):
+            out.write(f"\t{key} = {_info_value(values[key])}\n")
+    return EXIT_OK
+
+
 def cmd_keys(args: argparse.Namespace, out: TextIO) -> int:
     chosen = [name for name in ("list", "install", "use", "remove") if getattr(args, name)]
     if len(chosen) != 1:
@@ -629,6 +666,10 @@ def build_parser() -> argparse.ArgumentParser:
     leader = commands.add_parser("leader", help="show the elected leader and its epoch")
     _add_client_flags(leader, with_format=True)
     leader.set_defaults(run=cmd_leader)
+
+    info = commands.add_parser("info", help="describe the agent: runtime, members, election")
+    _add_client_flags(info, with_format=True)
+    info.set_defaults(run=cmd_info)
 
     keys = commands.add_parser("keys", help="list, install, use or remove gossip keys")
     _add_client_flags(keys, with_format=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from controlplane.configerror import ConfigError
+from controlplane.logformat import LOG_FORMATS
 
 PROFILES = ("lan", "wan", "local")
 ROLES = ("server", "client")
@@ -85,6 +86,7 @@ class AgentConfig:
     verify_server_hostname: bool = False
     cluster_label: str = ""
     log_level: str = "info"
+    log_format: str = "text"
     drain_period: float = 2.0
     shutdown_grace: float = 5.0
     loop_lag_interval: float = 0.5
@@ -485,6 +487,12 @@ SETTINGS: dict[str, Setting] = {
             _parse_str,
             _one_of(LOG_LEVELS),
             "debug, info, warning or error (default info)",
+        ),
+        Setting(
+            "log_format",
+            _parse_str,
+            _one_of(LOG_FORMATS),
+            "text, or json: one object per line with hclog's keys (default text)",
         ),
         Setting(
             "drain_period",

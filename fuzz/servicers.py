@@ -133,6 +133,12 @@ def _clock() -> float:
     return _cores.NOW
 
 
+def _describe() -> Any:
+    from controlplane.v1 import membership_pb2
+
+    return membership_pb2.GetInfoResponse()
+
+
 def _servicers(layer: Membership) -> list[tuple[PublicService, object]]:
     runtime: Any = OfflineRuntime()
     membership = MembershipService(layer, runtime, EventHub(), default_port=7946, leave=_leave)
@@ -141,7 +147,7 @@ def _servicers(layer: Membership) -> list[tuple[PublicService, object]]:
     heartbeats = HeartbeatRpcs(layer, HeartbeatTracker(random.Random(0)), _clock, lambda: None)
     rings = RingService(RingDirectory(layer.name), layer, lambda channel, data: None, _clock)
     return [
-        (MEMBERSHIP, MembershipServicer(membership, leader)),
+        (MEMBERSHIP, MembershipServicer(membership, leader, _describe)),
         (SERVER_POOL, ServerPoolServicer(ServerPoolRpcs(pools), heartbeats)),
         (RING, RingServicer(rings)),
     ]

@@ -11,7 +11,7 @@ generated base, and a test checks that no RPC is left to the base's UNIMPLEMENTE
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc.aio
@@ -38,9 +38,15 @@ Context = grpc.aio.ServicerContext[Any, Any]
 class MembershipServicer(membership_pb2_grpc.MembershipServicer):
     """controlplane.v1.Membership, served by MembershipService and LeaderRpcs."""
 
-    def __init__(self, members: MembershipService, leader: LeaderRpcs) -> None:
+    def __init__(
+        self,
+        members: MembershipService,
+        leader: LeaderRpcs,
+        describe: Callable[[], membership_pb2.GetInfoResponse],
+    ) -> None:
         self._members = members
         self._leader = leader
+        self._describe = describe
 
     async def Join(
         self, request: membership_pb2.JoinRequest, context: Context
@@ -99,6 +105,11 @@ class MembershipServicer(membership_pb2_grpc.MembershipServicer):
     ) -> AsyncIterator[membership_pb2.WatchLeaderResponse]:
         async for response in self._leader.WatchLeader(request, context):
             yield response
+
+    async def GetInfo(
+        self, request: membership_pb2.GetInfoRequest, context: Context
+    ) -> membership_pb2.GetInfoResponse:
+        return self._describe()
 
 
 class ServerPoolServicer(server_pool_pb2_grpc.ServerPoolServicer):

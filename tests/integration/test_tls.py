@@ -415,7 +415,8 @@ def test_sighup_without_tls_changes_nothing(tmp_path: Path) -> None:
     # SIGHUP's default action ends a process: the agent handles it instead.
     with running_agent("plain-hup", log_dir=tmp_path, args=["--profile", "local"]) as agent:
         agent.process.send_signal(signal.SIGHUP)
-        assert wait_until(lambda: "SIGHUP: nothing to reload" in agent.log(), 10), agent.log()
+        assert wait_until(lambda: "SIGHUP: no TLS files" in agent.log(), 10), agent.log()
+        assert "SIGHUP: configuration read again; nothing changed" in agent.log()
         assert agent.process.poll() is None
         assert agent.health() == HealthStatus.SERVING
 

@@ -390,11 +390,14 @@ def test_force_leave_errors(node_run: NodeRun) -> None:
     assert_status(observed.call("Membership.ForceLeave[alive member]"), "FAILED_PRECONDITION")
 
 
-def test_leader_and_keyring_answers(node_run: NodeRun) -> None:
-    """Leader RPCs answer (no leader yet right after start: members wait a lease);
+def test_leader_info_and_keyring_answers(node_run: NodeRun) -> None:
+    """Leader RPCs and GetInfo answer (no leader yet right after start: members wait a lease);
     the keyring answers FAILED_PRECONDITION because these agents do not encrypt."""
     observed = node_run.result()
     assert observed.call("Membership.GetLeader")["code"] == "OK"
+    info = observed.call("Membership.GetInfo")
+    assert info["code"] == "OK"
+    assert info["response"]["gossip"]["alive"] >= 1
     leader = observed.call("Membership.WatchLeader")
     assert leader["code"] == "OK"
     assert leader["messages"], "WatchLeader sent nothing"

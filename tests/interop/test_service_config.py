@@ -63,6 +63,7 @@ IDEMPOTENT = {
             "WatchMembers",
             "WatchEvents",
             "WatchLeader",
+            "GetInfo",
         ],
         "ServerPool": ["Heartbeat", "FindServer", "ListServers", "ListClients"],
         "Ring": ["GetNode", "GetNodes", "ListNodes", "GetRing", "WatchRing"],

@@ -287,6 +287,7 @@ async function main() {
   }
   await M("GetLeader", {});
   await stream(membership, "Membership", "WatchLeader", {});
+  await M("GetInfo", {});
 
   // ---------------------------------------------------------------- ServerPool
   results["ServerPool.(streams)"] = {

@@ -327,6 +327,14 @@ class AsyncClient:
             "Membership/GetLeader", lambda s, t: s.membership.GetLeader(request, timeout=t), timeout
         )
 
+    async def info(self, *, timeout: float | None = None) -> membership_pb2.GetInfoResponse:
+        """The answering agent described (`serf info`): its runtime, member counts,
+        clocks, health score, encryption and TLS, election and rings."""
+        request = membership_pb2.GetInfoRequest()
+        return await self._unary(
+            "Membership/GetInfo", lambda s, t: s.membership.GetInfo(request, timeout=t), timeout
+        )
+
     # ------------------------------------------------------------------ ServerPool
 
     async def heartbeat(self, *, timeout: float | None = None) -> server_pool_pb2.HeartbeatResponse:

@@ -26,6 +26,7 @@ _TABLE: dict[str, bool] = {
     "Membership/WatchMembers": True,
     "Membership/WatchEvents": True,
     "Membership/WatchLeader": True,
+    "Membership/GetInfo": True,
     "Membership/Join": False,
     "Membership/Leave": False,
     "Membership/UpdateTags": False,

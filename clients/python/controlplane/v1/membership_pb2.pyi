@@ -978,3 +978,321 @@ class WatchLeaderResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchLeaderResponse: _TypeAlias = WatchLeaderResponse  # noqa: Y015
+
+@_typing.final
+class GetInfoRequest(_message.Message):
+    """GetInfoRequest has no parameters."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetInfoRequest: _TypeAlias = GetInfoRequest  # noqa: Y015
+
+@_typing.final
+class GetInfoResponse(_message.Message):
+    """GetInfoResponse describes the answering agent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_FIELD_NUMBER: _builtins.int
+    RUNTIME_FIELD_NUMBER: _builtins.int
+    GOSSIP_FIELD_NUMBER: _builtins.int
+    ELECTION_FIELD_NUMBER: _builtins.int
+    RINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def agent(self) -> Global___AgentInfo:
+        """agent is who the agent is and how it was started."""
+
+    @_builtins.property
+    def runtime(self) -> Global___RuntimeInfo:
+        """runtime is the process the agent runs in."""
+
+    @_builtins.property
+    def gossip(self) -> Global___GossipInfo:
+        """gossip is the agent's view of the cluster and of its own gossip."""
+
+    @_builtins.property
+    def election(self) -> Global___ElectionInfo:
+        """election is the leader as the agent sees it."""
+
+    @_builtins.property
+    def rings(self) -> _containers.RepeatedCompositeFieldContainer[Global___RingInfo]:
+        """rings are the hash rings the agent knows, in name order."""
+
+    def __init__(
+        self,
+        *,
+        agent: Global___AgentInfo | None = ...,
+        runtime: Global___RuntimeInfo | None = ...,
+        gossip: Global___GossipInfo | None = ...,
+        election: Global___ElectionInfo | None = ...,
+        rings: _abc.Iterable[Global___RingInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "election", b"election", "gossip", b"gossip", "runtime", b"runtime"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "election", b"election", "gossip", b"gossip", "rings", b"rings", "runtime", b"runtime"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetInfoResponse: _TypeAlias = GetInfoResponse  # noqa: Y015
+
+@_typing.final
+class AgentInfo(_message.Message):
+    """AgentInfo is who the agent is and how it was started."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class TagsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    PROFILE_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    CLUSTER_LABEL_FIELD_NUMBER: _builtins.int
+    UPTIME_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """name is the agent's member name."""
+    version: _builtins.str
+    """version is the agent's software version."""
+    address: _builtins.str
+    """address is "host:port" where the agent gossips and serves gRPC."""
+    profile: _builtins.str
+    """profile is the timing profile: "lan", "wan" or "local"."""
+    role: _builtins.str
+    """role is "server" or "client"."""
+    cluster_label: _builtins.str
+    """cluster_label is the label every gossip frame carries ("" for none)."""
+    @_builtins.property
+    def uptime(self) -> _duration_pb2.Duration:
+        """uptime is how long the agent has been serving."""
+
+    @_builtins.property
+    def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """tags are the agent's own tags."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.str = ...,
+        address: _builtins.str = ...,
+        profile: _builtins.str = ...,
+        role: _builtins.str = ...,
+        cluster_label: _builtins.str = ...,
+        uptime: _duration_pb2.Duration | None = ...,
+        tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["uptime", b"uptime"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "cluster_label", b"cluster_label", "name", b"name", "profile", b"profile", "role", b"role", "tags", b"tags", "uptime", b"uptime", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentInfo: _TypeAlias = AgentInfo  # noqa: Y015
+
+@_typing.final
+class RuntimeInfo(_message.Message):
+    """RuntimeInfo is the process the agent runs in."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PYTHON_FIELD_NUMBER: _builtins.int
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    CPUS_FIELD_NUMBER: _builtins.int
+    RSS_BYTES_FIELD_NUMBER: _builtins.int
+    TASKS_FIELD_NUMBER: _builtins.int
+    LOOP_LAG_MAX_FIELD_NUMBER: _builtins.int
+    LOOP_LAG_P99_FIELD_NUMBER: _builtins.int
+    python: _builtins.str
+    """python is the interpreter's version, e.g. "3.11.7"."""
+    platform: _builtins.str
+    """platform is the operating system and machine, e.g. "Linux x86_64"."""
+    cpus: _builtins.int
+    """cpus is the number of CPUs the process may run on."""
+    rss_bytes: _builtins.int
+    """rss_bytes is the process's resident memory."""
+    tasks: _builtins.int
+    """tasks is the number of asyncio tasks (Serf's goroutines)."""
+    @_builtins.property
+    def loop_lag_max(self) -> _duration_pb2.Duration:
+        """loop_lag_max is the longest delay of the agent's event loop since start."""
+
+    @_builtins.property
+    def loop_lag_p99(self) -> _duration_pb2.Duration:
+        """loop_lag_p99 is the 99th percentile of the recent loop delays."""
+
+    def __init__(
+        self,
+        *,
+        python: _builtins.str = ...,
+        platform: _builtins.str = ...,
+        cpus: _builtins.int = ...,
+        rss_bytes: _builtins.int = ...,
+        tasks: _builtins.int = ...,
+        loop_lag_max: _duration_pb2.Duration | None = ...,
+        loop_lag_p99: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["loop_lag_max", b"loop_lag_max", "loop_lag_p99", b"loop_lag_p99"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpus", b"cpus", "loop_lag_max", b"loop_lag_max", "loop_lag_p99", b"loop_lag_p99", "platform", b"platform", "python", b"python", "rss_bytes", b"rss_bytes", "tasks", b"tasks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RuntimeInfo: _TypeAlias = RuntimeInfo  # noqa: Y015
+
+@_typing.final
+class GossipInfo(_message.Message):
+    """GossipInfo is the agent's view of the cluster and of its own gossip."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    ALIVE_FIELD_NUMBER: _builtins.int
+    LEAVING_FIELD_NUMBER: _builtins.int
+    LEFT_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    MEMBER_TIME_FIELD_NUMBER: _builtins.int
+    EVENT_TIME_FIELD_NUMBER: _builtins.int
+    BROADCAST_QUEUE_FIELD_NUMBER: _builtins.int
+    HEALTH_SCORE_FIELD_NUMBER: _builtins.int
+    INCARNATION_FIELD_NUMBER: _builtins.int
+    ENCRYPTED_FIELD_NUMBER: _builtins.int
+    TLS_FIELD_NUMBER: _builtins.int
+    members: _builtins.int
+    """members is every member known, failed and left ones included."""
+    alive: _builtins.int
+    """alive, leaving, left and failed count the members by status."""
+    leaving: _builtins.int
+    left: _builtins.int
+    failed: _builtins.int
+    member_time: _builtins.int
+    """member_time is the membership Lamport clock."""
+    event_time: _builtins.int
+    """event_time is the user-event Lamport clock."""
+    broadcast_queue: _builtins.int
+    """broadcast_queue is the number of gossip messages waiting to be sent."""
+    health_score: _builtins.int
+    """health_score is Lifeguard's awareness score: 0 is healthy."""
+    incarnation: _builtins.int
+    """incarnation is the agent's own gossip incarnation."""
+    encrypted: _builtins.bool
+    """encrypted says gossip is sealed with a keyring."""
+    tls: _builtins.str
+    """tls is one line saying what TLS is on, as the agent logs it at start."""
+    def __init__(
+        self,
+        *,
+        members: _builtins.int = ...,
+        alive: _builtins.int = ...,
+        leaving: _builtins.int = ...,
+        left: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        member_time: _builtins.int = ...,
+        event_time: _builtins.int = ...,
+        broadcast_queue: _builtins.int = ...,
+        health_score: _builtins.int = ...,
+        incarnation: _builtins.int = ...,
+        encrypted: _builtins.bool = ...,
+        tls: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alive", b"alive", "broadcast_queue", b"broadcast_queue", "encrypted", b"encrypted", "event_time", b"event_time", "failed", b"failed", "health_score", b"health_score", "incarnation", b"incarnation", "leaving", b"leaving", "left", b"left", "member_time", b"member_time", "members", b"members", "tls", b"tls"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GossipInfo: _TypeAlias = GossipInfo  # noqa: Y015
+
+@_typing.final
+class ElectionInfo(_message.Message):
+    """ElectionInfo is the leader as the agent sees it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEADER_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    IS_LEADER_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    leader: _builtins.str
+    """leader is the leading member's name ("" while none is known)."""
+    epoch: _builtins.int
+    """epoch is the highest leader epoch the agent knows."""
+    is_leader: _builtins.bool
+    """is_leader is true while this agent leads."""
+    state: _builtins.str
+    """state is the election's state word (ElectionStatus.state), "known" or "leading"
+    while a leader is known.
+    """
+    def __init__(
+        self,
+        *,
+        leader: _builtins.str = ...,
+        epoch: _builtins.int = ...,
+        is_leader: _builtins.bool = ...,
+        state: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "is_leader", b"is_leader", "leader", b"leader", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ElectionInfo: _TypeAlias = ElectionInfo  # noqa: Y015
+
+@_typing.final
+class RingInfo(_message.Message):
+    """RingInfo summarizes one hash ring."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    NODES_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """name is the ring's name."""
+    nodes: _builtins.int
+    """nodes is how many nodes are on it."""
+    version: _builtins.int
+    """version moves with every change of the ring."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        nodes: _builtins.int = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "nodes", b"nodes", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RingInfo: _TypeAlias = RingInfo  # noqa: Y015

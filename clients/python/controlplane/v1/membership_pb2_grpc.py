@@ -99,6 +99,11 @@ class MembershipStub:
                 request_serializer=controlplane_dot_v1_dot_membership__pb2.WatchLeaderRequest.SerializeToString,
                 response_deserializer=controlplane_dot_v1_dot_membership__pb2.WatchLeaderResponse.FromString,
                 _registered_method=True)
+        self.GetInfo = channel.unary_unary(
+                '/controlplane.v1.Membership/GetInfo',
+                request_serializer=controlplane_dot_v1_dot_membership__pb2.GetInfoRequest.SerializeToString,
+                response_deserializer=controlplane_dot_v1_dot_membership__pb2.GetInfoResponse.FromString,
+                _registered_method=True)
 
 
 class MembershipServicer:
@@ -199,6 +204,15 @@ class MembershipServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetInfo(self, request, context):
+        """GetInfo describes the local agent for operators, as `serf info` does: the
+        agent, its runtime, member counts by status, Lamport times, queue depth,
+        health score, encryption and TLS, the election and the rings.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MembershipServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -256,6 +270,11 @@ def add_MembershipServicer_to_server(servicer, server):
                     servicer.WatchLeader,
                     request_deserializer=controlplane_dot_v1_dot_membership__pb2.WatchLeaderRequest.FromString,
                     response_serializer=controlplane_dot_v1_dot_membership__pb2.WatchLeaderResponse.SerializeToString,
+            ),
+            'GetInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInfo,
+                    request_deserializer=controlplane_dot_v1_dot_membership__pb2.GetInfoRequest.FromString,
+                    response_serializer=controlplane_dot_v1_dot_membership__pb2.GetInfoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -565,6 +584,33 @@ class Membership:
             '/controlplane.v1.Membership/WatchLeader',
             controlplane_dot_v1_dot_membership__pb2.WatchLeaderRequest.SerializeToString,
             controlplane_dot_v1_dot_membership__pb2.WatchLeaderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/controlplane.v1.Membership/GetInfo',
+            controlplane_dot_v1_dot_membership__pb2.GetInfoRequest.SerializeToString,
+            controlplane_dot_v1_dot_membership__pb2.GetInfoResponse.FromString,
             options,
             channel_credentials,
             insecure,

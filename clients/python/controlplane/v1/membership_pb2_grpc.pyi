@@ -80,6 +80,11 @@ class MembershipStub:
     """WatchLeader streams the leader: first the current view, then every change of
     leader or epoch.
     """
+    GetInfo: _grpc.UnaryUnaryMultiCallable[_membership_pb2.GetInfoRequest, _membership_pb2.GetInfoResponse]
+    """GetInfo describes the local agent for operators, as `serf info` does: the
+    agent, its runtime, member counts by status, Lamport times, queue depth,
+    health score, encryption and TLS, the election and the rings.
+    """
 
 @_typing.type_check_only
 class MembershipAsyncStub(MembershipStub):
@@ -132,6 +137,11 @@ class MembershipAsyncStub(MembershipStub):
     WatchLeader: _aio.UnaryStreamMultiCallable[_membership_pb2.WatchLeaderRequest, _membership_pb2.WatchLeaderResponse]  # type: ignore[assignment]
     """WatchLeader streams the leader: first the current view, then every change of
     leader or epoch.
+    """
+    GetInfo: _aio.UnaryUnaryMultiCallable[_membership_pb2.GetInfoRequest, _membership_pb2.GetInfoResponse]  # type: ignore[assignment]
+    """GetInfo describes the local agent for operators, as `serf info` does: the
+    agent, its runtime, member counts by status, Lamport times, queue depth,
+    health score, encryption and TLS, the election and the rings.
     """
 
 class MembershipServicer(metaclass=_abc_1.ABCMeta):
@@ -248,6 +258,17 @@ class MembershipServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_membership_pb2.WatchLeaderResponse], _abc.AsyncIterator[_membership_pb2.WatchLeaderResponse]]:
         """WatchLeader streams the leader: first the current view, then every change of
         leader or epoch.
+        """
+
+    @_abc_1.abstractmethod
+    def GetInfo(
+        self,
+        request: _membership_pb2.GetInfoRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_membership_pb2.GetInfoResponse, _abc.Awaitable[_membership_pb2.GetInfoResponse]]:
+        """GetInfo describes the local agent for operators, as `serf info` does: the
+        agent, its runtime, member counts by status, Lamport times, queue depth,
+        health score, encryption and TLS, the election and the rings.
         """
 
 def add_MembershipServicer_to_server(servicer: MembershipServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
