@@ -32,7 +32,7 @@ import random
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING
 
@@ -74,11 +74,11 @@ from controlplane.api.services import (
     RING,
     SERVER_POOL,
 )
-from controlplane.config import AgentConfig, format_host_port
+from controlplane.config import LOG_LEVELS, AgentConfig, format_host_port
 from controlplane.configerror import ConfigError
 from controlplane.datadir import check_data_dir
 from controlplane.election import Election, ElectionConfig, LeaderView
-from controlplane.errors import ControlPlaneError
+from controlplane.errors import ControlPlaneError, InvalidArgument, Unavailable
 from controlplane.gossip import PROFILES, Keyring, NameConflict
 from controlplane.heartbeat.tracker import HeartbeatTracker
 from controlplane.logformat import set_level as set_log_level
@@ -87,6 +87,7 @@ from controlplane.rings.directory import RingDirectory
 from controlplane.shell.attend import Attendance, AttendServer
 from controlplane.shell.election import RANK_TAG, ElectionDriver, EpochStore, new_life
 from controlplane.shell.heap import HeapSettler
+from controlplane.shell.logstream import LogStream
 from controlplane.shell.looplag import LoopLagProbe
 from controlplane.shell.pushpull import MAX_MESSAGE_BYTES, GossipServicer, PushPullClient
 from controlplane.shell.runtime import GossipRuntime
@@ -157,6 +158,10 @@ def _software_version() -> str:
         return "unknown"
 
 
+def _log_level(name: str) -> int:
+    return int(getattr(logging, name.upper()))
+
+
 def _resident_bytes() -> int:
     """The process's resident memory now (Linux /proc; 0 where it cannot be read)."""
     try:
@@ -189,6 +194,10 @@ class AgentHooks:
     on_name_conflict: Callable[[NameConflict], None]
     # The answer to GetInfo (Agent.describe).
     describe: Callable[[], membership_pb2.GetInfoResponse]
+    # The agent's log lines, for Monitor (Agent.monitor).
+    monitor: Callable[
+        [membership_pb2.MonitorRequest], AsyncIterator[membership_pb2.MonitorResponse]
+    ]
     # Counts RPCs, member events and leader changes; None when metrics are off.
     metrics: AgentMetrics | None = None
 
@@ -436,7 +445,10 @@ def build_components(config: AgentConfig, hooks: AgentHooks) -> Components:
     )
     leader = LeaderRpcs(layer, election.leader, hooks.leader_changes, election.status)
     MEMBERSHIP.add_to_server(
-        MembershipServicer(members, leader, hooks.describe), server, access, observer
+        MembershipServicer(members, leader, hooks.describe, hooks.monitor),
+        server,
+        access,
+        observer,
     )
     SERVER_POOL.add_to_server(
         ServerPoolServicer(ServerPoolRpcs(pools), heartbeats), server, access, observer
@@ -485,6 +497,8 @@ class Agent:
         self.loop_lag = LoopLagProbe(config.loop_lag_interval)
         self.heap = HeapSettler()
         self._started_at = time.monotonic()
+        # The log as a stream for Monitor; installed on the root logger at start.
+        self._log_stream: LogStream | None = None
         self.metrics: AgentMetrics | None = None
         self._metrics_listener: MetricsListener | None = None
         if config.metrics_addr:
@@ -535,6 +549,7 @@ class Agent:
                 leave=self.leave_cluster,
                 on_name_conflict=self._on_name_conflict,
                 describe=self.describe,
+                monitor=self.monitor,
                 metrics=self.metrics,
             ),
         )
@@ -558,6 +573,8 @@ class Agent:
             await self._start_metrics(parts)
         await server.start()
         self._started_at = time.monotonic()
+        self._log_stream = LogStream(asyncio.get_running_loop(), _log_level(config.log_level))
+        self._log_stream.install()
         self.loop_lag.start()
         self.heap.start()
         self._components = parts
@@ -669,6 +686,32 @@ class Agent:
             info.rings.add(name=name, nodes=len(ring.entries), version=ring.version)
         return info
 
+    async def monitor(
+        self, request: membership_pb2.MonitorRequest
+    ) -> AsyncIterator[membership_pb2.MonitorResponse]:
+        """The agent's log lines at the asked level and above, until the caller stops."""
+        name = request.log_level or "info"
+        if name not in LOG_LEVELS:
+            raise InvalidArgument.for_field(
+                "log_level", f"must be one of {', '.join(LOG_LEVELS)}; got {name[:32]!r}"
+            )
+        stream = self._log_stream
+        if stream is None:
+            raise Unavailable("the agent is not serving yet")
+        reader = stream.open(_log_level(name))
+        try:
+            async for line in reader:
+                response = membership_pb2.MonitorResponse(
+                    level=line.level,
+                    logger=line.logger,
+                    message=line.message,
+                    dropped=line.dropped,
+                )
+                response.time.FromNanoseconds(round(line.created * 1e9))
+                yield response
+        finally:
+            reader.close()
+
     def _on_name_conflict(self, conflict: NameConflict) -> None:
         """Serf's answer to a name conflict: the newcomer goes, the incumbent stays.
 
@@ -762,6 +805,8 @@ class Agent:
         await parts.runtime.close()
         if self._metrics_listener is not None:
             await self._metrics_listener.close()
+        if self._log_stream is not None:
+            self._log_stream.uninstall()
         self.loop_lag.stop()
         self._stopped.set()
         self.heap.stop()
@@ -797,6 +842,8 @@ class Agent:
         changed = False
         if new.log_level != old.log_level:
             set_log_level(new.log_level)
+            if self._log_stream is not None:
+                self._log_stream.set_configured_level(_log_level(new.log_level))
             log.info("SIGHUP: log level %s (was %s)", new.log_level, old.log_level)
             changed = True
         if new.tags != old.tags:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from controlplane.config import (
+    LOG_LEVELS,
     SETTINGS,
     AgentConfig,
     build_config,
@@ -520,7 +521,43 @@ def _event_line(event: membership_pb2.Event) -> str:
     return f"{kind}: {members}"
 
 
+def _monitor_logs(args: argparse.Namespace, out: TextIO) -> int:
+    if args.log_level not in LOG_LEVELS:
+        raise UsageError(
+            f"--log-level must be one of {', '.join(LOG_LEVELS)}; got {args.log_level!r}"
+        )
+    if args.type:
+        raise UsageError("--type selects events; --log-level streams the log instead: give one")
+    import time
+
+    with _client(args) as client:
+        lines = client.monitor(args.log_level)
+        try:
+            for line in lines:
+                if line.dropped:
+                    out.write(f"[{line.dropped} lines dropped: this reader fell behind]\n")
+                seconds = line.time.seconds + line.time.nanos / 1e9
+                if args.format == "json":
+                    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+                    document = {
+                        "@timestamp": f"{stamp}.{line.time.nanos // 1_000_000:03d}Z",
+                        "@level": line.level,
+                        "@module": line.logger,
+                        "@message": line.message,
+                    }
+                    out.write(json.dumps(document) + "\n")
+                else:
+                    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+                    out.write(f"{stamp} {line.level.upper()} {line.logger}: {line.message}\n")
+                out.flush()
+        except KeyboardInterrupt:
+            pass  # closing the client ends the stream
+    return EXIT_OK
+
+
 def cmd_monitor(args: argparse.Namespace, out: TextIO) -> int:
+    if args.log_level is not None:
+        return _monitor_logs(args, out)
     types = []
     for kind in args.type or ():
         if kind.lower() not in EVENT_BY_NAME:
@@ -658,9 +695,16 @@ def build_parser() -> argparse.ArgumentParser:
     event.add_argument("--coalesce", action="store_true", help="allow coalescing by name")
     event.set_defaults(run=cmd_event)
 
-    monitor = commands.add_parser("monitor", help="stream events until interrupted")
+    monitor = commands.add_parser(
+        "monitor", help="stream events, or the agent's log with --log-level, until interrupted"
+    )
     _add_client_flags(monitor, with_format=True)
     monitor.add_argument("--type", action="append", help="event type filter (repeatable)")
+    monitor.add_argument(
+        "--log-level",
+        help="stream the agent's log lines at this level and above instead of events"
+        " (debug, info, warning, error)",
+    )
     monitor.set_defaults(run=cmd_monitor)
 
     leader = commands.add_parser("leader", help="show the elected leader and its epoch")

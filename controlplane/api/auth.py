@@ -79,6 +79,7 @@ METHOD_SCOPES: Mapping[str, Scope] = {
     "Membership/GetLeader": Scope.READ,
     "Membership/WatchLeader": Scope.READ,
     "Membership/GetInfo": Scope.READ,
+    "Membership/Monitor": Scope.READ,
     # Heartbeat records the caller in ListClients, but that is the caller's own entry,
     # bounded and expiring; every client sends it, so it needs no more than read.
     "ServerPool/Heartbeat": Scope.READ,

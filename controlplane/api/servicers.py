@@ -43,10 +43,14 @@ class MembershipServicer(membership_pb2_grpc.MembershipServicer):
         members: MembershipService,
         leader: LeaderRpcs,
         describe: Callable[[], membership_pb2.GetInfoResponse],
+        monitor: Callable[
+            [membership_pb2.MonitorRequest], AsyncIterator[membership_pb2.MonitorResponse]
+        ],
     ) -> None:
         self._members = members
         self._leader = leader
         self._describe = describe
+        self._monitor = monitor
 
     async def Join(
         self, request: membership_pb2.JoinRequest, context: Context
@@ -110,6 +114,12 @@ class MembershipServicer(membership_pb2_grpc.MembershipServicer):
         self, request: membership_pb2.GetInfoRequest, context: Context
     ) -> membership_pb2.GetInfoResponse:
         return self._describe()
+
+    async def Monitor(
+        self, request: membership_pb2.MonitorRequest, context: Context
+    ) -> AsyncIterator[membership_pb2.MonitorResponse]:
+        async for response in self._monitor(request):
+            yield response
 
 
 class ServerPoolServicer(server_pool_pb2_grpc.ServerPoolServicer):

@@ -322,10 +322,13 @@ class GossipRuntime:
             event = batch[0]
         else:
             event = MemberEvent(batch[0].type, tuple(m for e in batch for m in e.members))
-        if event.type is not EventType.MEMBER_UPDATE:
+        # Updates (tag changes) are frequent and routine: at debug, the others at info.
+        level = logging.DEBUG if event.type is EventType.MEMBER_UPDATE else logging.INFO
+        if log.isEnabledFor(level):
             names = [member.name for member in event.members[:LOGGED_NAMES_MAX]]
             more = len(event.members) - len(names)
-            log.info(
+            log.log(
+                level,
                 "%s: %s%s",
                 event.type.name.lower().replace("_", "-"),
                 ", ".join(names),

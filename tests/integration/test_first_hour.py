@@ -223,5 +223,10 @@ def test_reflection_resolves_a_method_with_its_comment(agent: AgentProcess) -> N
     assert "GetNode returns the node that owns a key" in comments[(6, 0, 2, method)]
     # The imports come along, with their own comments.
     membership = files_containing(agent.target, "controlplane.v1.Membership.GetLeader")
-    assert set(membership) == {"controlplane/v1/membership.proto", "google/protobuf/duration.proto"}
+    assert set(membership) == {
+        "controlplane/v1/membership.proto",
+        "google/protobuf/duration.proto",
+        "google/protobuf/timestamp.proto",
+    }
     assert membership["google/protobuf/duration.proto"].HasField("source_code_info")
+    assert membership["google/protobuf/timestamp.proto"].HasField("source_code_info")

@@ -398,6 +398,12 @@ def test_leader_info_and_keyring_answers(node_run: NodeRun) -> None:
     info = observed.call("Membership.GetInfo")
     assert info["code"] == "OK"
     assert info["response"]["gossip"]["alive"] >= 1
+    monitor = observed.call("Membership.Monitor")
+    assert monitor["code"] == "OK", monitor
+    assert monitor["messages"][0]["level"] in ("debug", "info", "warning", "error")
+    assert_status(
+        observed.call("Membership.Monitor[bad level]"), "INVALID_ARGUMENT", field_name="log_level"
+    )
     leader = observed.call("Membership.WatchLeader")
     assert leader["code"] == "OK"
     assert leader["messages"], "WatchLeader sent nothing"

@@ -64,6 +64,7 @@ IDEMPOTENT = {
             "WatchEvents",
             "WatchLeader",
             "GetInfo",
+            "Monitor",
         ],
         "ServerPool": ["Heartbeat", "FindServer", "ListServers", "ListClients"],
         "Ring": ["GetNode", "GetNodes", "ListNodes", "GetRing", "WatchRing"],

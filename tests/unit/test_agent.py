@@ -57,6 +57,8 @@ def test_an_agent_that_has_not_started_has_no_components() -> None:
             "metrics",
             "_metrics_listener",
             "_reload_config",
+            # Installed on the root logger when the agent starts.
+            "_log_stream",
         )
     }
     assert optional == set()

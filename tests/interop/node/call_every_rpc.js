@@ -288,6 +288,18 @@ async function main() {
   await M("GetLeader", {});
   await stream(membership, "Membership", "WatchLeader", {});
   await M("GetInfo", {});
+  // A tag change is logged at debug: changed until the monitor has read a line.
+  await stream(membership, "Membership", "Monitor", { log_level: "debug" }, {
+    whileOpen: async (open) => {
+      for (let n = 0; open() && n < 50; n += 1) {
+        await M("UpdateTags", { set: { monitored: `${n}` } }, "Membership.UpdateTags[monitored]");
+        await sleep(100);
+      }
+    },
+  });
+  await stream(membership, "Membership", "Monitor", { log_level: "loud" }, {
+    label: "Membership.Monitor[bad level]",
+  });
 
   // ---------------------------------------------------------------- ServerPool
   results["ServerPool.(streams)"] = {

@@ -335,6 +335,27 @@ class AsyncClient:
             "Membership/GetInfo", lambda s, t: s.membership.GetInfo(request, timeout=t), timeout
         )
 
+    async def monitor(self, level: str = "info") -> AsyncIterator[membership_pb2.MonitorResponse]:
+        """One agent's log lines at `level` and above (`serf monitor`), until the
+        caller stops iterating. The lines are that agent's: the stream does not move
+        to another agent, and a failure ends it with the mapped error."""
+        self._check_open()
+        server = await self._next_server([])
+        if server is None:
+            raise exhausted("Membership/Monitor", [], None)
+        request = membership_pb2.MonitorRequest(log_level=level)
+        call = self._stubs(server.address).membership.Monitor(request)
+        try:
+            # The blocking client's copy must catch the error too: no `yield from`.
+            async for response in call:  # noqa: UP028, RUF100
+                yield response
+        except grpc.RpcError as error:
+            raise classify(
+                error, "Membership/Monitor", server, deadline_passed=False
+            ).error from None
+        finally:
+            call.cancel()
+
     # ------------------------------------------------------------------ ServerPool
 
     async def heartbeat(self, *, timeout: float | None = None) -> server_pool_pb2.HeartbeatResponse:

@@ -27,6 +27,7 @@ _TABLE: dict[str, bool] = {
     "Membership/WatchEvents": True,
     "Membership/WatchLeader": True,
     "Membership/GetInfo": True,
+    "Membership/Monitor": True,
     "Membership/Join": False,
     "Membership/Leave": False,
     "Membership/UpdateTags": False,

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -1296,3 +1297,65 @@ class RingInfo(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RingInfo: _TypeAlias = RingInfo  # noqa: Y015
+
+@_typing.final
+class MonitorRequest(_message.Message):
+    """MonitorRequest chooses the lines to stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOG_LEVEL_FIELD_NUMBER: _builtins.int
+    log_level: _builtins.str
+    """log_level is "debug", "info", "warning" or "error" ("" means "info")."""
+    def __init__(
+        self,
+        *,
+        log_level: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["log_level", b"log_level"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MonitorRequest: _TypeAlias = MonitorRequest  # noqa: Y015
+
+@_typing.final
+class MonitorResponse(_message.Message):
+    """MonitorResponse is one log line of the agent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    LOGGER_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    DROPPED_FIELD_NUMBER: _builtins.int
+    level: _builtins.str
+    """level is "debug", "info", "warning", "error" or "critical"."""
+    logger: _builtins.str
+    """logger names the part of the agent that logged it, e.g. "controlplane.agent"."""
+    message: _builtins.str
+    """message is the line's text."""
+    dropped: _builtins.int
+    """dropped counts the lines this reader lost just before this one."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """time is when the agent logged the line."""
+
+    def __init__(
+        self,
+        *,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        level: _builtins.str = ...,
+        logger: _builtins.str = ...,
+        message: _builtins.str = ...,
+        dropped: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dropped", b"dropped", "level", b"level", "logger", b"logger", "message", b"message", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MonitorResponse: _TypeAlias = MonitorResponse  # noqa: Y015

@@ -104,6 +104,11 @@ class MembershipStub:
                 request_serializer=controlplane_dot_v1_dot_membership__pb2.GetInfoRequest.SerializeToString,
                 response_deserializer=controlplane_dot_v1_dot_membership__pb2.GetInfoResponse.FromString,
                 _registered_method=True)
+        self.Monitor = channel.unary_stream(
+                '/controlplane.v1.Membership/Monitor',
+                request_serializer=controlplane_dot_v1_dot_membership__pb2.MonitorRequest.SerializeToString,
+                response_deserializer=controlplane_dot_v1_dot_membership__pb2.MonitorResponse.FromString,
+                _registered_method=True)
 
 
 class MembershipServicer:
@@ -213,6 +218,16 @@ class MembershipServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Monitor(self, request, context):
+        """Monitor streams the answering agent's own log lines at log_level and above, as
+        `serf monitor` does, until the client cancels. The agent's own log keeps its
+        level. A reader that falls behind loses the oldest lines (at most 1000 wait),
+        and the next line it reads says how many.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MembershipServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -275,6 +290,11 @@ def add_MembershipServicer_to_server(servicer, server):
                     servicer.GetInfo,
                     request_deserializer=controlplane_dot_v1_dot_membership__pb2.GetInfoRequest.FromString,
                     response_serializer=controlplane_dot_v1_dot_membership__pb2.GetInfoResponse.SerializeToString,
+            ),
+            'Monitor': grpc.unary_stream_rpc_method_handler(
+                    servicer.Monitor,
+                    request_deserializer=controlplane_dot_v1_dot_membership__pb2.MonitorRequest.FromString,
+                    response_serializer=controlplane_dot_v1_dot_membership__pb2.MonitorResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -611,6 +631,33 @@ class Membership:
             '/controlplane.v1.Membership/GetInfo',
             controlplane_dot_v1_dot_membership__pb2.GetInfoRequest.SerializeToString,
             controlplane_dot_v1_dot_membership__pb2.GetInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Monitor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/controlplane.v1.Membership/Monitor',
+            controlplane_dot_v1_dot_membership__pb2.MonitorRequest.SerializeToString,
+            controlplane_dot_v1_dot_membership__pb2.MonitorResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -85,6 +85,12 @@ class MembershipStub:
     agent, its runtime, member counts by status, Lamport times, queue depth,
     health score, encryption and TLS, the election and the rings.
     """
+    Monitor: _grpc.UnaryStreamMultiCallable[_membership_pb2.MonitorRequest, _membership_pb2.MonitorResponse]
+    """Monitor streams the answering agent's own log lines at log_level and above, as
+    `serf monitor` does, until the client cancels. The agent's own log keeps its
+    level. A reader that falls behind loses the oldest lines (at most 1000 wait),
+    and the next line it reads says how many.
+    """
 
 @_typing.type_check_only
 class MembershipAsyncStub(MembershipStub):
@@ -142,6 +148,12 @@ class MembershipAsyncStub(MembershipStub):
     """GetInfo describes the local agent for operators, as `serf info` does: the
     agent, its runtime, member counts by status, Lamport times, queue depth,
     health score, encryption and TLS, the election and the rings.
+    """
+    Monitor: _aio.UnaryStreamMultiCallable[_membership_pb2.MonitorRequest, _membership_pb2.MonitorResponse]  # type: ignore[assignment]
+    """Monitor streams the answering agent's own log lines at log_level and above, as
+    `serf monitor` does, until the client cancels. The agent's own log keeps its
+    level. A reader that falls behind loses the oldest lines (at most 1000 wait),
+    and the next line it reads says how many.
     """
 
 class MembershipServicer(metaclass=_abc_1.ABCMeta):
@@ -269,6 +281,18 @@ class MembershipServicer(metaclass=_abc_1.ABCMeta):
         """GetInfo describes the local agent for operators, as `serf info` does: the
         agent, its runtime, member counts by status, Lamport times, queue depth,
         health score, encryption and TLS, the election and the rings.
+        """
+
+    @_abc_1.abstractmethod
+    def Monitor(
+        self,
+        request: _membership_pb2.MonitorRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_membership_pb2.MonitorResponse], _abc.AsyncIterator[_membership_pb2.MonitorResponse]]:
+        """Monitor streams the answering agent's own log lines at log_level and above, as
+        `serf monitor` does, until the client cancels. The agent's own log keeps its
+        level. A reader that falls behind loses the oldest lines (at most 1000 wait),
+        and the next line it reads says how many.
         """
 
 def add_MembershipServicer_to_server(servicer: MembershipServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
