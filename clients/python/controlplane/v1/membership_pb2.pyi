@@ -1190,10 +1190,13 @@ class GossipInfo(_message.Message):
     members: _builtins.int
     """members is every member known, failed and left ones included."""
     alive: _builtins.int
-    """alive, leaving, left and failed count the members by status."""
+    """alive counts the members that answer probes, this agent included."""
     leaving: _builtins.int
+    """leaving counts the members whose graceful leave is propagating."""
     left: _builtins.int
+    """left counts the members that left (tombstones until reaped)."""
     failed: _builtins.int
+    """failed counts the members declared dead and not yet reaped."""
     member_time: _builtins.int
     """member_time is the membership Lamport clock."""
     event_time: _builtins.int
