@@ -317,7 +317,16 @@ def _membership(
         snapshot_file = SnapshotFile(path)
     layer = Membership(
         PROFILES[config.profile](),
-        MembershipConfig(snapshot_records=snapshot_file is not None),
+        MembershipConfig(
+            coalesce_period=config.coalesce_period,
+            quiescent_period=config.quiescent_period,
+            user_coalesce_period=config.user_coalesce_period,
+            user_quiescent_period=config.user_quiescent_period,
+            reconnect_interval=config.reconnect_interval,
+            reconnect_timeout=config.reconnect_timeout,
+            tombstone_timeout=config.tombstone_timeout,
+            snapshot_records=snapshot_file is not None,
+        ),
         config.node,
         (config.advertise_address, config.port),
         tags=agent_tags(config),

@@ -92,6 +92,16 @@ class AgentConfig:
     loop_lag_interval: float = 0.5
     # "host:port" of the Prometheus listener; empty: no metrics.
     metrics_addr: str = ""
+    # Serf's event coalescing (docs/configuration.md): member events off, user events
+    # that ask for it on with the values Serf's agent uses (3 s, 1 s).
+    coalesce_period: float = 0.0
+    quiescent_period: float = 0.0
+    user_coalesce_period: float = 3.0
+    user_quiescent_period: float = 1.0
+    # Serf's defaults (serf/config.go).
+    reconnect_interval: float = 30.0
+    reconnect_timeout: float = 24 * 3600.0
+    tombstone_timeout: float = 24 * 3600.0
 
     @property
     def encryption_key(self) -> bytes | None:
@@ -261,6 +271,46 @@ def _check_grace(value: float) -> None:
 def _check_loop_lag_interval(value: float) -> None:
     if not 0.01 <= value <= 60:
         raise ValueError(f"must be from 0.01 to 60 seconds, got {value}")
+
+
+def _check_period(value: float) -> None:
+    if not 0 <= value <= 60:
+        raise ValueError(f"must be from 0 (off) to 60 seconds, got {value}")
+
+
+def _check_reconnect_interval(value: float) -> None:
+    if not 1 <= value <= 3600:
+        raise ValueError(f"must be from 1 to 3600 seconds, got {value}")
+
+
+def _check_long_timeout(value: float) -> None:
+    # Short values are for tests: in production a failed member reaped within seconds
+    # cannot come back through reconnects (docs/configuration.md).
+    if not 1 <= value <= 30 * 24 * 3600:
+        raise ValueError(f"must be from 1 second to 30 days, got {value}")
+
+
+def check_coalescing(config: AgentConfig) -> None:
+    """Serf coalesces only when both periods are set; one without the other would be
+    silently off, so it is refused, as is a quiescent period longer than the window."""
+    for kind, period, quiescent in (
+        ("", config.coalesce_period, config.quiescent_period),
+        ("user_", config.user_coalesce_period, config.user_quiescent_period),
+    ):
+        if bool(period) != bool(quiescent):
+            given, missing = (
+                (f"{kind}coalesce_period", f"{kind}quiescent_period")
+                if period
+                else (f"{kind}quiescent_period", f"{kind}coalesce_period")
+            )
+            raise ConfigError(
+                f"{given} is set but {missing} is not: coalescing needs both (or both 0 for off)"
+            )
+        if quiescent > period:
+            raise ConfigError(
+                f"{kind}quiescent_period ({quiescent:g} s) must not exceed"
+                f" {kind}coalesce_period ({period:g} s): the window would never end early"
+            )
 
 
 def split_metrics_address(text: str) -> tuple[str, int]:
@@ -513,6 +563,48 @@ SETTINGS: dict[str, Setting] = {
             "seconds between loop-lag samples (default 0.5; each is a wake-up of an idle agent)",
         ),
         Setting(
+            "coalesce_period",
+            _parse_float,
+            _check_period,
+            "seconds member events are gathered into one per type (Serf; default 0: off)",
+        ),
+        Setting(
+            "quiescent_period",
+            _parse_float,
+            _check_period,
+            "seconds without a member event that end a coalesce window early (default 0)",
+        ),
+        Setting(
+            "user_coalesce_period",
+            _parse_float,
+            _check_period,
+            "seconds user events fired with coalesce keep only the newest per name (default 3)",
+        ),
+        Setting(
+            "user_quiescent_period",
+            _parse_float,
+            _check_period,
+            "seconds without such an event that end the window early (default 1)",
+        ),
+        Setting(
+            "reconnect_interval",
+            _parse_float,
+            _check_reconnect_interval,
+            "seconds between attempts to reach failed members again (default 30)",
+        ),
+        Setting(
+            "reconnect_timeout",
+            _parse_float,
+            _check_long_timeout,
+            "seconds a failed member is retried before it is reaped (default 86400)",
+        ),
+        Setting(
+            "tombstone_timeout",
+            _parse_float,
+            _check_long_timeout,
+            "seconds a member that left is kept as left before it is reaped (default 86400)",
+        ),
+        Setting(
             "metrics_addr",
             _parse_str,
             _check_metrics_addr,
@@ -634,4 +726,5 @@ def build_config(
         _apply(values, name, raw, f"flag {SETTINGS[name].flag}")
     config = replace(AgentConfig(), **values)
     check_tls(config)
+    check_coalescing(config)
     return config

@@ -279,3 +279,34 @@ def test_the_command_line_reports_each_in_one_line_with_exit_2(
         lines = capsys.readouterr().err.splitlines()
         assert len(lines) == 1, (kind, lines)
         assert lines[0].startswith("controlplane: "), (kind, lines)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"coalesce_period": 3.0}, "coalesce_period is set but quiescent_period is not"),
+        ({"quiescent_period": 1.0}, "quiescent_period is set but coalesce_period is not"),
+        (
+            {"user_coalesce_period": 0.0},
+            "user_quiescent_period is set but user_coalesce_period is not",
+        ),
+        (
+            {"coalesce_period": 1.0, "quiescent_period": 2.0},
+            "quiescent_period (2 s) must not exceed coalesce_period (1 s)",
+        ),
+    ],
+)
+def test_coalescing_needs_both_periods_in_order(flags: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        build_config(flags=flags)
+    assert message in str(refused.value)
+
+
+def test_user_events_are_coalesced_and_member_events_not_by_default() -> None:
+    config = build_config()
+    assert (config.user_coalesce_period, config.user_quiescent_period) == (3.0, 1.0)
+    assert (config.coalesce_period, config.quiescent_period) == (0.0, 0.0)
+    both_off = build_config(flags={"user_coalesce_period": 0.0, "user_quiescent_period": 0.0})
+    assert both_off.user_coalesce_period == 0.0
+    with pytest.raises(ConfigError, match="tombstone_timeout must be from 1 second to 30 days"):
+        build_config(flags={"tombstone_timeout": 0.5})
