@@ -120,9 +120,9 @@ SERVER_OPTIONS: Sequence[tuple[str, int]] = (
     ("grpc.keepalive_timeout_ms", 20_000),
 )
 
-# Retry-join: the first attempts come quickly so agents started together find each
-# other fast, then back off to Serf's RetryInterval of 30 s.
-RETRY_JOIN_INTERVAL = 1.0
+
+class JoinFailed(Exception):
+    """The agent gave up joining after retry_max attempts (exit status 1)."""
 
 
 class NodeNameTaken(ConfigError):
@@ -525,6 +525,8 @@ class Agent:
         self._leave_task: asyncio.Task[None] | None = None
         # Set when this agent joined a cluster where its name was taken: it stops.
         self.name_taken: str | None = None
+        # Set when retry_max join attempts reached nobody: it stops.
+        self.join_failed: str | None = None
         self._conflicts_warned: dict[tuple[str, int], float] = {}
 
     @property
@@ -754,7 +756,20 @@ class Agent:
         parts.election.joined()
 
     async def _join(self, parts: Components, addresses: Sequence[str]) -> None:
-        await parts.runtime.retry_join(addresses, self.config.port, RETRY_JOIN_INTERVAL)
+        config = self.config
+        contacted = await parts.runtime.retry_join(
+            addresses, config.port, config.retry_interval, max_attempts=config.retry_max
+        )
+        if contacted is None:
+            # Serf's and Consul's retry_max: an agent that cannot reach its cluster
+            # exits, so that its supervisor sees it and tries again.
+            self.join_failed = (
+                f"no member answered at {', '.join(addresses)} in {config.retry_max}"
+                " join attempts (retry_max); stopping"
+            )
+            log.error("%s", self.join_failed)
+            self.request_stop()
+            return
         parts.election.joined()
         await self.health.set(MEMBERSHIP.full_name, health_pb2.HealthCheckResponse.SERVING)
 
@@ -900,7 +915,8 @@ class Agent:
     async def run(self) -> int:
         """Starts, serves until SIGTERM/SIGINT or `request_stop`, stops; returns 0.
 
-        Raises NodeNameTaken, once stopped, when the node name was taken."""
+        Raises NodeNameTaken, once stopped, when the node name was taken, and
+        JoinFailed when retry_max join attempts reached nobody."""
         loop = asyncio.get_running_loop()
         await self.start()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -915,4 +931,6 @@ class Agent:
             await self.stop()
         if self.name_taken is not None:
             raise NodeNameTaken(self.name_taken)
+        if self.join_failed is not None:
+            raise JoinFailed(self.join_failed)
         return 0

@@ -153,11 +153,15 @@ def cmd_agent(args: argparse.Namespace, out: TextIO) -> int:
     import_without_openssl("controlplane.agent")
     import asyncio
 
-    from controlplane.agent import Agent
-
     # SIGHUP reads the same sources again: the file may have changed.
+    from controlplane.agent import Agent, JoinFailed
+
     environ = dict(os.environ)
-    return asyncio.run(Agent(config, reload_config=lambda: agent_config(args, environ)).run())
+    try:
+        return asyncio.run(Agent(config, reload_config=lambda: agent_config(args, environ)).run())
+    except JoinFailed as error:
+        print(PREFIX + str(error), file=sys.stderr)
+        return EXIT_REMOTE_FAILURE
 
 
 def cmd_keygen(args: argparse.Namespace, out: TextIO) -> int:

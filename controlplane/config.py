@@ -98,6 +98,11 @@ class AgentConfig:
     quiescent_period: float = 0.0
     user_coalesce_period: float = 3.0
     user_quiescent_period: float = 1.0
+    # Joins: the first attempts come quickly so agents started together find each
+    # other fast, then back off to Serf's RetryInterval of 30 s; after retry_max
+    # attempts (0: never) the agent gives up and exits 1.
+    retry_interval: float = 1.0
+    retry_max: int = 0
     # Serf's defaults (serf/config.go).
     reconnect_interval: float = 30.0
     reconnect_timeout: float = 24 * 3600.0
@@ -276,6 +281,16 @@ def _check_loop_lag_interval(value: float) -> None:
 def _check_period(value: float) -> None:
     if not 0 <= value <= 60:
         raise ValueError(f"must be from 0 (off) to 60 seconds, got {value}")
+
+
+def _check_retry_interval(value: float) -> None:
+    if not 0.1 <= value <= 300:
+        raise ValueError(f"must be from 0.1 to 300 seconds, got {value}")
+
+
+def _check_retry_max(value: int) -> None:
+    if not 0 <= value <= 10_000:
+        raise ValueError(f"must be 0 (retry forever) to 10000 attempts, got {value}")
 
 
 def _check_reconnect_interval(value: float) -> None:
@@ -585,6 +600,18 @@ SETTINGS: dict[str, Setting] = {
             _parse_float,
             _check_period,
             "seconds without such an event that end the window early (default 1)",
+        ),
+        Setting(
+            "retry_interval",
+            _parse_float,
+            _check_retry_interval,
+            "seconds before the second join attempt; the wait doubles up to 30 s (default 1)",
+        ),
+        Setting(
+            "retry_max",
+            _parse_int,
+            _check_retry_max,
+            "join attempts before the agent exits 1 (default 0: retry forever, for orchestrators)",
         ),
         Setting(
             "reconnect_interval",

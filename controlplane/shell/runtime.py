@@ -424,10 +424,11 @@ class GossipRuntime:
         first_interval: float,
         max_interval: float = 30.0,
         max_attempts: int = 0,
-    ) -> int:
+    ) -> int | None:
         """Joins until one address answers (0 attempts = forever), backing off from
-        `first_interval` to `max_interval`. When every address is this agent's own,
-        there is nobody to join: it is the cluster's first member."""
+        `first_interval` to `max_interval`; returns how many answered, or None when
+        `max_attempts` ran out. When every address is this agent's own, there is
+        nobody to join: it is the cluster's first member (0)."""
         interval = first_interval
         attempt = 0
         while not self._closed:
@@ -440,8 +441,8 @@ class GossipRuntime:
                 log.info("joined the cluster through %d of %d addresses", contacted, len(addresses))
                 return contacted
             if max_attempts and attempt >= max_attempts:
-                break
-            log.warning("join attempt %d reached no member; retrying in %.0fs", attempt, interval)
+                return None
+            log.warning("join attempt %d reached no member; retrying in %.1fs", attempt, interval)
             await asyncio.sleep(interval)
             interval = min(interval * 2, max_interval)
         return 0

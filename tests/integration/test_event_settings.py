@@ -13,6 +13,7 @@ from controlplane.testing.agents import (
     AgentProcess,
     StreamCollector,
     free_port,
+    run_cli,
     start_agent,
     wait_until,
 )
@@ -153,3 +154,33 @@ def test_failed_and_departed_members_are_reaped_after_their_timeouts(tmp_path: P
     finally:
         for agent in (crasher, leaver, seed):
             agent.kill()
+
+
+def test_an_agent_that_reaches_nobody_in_retry_max_attempts_exits_1(tmp_path: Path) -> None:
+    nobody = f"127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    result = run_cli(
+        "agent",
+        "--node",
+        "lonely",
+        "--bind",
+        HOSTS[4],
+        "--port",
+        str(free_port(HOSTS[4])),
+        "--profile",
+        "local",
+        "--join",
+        nobody,
+        "--retry-max",
+        "3",
+        "--retry-interval",
+        "0.2",
+        timeout=60,
+    )
+    # Three attempts 0.2 s then 0.4 s apart (each attempt waits for its own timeout).
+    assert time.monotonic() - started < 45
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("controlplane: no member answered at " + nobody)
+    assert "in 3 join attempts (retry_max)" in last
+    assert "join attempt 2 reached no member; retrying in 0.4s" in result.stderr

@@ -310,3 +310,11 @@ def test_user_events_are_coalesced_and_member_events_not_by_default() -> None:
     assert both_off.user_coalesce_period == 0.0
     with pytest.raises(ConfigError, match="tombstone_timeout must be from 1 second to 30 days"):
         build_config(flags={"tombstone_timeout": 0.5})
+
+
+def test_join_retries_are_bounded() -> None:
+    assert (build_config().retry_interval, build_config().retry_max) == (1.0, 0)
+    with pytest.raises(ConfigError, match=r"retry_interval must be from 0\.1 to 300 seconds"):
+        build_config(flags={"retry_interval": 0.0})
+    with pytest.raises(ConfigError, match="retry_max must be 0"):
+        build_config(flags={"retry_max": -1})
