@@ -52,6 +52,7 @@ def test_an_agent_that_has_not_started_has_no_components() -> None:
         not in (
             "_components",
             "name_taken",
+            "join_failed",
             "_leave_task",
             # Off unless the configuration asks for them.
             "metrics",
