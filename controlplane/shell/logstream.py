@@ -20,7 +20,12 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from controlplane.errors import ResourceExhausted
+
 BACKLOG = 1000
+# Readers at once: each holds up to BACKLOG lines and may turn debug logging on for
+# the whole process, so a caller cannot open them without bound.
+MAX_READERS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +102,11 @@ class LogStream(logging.Handler):
         self._apply_root_level()
 
     def open(self, level: int) -> LogReader:
+        """A new reader; ResourceExhausted when MAX_READERS are reading already."""
+        if len(self._readers) >= MAX_READERS:
+            raise ResourceExhausted(
+                f"at most {MAX_READERS} log monitors may read at once; close one first"
+            )
         reader = LogReader(self, level)
         self._readers.add(reader)
         self._apply_root_level()

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from controlplane.errors import ResourceExhausted
 from controlplane.shell import logstream
 from controlplane.shell.logstream import LogStream
 
@@ -110,3 +111,12 @@ async def test_a_reload_moves_the_configured_level(root: logging.Logger) -> None
         assert root.level == logging.ERROR
     finally:
         stream.uninstall()
+
+
+async def test_readers_are_bounded(root: logging.Logger) -> None:
+    stream = LogStream(asyncio.get_running_loop(), logging.INFO)
+    readers = [stream.open(logging.INFO) for _ in range(logstream.MAX_READERS)]
+    with pytest.raises(ResourceExhausted, match="at most 16 log monitors"):
+        stream.open(logging.DEBUG)
+    readers[0].close()
+    stream.open(logging.INFO).close()  # room again
