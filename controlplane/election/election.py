@@ -151,6 +151,9 @@ class Election:
         self._life = life
         self._now = now
         self._members: dict[str, MemberView] = {}
+        # False until the first membership view: the members in it are asked on
+        # joining (``joined``), not one by one as they come into sight.
+        self._viewed = False
         # The alive eligible members among them, by name: what claims and tallies read,
         # kept apart so that a fleet of ineligible members costs nothing per step.
         self._ranked: dict[str, int] = {}
@@ -221,6 +224,7 @@ class Election:
             self._came_back(name)
         for name in [n for n in self._lives if n not in self._members]:
             self._forget(name)
+        self._viewed = True
         return self._step(now, [])
 
     def update_some(self, changes: Mapping[str, MemberView | None], now: float) -> list[Effect]:
@@ -242,6 +246,7 @@ class Election:
                 self._ranked[name] = view.rank
             else:
                 self._ranked.pop(name, None)
+        self._viewed = True
         return self._step(now, [])
 
     def set_rank(self, rank: int | None, now: float) -> list[Effect]:
@@ -542,6 +547,18 @@ class Election:
         if view is None or not view.alive:
             return
         self._note_peer(asker, message.life, message.stamp, now)
+        if (
+            self._role is Role.LEADER
+            and self._cfg.quorum == 0
+            and asker in self._ranked
+            and asker not in self._granted
+        ):
+            # The asker learns from our answer that our lease may run one request
+            # further, and blocks its own claims for that long, but no longer: any
+            # renewal beyond it needs the asker's grant, which then protects it.
+            # Without this, requests lost on the way to it would let us renew past
+            # what it knows, and it could claim once we drop out of its sight.
+            self._granted[asker] = 0
         holder, epoch, view_remaining, block_remaining = self._describe(now)
         answer = ViewMessage(
             self._name,
@@ -593,7 +610,15 @@ class Election:
         self._expire(now, effects)
         if self._unanswered:
             for name in [n for n in self._unanswered if n not in self._ranked]:
+                # It left our view without telling us what it holds. It may lead
+                # without us: a holder renews without a member it does not see yet
+                # (we are back from a pause, or new), so its renewals may have run
+                # until it stopped, which was before now. Its lease has run out
+                # everywhere one follower lease from now.
                 self._unanswered.discard(name)
+                self._claim_quiet_until = max(
+                    self._claim_quiet_until, now + self._cfg.follower_lease
+                )
         if self._role is Role.LEADER:
             if now >= self._next_send:
                 if self._should_lead():
@@ -894,6 +919,12 @@ class Election:
     def _came_back(self, name: str) -> None:
         """``name`` became an alive eligible member (joined, returned, re-ranked)."""
         self._granted.pop(name, None)
+        if self._unanswered is not None and self._rank is not None and self._viewed:
+            # A member that comes into sight (after our start or pause, its return,
+            # a healed partition) may hold a lease it renews without us until it
+            # sees us: ask it, and if it drops out of sight unanswered, wait (_step).
+            self._unanswered.add(name)
+            self._next_poll = min(self._next_poll, self._now)
 
     def _forget(self, name: str) -> None:
         self._lives.pop(name, None)

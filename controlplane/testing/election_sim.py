@@ -2,8 +2,9 @@
 
 N members, each an ``Election`` driven by its own drifting monotonic clock
 (``offset + rate * t`` with ``|rate - 1| <= max_drift``), exchange election
-messages, point to point (``Send``) and to everyone (``Broadcast``), with seeded
-delay, loss and duplication of every copy.
+messages, point to point (``Send``) and to everyone (``Broadcast``, gossiped, so
+lost only when each of ``BROADCAST_COPIES`` copies is), with seeded delay, loss
+and duplication of every copy.
 Faults: partitions into components, kills (and restarts that keep the
 persisted epoch), pauses longer than the lease (messages queue up and arrive on
 resume, as a socket buffer would deliver them), rank changes. The membership
@@ -53,6 +54,9 @@ from controlplane.election import (
 )
 
 ElectionFactory = Callable[..., Election]
+
+# Independent copies of a Broadcast a member gets a chance to receive (see _send).
+BROADCAST_COPIES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +122,9 @@ class ElectionSim:
         # (holder, epoch) -> real time its lease ends, as the holder last computed it.
         self.lease_ends: dict[tuple[str, int], float] = {}
         self.views_checked = 0
+        # Scripted loss on top of the random one: copies for which it returns True
+        # (sender, target, message bytes) are dropped.
+        self.drop: Callable[[str, str, bytes], bool] | None = None
         self._events: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
         drift = config.election.max_drift
@@ -238,10 +245,17 @@ class ElectionSim:
         cfg = self.config
         group = sender.group
         targets = [message.to] if isinstance(message, Send) else list(self.members)
+        # A Broadcast travels as agent gossip: the gossip queue retransmits it and
+        # every member re-broadcasts what it had not seen (membership/layer.py), so
+        # a member misses it only when every copy is lost; BROADCAST_COPIES copies
+        # stand for that, far fewer than a real cluster sends.
+        tries = BROADCAST_COPIES if isinstance(message, Broadcast) else 1
         for target in targets:
             if target == sender.name or target not in self.members:
                 continue
-            if self.rng.random() < cfg.loss:
+            if all(self.rng.random() < cfg.loss for _ in range(tries)):
+                continue
+            if self.drop is not None and self.drop(sender.name, target, message.data):
                 continue
             copies = 2 if self.rng.random() < cfg.duplicate else 1
             for _ in range(copies):
@@ -249,15 +263,27 @@ class ElectionSim:
                 self.at(self.now + delay, self._deliverer(target, group, message.data))
 
     def _deliverer(self, target: str, group: int, data: bytes) -> Callable[[], None]:
-        def deliver() -> None:
+        incarnation = -1
+
+        def read() -> None:
             member = self.members[target]
-            if member.election is None or member.group != group:
-                return
+            if member.election is None or member.incarnation != incarnation:
+                return  # the process that had it in its socket buffer is gone
             if member.paused_until is not None:
-                # The socket buffer keeps it; the process reads it on resume.
-                self.at(member.paused_until, deliver)
+                self.at(member.paused_until, read)
                 return
             self._apply(member, member.election.receive(data, self.local(target)))
+
+        def deliver() -> None:
+            nonlocal incarnation
+            member = self.members[target]
+            # The partition decides whether it arrives, not whether it is read:
+            # a paused process reads on resume what its socket buffer kept,
+            # even if the network has been cut or healed since.
+            if member.election is None or member.group != group:
+                return
+            incarnation = member.incarnation
+            read()
 
         return deliver
 

@@ -259,19 +259,28 @@ def test_a_member_that_granted_and_then_falls_silent_costs_the_lease() -> None:
     assert not net.members["a"].is_leader(net.now)
 
 
-def test_a_restarted_voter_is_not_needed_until_it_grants_again() -> None:
+def test_a_restarted_voter_keeps_the_leadership_in_office_by_granting_at_once() -> None:
     net = Net(a=1, b=2, c=3)
     net.run(2.0)
     assert net.leader("c") == ("a", 1)
     net.restart("c")
-    # Its new run says who it is (an inquiry); its grants never reach the leader.
-    net.drop = lambda sender, to, m: sender == "c" and isinstance(m, VoteMessage)
     net.run(3 * L)
     assert net.members["a"].is_leader(net.now)
     assert net.members["a"].epoch == 1
-    net.drop = lambda sender, to, m: False
-    net.run(2.0)
     assert net.leader("c") == ("a", 1)
+
+
+def test_a_holder_needs_the_grant_of_a_member_it_told_of_its_lease() -> None:
+    # c restarts and asks who leads; a answers. From then on a may not renew past
+    # what c knows without c's grant: requests lost on the way to c would let a
+    # renew beyond c's block, and c could claim once a dropped out of its sight.
+    net = Net(a=1, b=2, c=3)
+    net.run(2.0)
+    net.restart("c")
+    assert any(isinstance(m, ViewMessage) for s, t, m in net.log if (s, t) == ("a", "c"))
+    net.drop = lambda sender, to, m: sender == "c" and isinstance(m, VoteMessage)
+    net.run(L + 1.0)
+    assert not net.members["a"].is_leader(net.now)
 
 
 def test_a_voter_back_from_failure_must_grant_again_to_be_needed() -> None:
