@@ -313,7 +313,7 @@ def _membership(
     snapshot_file = None
     if config.data_dir:
         path = snapshot_path(config.data_dir)
-        snapshot_state = read_snapshot(path)
+        snapshot_state = read_snapshot(path, rejoin_after_leave=config.rejoin_after_leave)
         snapshot_file = SnapshotFile(path)
     layer = Membership(
         PROFILES[config.profile](),
@@ -399,7 +399,12 @@ def build_components(config: AgentConfig, hooks: AgentHooks) -> Components:
     runtime.on_channel(KEYRING_CHANNEL, keys.on_channel)
     election = ElectionDriver(
         Election(
-            ElectionConfig(quorum=config.election_quorum),
+            ElectionConfig(
+                lease_time=config.lease_time,
+                beat_interval=config.beat_interval,
+                max_clock_skew=config.max_clock_skew,
+                quorum=config.election_quorum,
+            ),
             config.node,
             rank=config.rank if config.role == "server" else None,
             now=loop.time(),
@@ -521,6 +526,8 @@ class Agent:
         self._stopped = asyncio.Event()
         self._left = False
         self._leaving = asyncio.Lock()
+        # Whether `stop` leaves the cluster: a SIGTERM asks for leave_on_terminate.
+        self._leave_on_stop = True
         self._tasks: list[asyncio.Task[None]] = []
         self._leave_task: asyncio.Task[None] | None = None
         # Set when this agent joined a cluster where its name was taken: it stops.
@@ -615,7 +622,13 @@ class Agent:
             )
         warn_if_open(config, parts.encrypted)
         snapshot = parts.layer.snapshot_state
-        if snapshot is not None and snapshot.members and not snapshot.left:
+        if snapshot is not None and snapshot.left and snapshot.members:
+            log.info(
+                "this agent left gracefully before it stopped; rejoining the %d members"
+                " of its snapshot (rejoin_after_leave)",
+                len(snapshot.members),
+            )
+        if snapshot is not None and snapshot.members:
             parts.election.expect_join()
             self._tasks.append(asyncio.create_task(self._rejoin(parts)))
         if config.join:
@@ -691,6 +704,9 @@ class Agent:
         election.epoch = parts.election.election.epoch
         election.is_leader = view is not None and view.is_self
         election.state = status.state
+        election.lease_time.FromNanoseconds(round(config.lease_time * 1e9))
+        election.beat_interval.FromNanoseconds(round(config.beat_interval * 1e9))
+        election.max_clock_skew.FromNanoseconds(round(config.max_clock_skew * 1e9))
         rings = parts.rings.directory
         for name in rings.names():
             ring = rings.view(name)
@@ -789,7 +805,10 @@ class Agent:
             # Answer the Leave RPC first; the server then stops as on SIGTERM.
             asyncio.get_running_loop().call_later(0.1, self.request_stop)
 
-    async def _drain_and_leave(self) -> None:
+    async def _drain_and_leave(self, leave: bool = True) -> None:
+        """Drain, then leave unless told not to (leave_on_terminate = false: the
+        others see a failure, keep trying to reconnect, and the snapshot keeps its
+        members, so the agent comes back as it was)."""
         parts = self.components
         async with self._leaving:
             if self._left:
@@ -800,6 +819,11 @@ class Agent:
             runtime.apply(parts.layer.update_tags({DRAINING_TAG: "true"}, (), runtime.now))
             if self.config.drain_period > 0:
                 await asyncio.sleep(self.config.drain_period)
+            if not leave:
+                log.info(
+                    "agent %s stops without leaving (leave_on_terminate = false)", self.config.node
+                )
+                return
             await runtime.leave()
             self._left = True
             log.info("agent %s left the cluster", self.config.node)
@@ -807,6 +831,11 @@ class Agent:
     def request_stop(self) -> None:
         """Asks the agent to shut down gracefully (safe to call from a signal handler)."""
         self._stopping.set()
+
+    def _on_sigterm(self) -> None:
+        if not self._stopping.is_set():
+            self._leave_on_stop = self.config.leave_on_terminate
+        self.request_stop()
 
     async def stop(self) -> None:
         """Graceful shutdown: drain, leave, then let in-flight RPCs finish."""
@@ -817,7 +846,7 @@ class Agent:
         for task in self._tasks:
             task.cancel()
         if self.name_taken is None:
-            await self._drain_and_leave()
+            await self._drain_and_leave(leave=self._leave_on_stop)
         self.events.close()
         self.leader_changes.close()
         parts.election.close()
@@ -919,8 +948,9 @@ class Agent:
         JoinFailed when retry_max join attempts reached nobody."""
         loop = asyncio.get_running_loop()
         await self.start()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self.request_stop)
+        loop.add_signal_handler(signal.SIGTERM, self._on_sigterm)
+        # SIGINT always leaves, as Serf's default skip_leave_on_interrupt = false does.
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         try:
             await self._stopping.wait()

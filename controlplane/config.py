@@ -71,6 +71,11 @@ class AgentConfig:
     role: str = "server"
     rank: int = 0
     election_quorum: int = 0
+    # hnatsd's election timings (docs/election.md, Parameters), checked together by
+    # check_election: every server of a cluster needs the same values.
+    lease_time: float = 10.0
+    beat_interval: float = 1.0
+    max_clock_skew: float = 1.0
     join: tuple[str, ...] = ()
     tags: Mapping[str, str] = field(default_factory=dict)
     data_dir: str = ""
@@ -103,6 +108,13 @@ class AgentConfig:
     # attempts (0: never) the agent gives up and exits 1.
     retry_interval: float = 1.0
     retry_max: int = 0
+    # Serf's leave_on_terminate and rejoin_after_leave, both on (Serf: both off):
+    # behind an orchestrator a SIGTERM is a restart or a rescheduling, so the agent
+    # drains and leaves (clients move away before it is gone, members see `left`,
+    # not `failed`), and a restart rejoins the members of its snapshot even after
+    # that leave (docs/decisions.md).
+    leave_on_terminate: bool = True
+    rejoin_after_leave: bool = True
     # Serf's defaults (serf/config.go).
     reconnect_interval: float = 30.0
     reconnect_timeout: float = 24 * 3600.0
@@ -266,6 +278,49 @@ def _check_rank(value: int) -> None:
 def _check_quorum(value: int) -> None:
     if not 0 <= value <= 1000:
         raise ValueError(f"must be 0 (off) or the number of voters, up to 1000; got {value}")
+
+
+def _check_lease_time(value: float) -> None:
+    if not 1 <= value <= 600:
+        raise ValueError(f"must be from 1 to 600 seconds, got {value}")
+
+
+def _check_beat_interval(value: float) -> None:
+    if not 0.05 <= value <= 60:
+        raise ValueError(f"must be from 0.05 to 60 seconds, got {value}")
+
+
+def _check_max_clock_skew(value: float) -> None:
+    if not 0 <= value <= 60:
+        raise ValueError(f"must be from 0 to 60 seconds, got {value}")
+
+
+def check_election(config: AgentConfig) -> None:
+    """lease_time, beat_interval and max_clock_skew are safe only together (the lease
+    rule, ElectionConfig.validate), and a pause must be told from a quiet cluster: the
+    membership layer's fastest failure detection must take longer than 1.5 beats."""
+    from controlplane.election import ElectionConfig
+    from controlplane.election.election import PAUSE_BEATS
+    from controlplane.gossip.config import PROFILES
+
+    try:
+        ElectionConfig(
+            lease_time=config.lease_time,
+            beat_interval=config.beat_interval,
+            max_clock_skew=config.max_clock_skew,
+            quorum=config.election_quorum,
+        )
+    except ConfigError as error:
+        raise ConfigError(f"election settings refused: {error}") from None
+    gossip = PROFILES[config.profile]()
+    detection = gossip.suspicion_mult * gossip.probe_interval
+    if PAUSE_BEATS * config.beat_interval >= detection:
+        raise ConfigError(
+            f"election settings refused: beat_interval ({config.beat_interval:g} s) must be"
+            f" below {detection / PAUSE_BEATS:g} s with profile {config.profile}: a member"
+            f" silent for {PAUSE_BEATS:g} beats counts as paused, and the fastest failure"
+            f" detection ({detection:g} s) must take longer"
+        )
 
 
 def _check_grace(value: float) -> None:
@@ -484,6 +539,24 @@ SETTINGS: dict[str, Setting] = {
             "expected voters; a leader needs a majority of them (default 0: off)",
         ),
         Setting(
+            "lease_time",
+            _parse_float,
+            _check_lease_time,
+            "seconds a leader is elected for; the same on every server (default 10)",
+        ),
+        Setting(
+            "beat_interval",
+            _parse_float,
+            _check_beat_interval,
+            "seconds between a leader's renewals, at most half of lease_time (default 1)",
+        ),
+        Setting(
+            "max_clock_skew",
+            _parse_float,
+            _check_max_clock_skew,
+            "seconds voters add to a lease for clock drift (default 1)",
+        ),
+        Setting(
             "join",
             _parse_list,
             _check_join,
@@ -612,6 +685,18 @@ SETTINGS: dict[str, Setting] = {
             _parse_int,
             _check_retry_max,
             "join attempts before the agent exits 1 (default 0: retry forever, for orchestrators)",
+        ),
+        Setting(
+            "leave_on_terminate",
+            _parse_bool,
+            _no_check,
+            "on SIGTERM drain and leave gracefully; false: stop without leaving (default true)",
+        ),
+        Setting(
+            "rejoin_after_leave",
+            _parse_bool,
+            _no_check,
+            "at start rejoin the snapshot's members even after a graceful leave (default true)",
         ),
         Setting(
             "reconnect_interval",
@@ -754,4 +839,5 @@ def build_config(
     config = replace(AgentConfig(), **values)
     check_tls(config)
     check_coalescing(config)
+    check_election(config)
     return config

@@ -17,6 +17,7 @@ from controlplane.election.effects import (
     LeaderView,
     MemberView,
     Send,
+    SettingsDiffer,
 )
 from controlplane.election.election import Election, Role
 from controlplane.election.fencing import MAX_EPOCH, FencingToken, next_epoch, token, valid_epoch
@@ -64,6 +65,7 @@ __all__ = [
     "ReleaseMessage",
     "Role",
     "Send",
+    "SettingsDiffer",
     "ViewMessage",
     "VoteMessage",
     "decode",

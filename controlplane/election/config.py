@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controlplane.configerror import ConfigError
-from controlplane.election.lease import is_safe
+from controlplane.election.lease import is_safe, min_safe_skew
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +66,15 @@ class ElectionConfig:
             raise ConfigError(f"quorum must be >= 0, got {self.quorum!r}")
         if self.beat_interval * 2 > self.lease_time:
             # At least two renewals per lease, or one lost renewal loses the lease.
-            raise ConfigError("beat_interval must be at most half of lease_time")
-        if not is_safe(self.lease_time, self.max_clock_skew, self.max_drift):
             raise ConfigError(
-                "max_clock_skew is too small for max_drift: need "
-                "lease_time * (1 + max_drift) < (lease_time + max_clock_skew) * (1 - max_drift)"
+                f"beat_interval ({self.beat_interval:g} s) must be at most half of"
+                f" lease_time ({self.lease_time:g} s): one lost renewal would end the lease"
+            )
+        if not is_safe(self.lease_time, self.max_clock_skew, self.max_drift):
+            floor = min_safe_skew(self.lease_time, self.max_drift)
+            raise ConfigError(
+                f"max_clock_skew ({self.max_clock_skew:g} s) must exceed"
+                f" 2 * max_drift * lease_time / (1 - max_drift) = {floor:.3f} s"
+                f" for lease_time {self.lease_time:g} s and max_drift {self.max_drift:g}:"
+                " otherwise a holder may still believe it leads after its voters' grants end"
             )

@@ -4,7 +4,7 @@ The core never does I/O: every call returns a list of effects. ``Send`` goes to
 one member only (a direct datagram to its gossip address); ``Broadcast`` goes to
 every member through the gossip layer and is used only for changes of
 leadership; ``LeaderChanged`` is published to watchers (the leader Watch RPC,
-logs).
+logs); ``SettingsDiffer`` is for the operator's log.
 """
 
 from __future__ import annotations
@@ -66,4 +66,13 @@ class LeaderChanged:
     view: LeaderView | None
 
 
-Effect = Send | Broadcast | LeaderChanged
+@dataclass(frozen=True, slots=True)
+class SettingsDiffer:
+    """This member refuses ``holder``'s requests: the holder runs with a
+    ``lease_time`` other than this member's. Reported once per holder and value."""
+
+    holder: str
+    lease_time: float
+
+
+Effect = Send | Broadcast | LeaderChanged | SettingsDiffer

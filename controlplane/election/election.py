@@ -42,6 +42,7 @@ from controlplane.election.effects import (
     LeaderView,
     MemberView,
     Send,
+    SettingsDiffer,
 )
 from controlplane.election.fencing import MAX_EPOCH, next_epoch, token, valid_epoch
 from controlplane.election.lease import (
@@ -85,6 +86,9 @@ STAMPS_KEPT = 512
 # of a lease left, and waits this fraction of a lease when nobody leads.
 POLL_BELOW = 0.5
 POLL_IDLE = 0.25
+# The lease_time of a holder that does not state its own (agents that predate the
+# setting, which all ran with the default).
+UNSTATED_LEASE_TIME = 10.0
 
 
 class Role(enum.Enum):
@@ -207,6 +211,8 @@ class Election:
         self._stamps: OrderedDict[float, None] = OrderedDict()
         self._next_poll = now
         self._reported: tuple[str, int] | None = None
+        # Holders whose requests we refuse for a longer lease_time than ours, with it.
+        self._settings_refused: dict[str, float] = {}
 
     # ----------------------------------------------------------------- inputs
 
@@ -365,6 +371,10 @@ class Election:
         return self._name
 
     @property
+    def lease_time(self) -> float:
+        return self._cfg.lease_time
+
+    @property
     def rank(self) -> int | None:
         return self._rank
 
@@ -391,11 +401,13 @@ class Election:
         sent = send_time_bound(echo.stamp, echo.held, self._cfg.max_drift)
         return view_expiry(sent, min(remaining, self._cfg.lease_time), self._cfg.max_drift)
 
-    def _block_end(self, now: float, remaining: float) -> float:
+    def _block_end(self, now: float, remaining: float, lease_time: float) -> float:
         """Until when a lease reported at ``now`` with ``remaining`` seconds (the
         sender's clock) may be in force: from receipt, plus the skew margin, which
-        covers drift as it does for grants (``lease.py``)."""
-        return now + min(remaining, self._cfg.lease_time) + self._cfg.max_clock_skew
+        covers drift as it does for grants (``lease.py``). ``lease_time`` is the
+        holder's; a longer one than ours blocks for longer, never shorter."""
+        longest = max(self._cfg.lease_time, lease_time)
+        return now + min(remaining, longest) + self._cfg.max_clock_skew
 
     # --------------------------------------------------------------- handlers
 
@@ -410,6 +422,7 @@ class Election:
         # what it says can make us more careful (block claims and grants, raise the
         # epoch), but we neither report it nor vote for it until it is alive.
         alive = holder in self._ranked
+        holder_lease = message.lease_time or UNSTATED_LEASE_TIME
         known = self._known.get(holder)
         if known is not None and message.epoch < known.epoch:
             return  # a copy from an older leadership of this holder
@@ -424,8 +437,10 @@ class Election:
                 known.seq, known.seq_at = message.seq, now
                 # A request may still become the holder's newest sufficient one: its
                 # lease may then run a whole lease from its sending.
-                horizon = self._cfg.lease_time if message.request else message.remaining
-                known.block_until = max(known.block_until, self._block_end(now, horizon))
+                horizon = holder_lease if message.request else message.remaining
+                known.block_until = max(
+                    known.block_until, self._block_end(now, horizon, holder_lease)
+                )
             end = self._view_end(message.echo, message.remaining, now) if alive else None
             if end is not None:
                 self._see(known, end, now)
@@ -441,9 +456,14 @@ class Election:
         if self._rank is not None and message.request and alive:
             # The epoch the candidate must beat is what we saw before its request.
             seen_before = self._max_seen
-            granted, retry_after, committed = self._decide(
-                holder, message.epoch, message.established, now
-            )
+            if holder_lease != self._cfg.lease_time:
+                granted, retry_after, committed = self._refuse_other_lease(
+                    holder, holder_lease, effects
+                )
+            else:
+                granted, retry_after, committed = self._decide(
+                    holder, message.epoch, message.established, now
+                )
             self._max_seen = max(self._max_seen, message.epoch)
             vote = VoteMessage(
                 self._name,
@@ -460,6 +480,19 @@ class Election:
             effects.append(Send(holder, vote.to_bytes()))
         else:
             self._max_seen = max(self._max_seen, message.epoch)
+
+    def _refuse_other_lease(
+        self, candidate: str, lease_time: float, effects: list[Effect]
+    ) -> tuple[bool, float, bool]:
+        """A holder with another ``lease_time`` than ours is never granted. A longer
+        one would outlive our grant; a shorter one is safe to grant, but its holder's
+        start-up and pause waits would be too short for our own leases, so a cluster
+        that disagrees elects nobody rather than risk two leaders. Refused without a
+        commitment; the candidate asks again a lease later."""
+        if self._settings_refused.get(candidate) != lease_time:
+            effects.append(SettingsDiffer(candidate, lease_time))
+        self._settings_refused[candidate] = lease_time
+        return False, self._cfg.lease_time, False
 
     def _decide(
         self, candidate: str, epoch: int, established: bool, now: float
@@ -682,6 +715,7 @@ class Election:
                 True,
                 remaining,
                 self._echo_for(member, now),
+                self._cfg.lease_time,
             )
             effects.append(Send(member, message.to_bytes()))
         self._tally(now, effects)
@@ -700,6 +734,7 @@ class Election:
                 False,
                 remaining,
                 self._echo_for(member, now),
+                self._cfg.lease_time,
             )
             effects.append(Send(member, message.to_bytes()))
 
@@ -730,7 +765,13 @@ class Election:
             # directly (next step), everyone else by gossip, the one change we gossip.
             self._next_send = now
             announcement = LeaseMessage(
-                self._name, self._epoch_held, seq, True, False, self._remaining(now)
+                self._name,
+                self._epoch_held,
+                seq,
+                True,
+                False,
+                self._remaining(now),
+                lease_time=self._cfg.lease_time,
             )
             effects.append(Broadcast(announcement.to_bytes()))
 
@@ -929,6 +970,7 @@ class Election:
     def _forget(self, name: str) -> None:
         self._lives.pop(name, None)
         self._peer_stamps.pop(name, None)
+        self._settings_refused.pop(name, None)
 
     def _report(self, now: float, effects: list[Effect]) -> None:
         view = self.leader(now)

@@ -5,8 +5,9 @@ Five messages, each a dataclass with ``to_bytes`` and one ``decode`` for all:
 * ``LeaseMessage``: a holder (or candidate) about leadership ``epoch``;
   ``established`` says it already leads, ``request`` asks the receiver to grant
   request ``seq``, ``remaining`` is how long its lease still runs, measured on its
-  clock when it sent the message, and ``echo`` returns the receiver's latest stamp
-  so the receiver can place the send time on its own clock.
+  clock when it sent the message, ``echo`` returns the receiver's latest stamp
+  so the receiver can place the send time on its own clock, and ``lease_time`` is
+  the sender's setting (0: not sent, the default).
 * ``VoteMessage``: a voter's answer to one request, with the highest epoch it has
   seen, on refusal how long until it could grant, its process run (``life``) and
   its clock reading (``stamp``).
@@ -63,6 +64,8 @@ class LeaseMessage:
     request: bool
     remaining: float
     echo: Echo | None = None
+    # The sender's lease_time setting; 0 when the sender did not say (the default).
+    lease_time: float = 0.0
 
     def to_bytes(self) -> bytes:
         lease = pb.Lease(
@@ -72,6 +75,7 @@ class LeaseMessage:
             established=self.established,
             request=self.request,
             lease_remaining=_duration(self.remaining),
+            lease_time=_duration(self.lease_time),
         )
         if self.echo is not None:
             lease.echo.CopyFrom(self.echo._proto())
@@ -179,6 +183,7 @@ def decode(data: bytes) -> Message:
             lease.request,
             _duration(lease.lease_remaining),
             _echo(lease.echo) if lease.HasField("echo") else None,
+            _duration(lease.lease_time),
         )
     if kind == "vote":
         vote = message.vote

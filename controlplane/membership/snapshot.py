@@ -69,7 +69,8 @@ class SnapshotState:
     lamport_time: int = 0
     # Last user-event Lamport time (serf ``event-clock:``); older events are not replayed.
     event_time: int = 0
-    # The last lifecycle record was a graceful leave (members were cleared, as in Serf).
+    # The last lifecycle record was a graceful leave (members were cleared, as in Serf,
+    # unless replayed with rejoin_after_leave).
     left: bool = False
     # Bytes of the file parsed: the append offset for compaction.
     size: int = 0
@@ -94,8 +95,14 @@ def _parse_address(host: str, port: str) -> Address | None:
     return (host, number)
 
 
-def parse_snapshot(data: bytes) -> tuple[SnapshotState, list[str]]:
-    """Replay a snapshot file. Never raises: bad lines are skipped and listed as problems."""
+def parse_snapshot(
+    data: bytes, *, rejoin_after_leave: bool = False
+) -> tuple[SnapshotState, list[str]]:
+    """Replay a snapshot file. Never raises: bad lines are skipped and listed as problems.
+
+    A graceful leave forgets the members before it, as Serf's replay does, unless
+    ``rejoin_after_leave`` (Serf's RejoinAfterLeave: the leave is ignored); ``left``
+    says either way whether the last lifecycle record was a leave."""
     problems: list[str] = []
     members: dict[str, Address] = {}
     lamport_time = 0
@@ -144,9 +151,11 @@ def parse_snapshot(data: bytes) -> tuple[SnapshotState, list[str]]:
             else:
                 event_time = int(value)
         elif line == "leave":
-            # snapshot.go replay: a graceful leave forgets the members (no rejoin). The
-            # clocks are kept: they are only lower bounds and keep old events from replaying.
-            members.clear()
+            # snapshot.go replay: a graceful leave forgets the members (no rejoin) unless
+            # RejoinAfterLeave. The clocks are kept: they are only lower bounds and keep
+            # old events from replaying.
+            if not rejoin_after_leave:
+                members.clear()
             left = True
         else:
             problems.append(f"line {number}: unrecognized record: {line[:80]!r}")

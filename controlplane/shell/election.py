@@ -31,6 +31,7 @@ from controlplane.election import (
     MemberView,
     MessageError,
     Send,
+    SettingsDiffer,
     valid_epoch,
 )
 from controlplane.election import Effect as ElectionEffect
@@ -282,6 +283,14 @@ class ElectionDriver:
                 else:
                     log.info("leader is %s (epoch %d)", view.name, view.epoch)
                 self._publish(view)
+            elif isinstance(effect, SettingsDiffer):
+                log.warning(
+                    "refusing to grant %s: its lease_time (%g s) differs from this agent's"
+                    " (%g s); no leader is elected until every server has the same",
+                    effect.holder,
+                    effect.lease_time,
+                    self.election.lease_time,
+                )
         self._log_status()
         self._schedule()
 

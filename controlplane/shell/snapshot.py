@@ -42,8 +42,9 @@ def snapshot_path(data_dir: str) -> Path:
 PROBLEMS_LOGGED = 10
 
 
-def read_snapshot(path: Path) -> SnapshotState | None:
-    """The parsed snapshot, or None when there is none.
+def read_snapshot(path: Path, *, rejoin_after_leave: bool = False) -> SnapshotState | None:
+    """The parsed snapshot, or None when there is none (``rejoin_after_leave``: see
+    ``parse_snapshot``).
 
     A damaged snapshot is replayed as far as it can be read, as Serf's replay
     does: bad records are logged (the first PROBLEMS_LOGGED of them) and skipped;
@@ -58,7 +59,7 @@ def read_snapshot(path: Path) -> SnapshotState | None:
         raise ConfigError(
             f"snapshot {str(path)!r} cannot be read: {error.strerror or error}"
         ) from None
-    state, problems = parse_snapshot(data)
+    state, problems = parse_snapshot(data, rejoin_after_leave=rejoin_after_leave)
     for problem in problems[:PROBLEMS_LOGGED]:
         log.warning("snapshot %s: %s", path, problem)
     if problems:

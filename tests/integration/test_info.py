@@ -54,6 +54,7 @@ def test_info_describes_the_agent_and_its_cluster(tmp_path: Path) -> None:
         assert "\talive = 2\n" in text
         assert "\tencrypted = false\n" in text
         assert "\tcache = nodes 1, version " in text
+        assert "\tlease_time = 10s\n\tmax_clock_skew = 1s\n" in text
 
         result = run_cli("info", "--addr", second.target, "--format", "json", timeout=20)
         assert result.returncode == 0, result.stderr

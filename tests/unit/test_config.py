@@ -318,3 +318,50 @@ def test_join_retries_are_bounded() -> None:
         build_config(flags={"retry_interval": 0.0})
     with pytest.raises(ConfigError, match="retry_max must be 0"):
         build_config(flags={"retry_max": -1})
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            {"max_clock_skew": 0.1},
+            (
+                "election settings refused: max_clock_skew (0.1 s) must exceed"
+                " 2 * max_drift * lease_time / (1 - max_drift) = 0.202 s for lease_time 10 s"
+            ),
+        ),
+        (
+            {"lease_time": 60.0},
+            (
+                "max_clock_skew (1 s) must exceed 2 * max_drift * lease_time / (1 - max_drift)"
+                " = 1.212 s for lease_time 60 s"
+            ),
+        ),
+        (
+            {"lease_time": 4.0, "beat_interval": 2.5},
+            "beat_interval (2.5 s) must be at most half of lease_time (4 s)",
+        ),
+        (
+            {"lease_time": 20.0, "beat_interval": 3.0},
+            "beat_interval (3 s) must be below 2.66667 s with profile lan",
+        ),
+        ({"lease_time": 0.5}, "lease_time must be from 1 to 600 seconds, got 0.5"),
+        ({"beat_interval": 0.0}, "beat_interval must be from 0.05 to 60 seconds"),
+        ({"max_clock_skew": -1.0}, "max_clock_skew must be from 0 to 60 seconds"),
+    ],
+)
+def test_election_timings_are_refused_when_unsafe_together(
+    flags: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        build_config(flags=flags)
+    assert message in str(refused.value)
+
+
+def test_election_timings_that_are_safe_together_reach_the_config() -> None:
+    config = build_config(flags={"lease_time": 4.0, "beat_interval": 0.5, "max_clock_skew": 0.2})
+    assert (config.lease_time, config.beat_interval, config.max_clock_skew) == (4.0, 0.5, 0.2)
+    # The wan profile detects failures slowly enough for hnatsd's 3 s beat.
+    wan = build_config(flags={"profile": "wan", "lease_time": 12.0, "beat_interval": 3.0})
+    assert wan.beat_interval == 3.0
+    assert (build_config().lease_time, build_config().max_clock_skew) == (10.0, 1.0)

@@ -159,6 +159,7 @@ class Lease(_message.Message):
     REQUEST_FIELD_NUMBER: _builtins.int
     LEASE_REMAINING_FIELD_NUMBER: _builtins.int
     ECHO_FIELD_NUMBER: _builtins.int
+    LEASE_TIME_FIELD_NUMBER: _builtins.int
     holder: _builtins.str
     """Name of the holder or candidate: 1 to 255 bytes of UTF-8."""
     epoch: _builtins.int
@@ -181,6 +182,11 @@ class Lease(_message.Message):
     """Seconds the holder's lease still runs, measured on the holder's clock at
     the moment it sent this message; 0 for a claim. At most 3600.
     """
+    lease_time: _builtins.float
+    """The sender's lease_time setting in seconds (0 to 3600); 0 from agents that
+    do not send it, which means the default, 10. A voter whose own lease_time
+    differs refuses to grant: the lease rule needs one lease_time in a cluster.
+    """
     @_builtins.property
     def echo(self) -> Global___Echo:
         """The receiver's latest stamp, when the holder has one; gossiped
@@ -197,10 +203,11 @@ class Lease(_message.Message):
         request: _builtins.bool = ...,
         lease_remaining: _builtins.float = ...,
         echo: Global___Echo | None = ...,
+        lease_time: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["echo", b"echo"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["echo", b"echo", "epoch", b"epoch", "established", b"established", "holder", b"holder", "lease_remaining", b"lease_remaining", "request", b"request", "seq", b"seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["echo", b"echo", "epoch", b"epoch", "established", b"established", "holder", b"holder", "lease_remaining", b"lease_remaining", "lease_time", b"lease_time", "request", b"request", "seq", b"seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

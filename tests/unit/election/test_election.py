@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+import pytest
+
 from controlplane.election import (
     Broadcast,
     Echo,
@@ -18,6 +20,7 @@ from controlplane.election import (
     ReleaseMessage,
     Role,
     Send,
+    SettingsDiffer,
     ViewMessage,
     VoteMessage,
     decode,
@@ -341,6 +344,41 @@ def test_voter_grants_one_candidate_at_a_time_for_lease_plus_skew() -> None:
     assert refused.retry_after == QUIET - 1.0
     assert not votes(v.receive(lease("b", 2), QUIET - 1e-6))[0].granted
     assert votes(v.receive(lease("b", 2), QUIET))[0].granted
+
+
+@pytest.mark.parametrize("other", [L + 2.0, L - 2.0])
+def test_voter_refuses_a_holder_with_another_lease_time_and_says_so_once(other: float) -> None:
+    v = Election(CFG, "v", rank=9, now=0.0)
+    v.update_members(alive(a=1), 0.0)
+    out = v.receive(LeaseMessage("a", 1, 1, False, True, 0.0, None, other).to_bytes(), 0.0)
+    (refused,) = votes(out)
+    assert not refused.granted
+    assert not refused.committed
+    assert refused.retry_after == L
+    assert [e for e in out if isinstance(e, SettingsDiffer)] == [SettingsDiffer("a", other)]
+    again = v.receive(LeaseMessage("a", 1, 2, False, True, 0.0, None, other).to_bytes(), 1.0)
+    assert not votes(again)[0].granted
+    assert not [e for e in again if isinstance(e, SettingsDiffer)]
+    # The same lease_time is granted; 0 (not stated) counts as the default.
+    same = LeaseMessage("a", 2, 3, False, True, 0.0, None, L).to_bytes()
+    assert votes(v.receive(same, 2.0))[0].granted
+    w = Election(CFG, "w", rank=9, now=0.0)
+    w.update_members(alive(a=1), 0.0)
+    assert votes(w.receive(lease("a", 1), 0.0))[0].granted
+
+
+def test_a_longer_lease_heard_of_blocks_claims_for_that_lease() -> None:
+    # A holder that does not need us (we never granted) and trusts a longer lease
+    # than ours: what we heard must keep us from claiming for its whole lease.
+    short = ElectionConfig(lease_time=4.0, beat_interval=1.0, max_clock_skew=0.5)
+    b = Election(short, "b", rank=1, now=0.0)
+    b.update_members(alive(a=5), 0.0)
+    b.receive(LeaseMessage("a", 3, 9, True, True, 20.0, None, 20.0).to_bytes(), 0.0)
+    b.update_members({"a": MemberView(5, False)}, 1.0)
+    run(b, 1.0, 20.0)
+    assert b.role is Role.FOLLOWER
+    run(b, 20.0, 21.0)
+    assert b.is_leader(21.0)
 
 
 def test_voter_grants_a_new_leadership_only_above_every_epoch_it_has_seen() -> None:

@@ -25,6 +25,7 @@ SAMPLES: list[Message] = [
     LeaseMessage("node-a", 7, 42, True, True, 9.5, Echo(1234.5, 0.25)),
     LeaseMessage("u" * 128, 2**64 - 1, 0, False, True, 0.0),
     LeaseMessage("n", 1, 3, True, False, 3.25),
+    LeaseMessage("n", 1, 3, True, True, 3.25, None, 12.5),
     VoteMessage("voter", "cand", 3, 9, True, 3, 0.0, 2**64 - 1, 55.125),
     VoteMessage("v" * 128, "c" * 128, 1, 2, False, 8, 4.5, 7, -3.0, True),
     ReleaseMessage("old-leader", 12),
@@ -43,7 +44,7 @@ def test_round_trip(message: Message) -> None:
 
 def test_renewals_are_small() -> None:
     # One renewal per voter per beat: its size is the election's idle cost.
-    renewal = LeaseMessage("server-01", 12, 3456, True, True, 9.0, Echo(12345.678, 0.5))
+    renewal = LeaseMessage("server-01", 12, 3456, True, True, 9.0, Echo(12345.678, 0.5), 10.0)
     vote = VoteMessage("server-02", "server-01", 12, 3456, True, 12, 0.0, 2**63, 12345.9)
     assert len(renewal.to_bytes()) < 64
     assert len(vote.to_bytes()) < 80
@@ -75,6 +76,9 @@ def _raw(**body: object) -> bytes:
         _raw(lease=pb.Lease(holder="a", lease_remaining=float("nan"))),
         _raw(lease=pb.Lease(holder="a", lease_remaining=-1.0)),
         _raw(lease=pb.Lease(holder="a", lease_remaining=3600.5)),
+        _raw(lease=pb.Lease(holder="a", lease_time=float("nan"))),
+        _raw(lease=pb.Lease(holder="a", lease_time=-10.0)),
+        _raw(lease=pb.Lease(holder="a", lease_time=1e9)),
         _raw(lease=pb.Lease(holder="a", echo=pb.Echo(stamp=float("inf")))),
         _raw(lease=pb.Lease(holder="a", echo=pb.Echo(stamp=1.0, held=-0.5))),
         _raw(vote=pb.Vote(voter="v", candidate="", epoch=1)),

@@ -63,6 +63,16 @@ def test_leave_forgets_members_but_keeps_clocks():
     assert state.event_time == 9
 
 
+def test_rejoin_after_leave_keeps_the_members_before_the_leave():
+    kept, problems = parse_snapshot(GOOD + b"leave\n", rejoin_after_leave=True)
+    assert problems == []
+    assert kept.members == parse_snapshot(GOOD)[0].members != ()
+    assert kept.left
+    # A member that went away before the leave stays gone.
+    gone, _ = parse_snapshot(GOOD + b"not-alive: a\nleave\n", rejoin_after_leave=True)
+    assert "a" not in dict(gone.members)
+
+
 def test_writer_records_round_trip_through_the_parser():
     writer = SnapshotWriter(None, min_compact_size=1 << 20)
     data = b""

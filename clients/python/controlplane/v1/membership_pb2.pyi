@@ -1245,6 +1245,9 @@ class ElectionInfo(_message.Message):
     EPOCH_FIELD_NUMBER: _builtins.int
     IS_LEADER_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    LEASE_TIME_FIELD_NUMBER: _builtins.int
+    BEAT_INTERVAL_FIELD_NUMBER: _builtins.int
+    MAX_CLOCK_SKEW_FIELD_NUMBER: _builtins.int
     leader: _builtins.str
     """leader is the leading member's name ("" while none is known)."""
     epoch: _builtins.int
@@ -1255,6 +1258,18 @@ class ElectionInfo(_message.Message):
     """state is the election's state word (ElectionStatus.state), "known" or "leading"
     while a leader is known.
     """
+    @_builtins.property
+    def lease_time(self) -> _duration_pb2.Duration:
+        """lease_time is the agent's lease_time setting (the same on every server)."""
+
+    @_builtins.property
+    def beat_interval(self) -> _duration_pb2.Duration:
+        """beat_interval is how often a leader renews (the agent's setting)."""
+
+    @_builtins.property
+    def max_clock_skew(self) -> _duration_pb2.Duration:
+        """max_clock_skew is the margin voters add to every lease (the agent's setting)."""
+
     def __init__(
         self,
         *,
@@ -1262,10 +1277,13 @@ class ElectionInfo(_message.Message):
         epoch: _builtins.int = ...,
         is_leader: _builtins.bool = ...,
         state: _builtins.str = ...,
+        lease_time: _duration_pb2.Duration | None = ...,
+        beat_interval: _duration_pb2.Duration | None = ...,
+        max_clock_skew: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["beat_interval", b"beat_interval", "lease_time", b"lease_time", "max_clock_skew", b"max_clock_skew"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "is_leader", b"is_leader", "leader", b"leader", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["beat_interval", b"beat_interval", "epoch", b"epoch", "is_leader", b"is_leader", "leader", b"leader", "lease_time", b"lease_time", "max_clock_skew", b"max_clock_skew", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
