@@ -130,8 +130,14 @@ def make_cluster(
     printing the agents' logs when the test failed."""
     clusters: list[Cluster] = []
 
-    def make(size: int, extra_args: Callable[[int, str], Sequence[str]] | None = None) -> Cluster:
-        cluster = Cluster(docker_client, agent_image, size, extra_args=extra_args)
+    def make(
+        size: int,
+        extra_args: Callable[[int, str], Sequence[str]] | None = None,
+        shared_alias: str | None = None,
+    ) -> Cluster:
+        cluster = Cluster(
+            docker_client, agent_image, size, extra_args=extra_args, shared_alias=shared_alias
+        )
         clusters.append(cluster)
         elapsed = cluster.start(timeout=60.0)
         print(f"\n{size} agents converged in {elapsed:.1f} s on {cluster.subnet}")

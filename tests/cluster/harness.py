@@ -298,7 +298,9 @@ class Cluster:
     Agents are named n1..nN (node name, container host name and network alias),
     at fixed addresses .11, .12, ... of the network, and run with
     `--profile local`. Each joins every other agent by alias, so any of them can
-    be restarted and find the cluster again.
+    be restarted and find the cluster again. With `shared_alias`, every agent
+    also answers to that one name (Docker's DNS then gives it one A record per
+    container, as a headless Service does) and joins through it alone.
     """
 
     def __init__(
@@ -308,6 +310,7 @@ class Cluster:
         size: int,
         extra_args: Callable[[int, str], Sequence[str]] | None = None,
         prefix: str = "cp-cluster",
+        shared_alias: str | None = None,
     ) -> None:
         self.client = client
         self.image = image
@@ -315,9 +318,12 @@ class Cluster:
         hosts = list(self.subnet.hosts())
         self.agents: list[Agent] = []
         self._blackholes: list[tuple[Agent, str]] = []
+        self.shared_alias = shared_alias
         names = [f"n{i + 1}" for i in range(size)]
         for i, name in enumerate(names):
             joins = [arg for other in names if other != name for arg in ("--join", other)]
+            if shared_alias is not None:
+                joins = ["--join", shared_alias]
             extra = tuple(extra_args(i, name)) if extra_args is not None else ()
             args = (
                 "--node",
@@ -349,9 +355,8 @@ class Cluster:
     # -- lifecycle ----------------------------------------------------------
 
     def _container(self, agent: Agent) -> DockerContainer:
-        endpoint = self.client.api.create_endpoint_config(
-            ipv4_address=agent.ip, aliases=[agent.name]
-        )
+        aliases = [agent.name, *([self.shared_alias] if self.shared_alias else [])]
+        endpoint = self.client.api.create_endpoint_config(ipv4_address=agent.ip, aliases=aliases)
         return (
             DockerContainer(self.image)
             .with_name(f"{self.network.name}-{agent.name}")
@@ -453,6 +458,20 @@ class Cluster:
         """Starts a stopped or killed container again (same address, same arguments)."""
         agent.reset_channel()
         agent.container.start()
+
+    def move(self, agent: Agent, ip: str, args: Sequence[str] | None = None) -> None:
+        """Replaces the agent's container by a new one at address `ip`, as a
+        rescheduled pod is: same name and aliases, another address, and `args`
+        (default: the old ones) advertising the new address."""
+        agent.reset_channel()
+        if agent.testcontainer is not None:
+            agent.testcontainer.stop()  # removes the container, and its DNS records
+        old = list(agent.args if args is None else args)
+        if "--advertise" in old:
+            old[old.index("--advertise") + 1] = ip
+        agent.ip, agent.args = ip, tuple(old)
+        agent.testcontainer = self._container(agent)
+        agent.testcontainer.start()
 
     def stop(self, agent: Agent, timeout: int) -> int:
         """`docker stop`: SIGTERM, SIGKILL after `timeout` s; returns the exit code."""

@@ -176,3 +176,37 @@ def test_pause_refutes_and_short_pause_is_not_a_failure(make_cluster: ClusterFac
     finally:
         for w in watches:
             w.stop()
+
+
+def test_one_dns_name_with_many_records_forms_the_cluster_and_finds_a_moved_agent(
+    make_cluster: ClusterFactory,
+) -> None:
+    # Every agent joins through one name that Docker's DNS answers with one A record
+    # per container (network aliases), as a Kubernetes headless Service does.
+    cluster = make_cluster(3, shared_alias="cp-peers")
+    assert all("--join" in a.args and "cp-peers" in a.args for a in cluster.agents)
+    n1, n2, n3 = cluster.agents
+    hosts = list(cluster.subnet.hosts())
+
+    # n2 restarts while n1 cannot answer (paused, still in DNS) and n3 is gone: its
+    # join through the name reaches nobody, so it keeps trying.
+    cluster.kill(n3)
+    cluster.pause(n1)
+    cluster.move(n2, str(hosts[40]))
+    try:
+        wait_until(
+            lambda: "reached no member; retrying" in n2.logs(),
+            60.0,
+            "n2 retrying its join through the name",
+            describe=n2.logs,
+        )
+    finally:
+        cluster.unpause(n1)
+    # n1 is rescheduled to another address and starts with no --join at all: only
+    # n2 resolving the name again can bring the two together.
+    without_join = [a for a in n1.args if a not in ("--join", "cp-peers")]
+    cluster.move(n1, str(hosts[41]), without_join)
+    assert "--join" not in n1.args
+    took = cluster.wait_converged([n1, n2], REJOIN_BOUND)
+    print(f"moved agents found each other through the name again in {took:.1f} s")
+    assert "joined the cluster through" in n2.logs()
