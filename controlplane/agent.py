@@ -457,7 +457,14 @@ def build_components(config: AgentConfig, hooks: AgentHooks) -> Components:
     members = MembershipService(
         layer, runtime, hooks.events, default_port=config.port, leave=hooks.leave
     )
-    leader = LeaderRpcs(layer, election.leader, hooks.leader_changes, election.status)
+    leader = LeaderRpcs(
+        layer,
+        election.leader,
+        hooks.leader_changes,
+        election.status,
+        election.election.ranked,
+        lambda: election.history,
+    )
     MEMBERSHIP.add_to_server(
         MembershipServicer(members, leader, hooks.describe, hooks.monitor),
         server,

@@ -18,6 +18,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from controlplane.config import (
@@ -355,7 +356,47 @@ def cmd_tags(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_leader_history(args: argparse.Namespace, out: TextIO) -> int:
+    with _client(args) as client:
+        changes = client.leader_history()
+    rows: list[dict[str, Any]] = []
+    for change in changes:
+        when = change.time.ToDatetime(tzinfo=UTC).isoformat(timespec="milliseconds")
+        rows.append(
+            {
+                "time": when.replace("+00:00", "Z"),
+                "leader": change.leader or None,
+                "epoch": change.epoch,
+                "cause": change.cause,
+                "reason": change.reason,
+            }
+        )
+    if args.format == "json":
+        out.write(json.dumps({"changes": rows}) + "\n")
+        return EXIT_OK
+    if not rows:
+        out.write("No leader changes seen yet\n")
+        return EXIT_OK
+    _columns(
+        [["Time", "Leader", "Epoch", "Cause", "Reason"]]
+        + [
+            [
+                str(row["time"]),
+                str(row["leader"] or "-"),
+                str(row["epoch"]),
+                str(row["cause"]),
+                str(row["reason"]),
+            ]
+            for row in rows
+        ],
+        out,
+    )
+    return EXIT_OK
+
+
 def cmd_leader(args: argparse.Namespace, out: TextIO) -> int:
+    if args.history:
+        return cmd_leader_history(args, out)
     with _client(args) as client:
         response = client.leader_status()
     if not response.HasField("leader"):
@@ -713,6 +754,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     leader = commands.add_parser("leader", help="show the elected leader and its epoch")
     _add_client_flags(leader, with_format=True)
+    leader.add_argument(
+        "--history",
+        action="store_true",
+        help="the last leader changes the agent saw (at most 100), oldest first",
+    )
     leader.set_defaults(run=cmd_leader)
 
     info = commands.add_parser("info", help="describe the agent: runtime, members, election")

@@ -244,6 +244,12 @@ def seeds() -> list[bytes]:
         "ServerPool/RefreshServerLists": server_pool_pb2.RefreshServerListsRequest(
             pool="db", servers=[server_pool_pb2.Server(name="a", address="10.0.0.7:9000")]
         ),
+        "ServerPool/AddServer": server_pool_pb2.AddServerRequest(
+            pool="db", server=server_pool_pb2.Server(name="b", address="10.0.0.8:9000")
+        ),
+        "ServerPool/RemoveServer": server_pool_pb2.RemoveServerRequest(
+            pool="db", address="10.0.0.7:9000"
+        ),
         "ServerPool/Heartbeat": server_pool_pb2.HeartbeatRequest(
             client_id="client-1", api_version=server_pool_pb2.ApiVersion(major=1)
         ),

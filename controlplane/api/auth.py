@@ -84,7 +84,10 @@ METHOD_SCOPES: Mapping[str, Scope] = {
     # bounded and expiring; every client sends it, so it needs no more than read.
     "ServerPool/Heartbeat": Scope.READ,
     "ServerPool/RefreshServerLists": Scope.WRITE,
+    "Membership/GetLeaderHistory": Scope.READ,
     "ServerPool/SetBackupServers": Scope.WRITE,
+    "ServerPool/AddServer": Scope.WRITE,
+    "ServerPool/RemoveServer": Scope.WRITE,
     "ServerPool/FindServer": Scope.READ,
     # Reordering a pool changes what every other caller of FindServer is handed.
     "ServerPool/NotifyFailedServer": Scope.WRITE,

@@ -14,7 +14,7 @@ import functools
 from bisect import bisect_right
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from operator import attrgetter, is_, itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc.aio
 from google.protobuf.duration_pb2 import Duration
@@ -33,6 +33,9 @@ from controlplane.membership import (
 )
 from controlplane.shell.runtime import GossipRuntime
 from controlplane.v1 import membership_pb2 as pb
+
+if TYPE_CHECKING:
+    from controlplane.shell.election import LeaderChange
 
 PATTERN_MAX = 256
 JOIN_ADDRESSES_MAX = 64
@@ -476,7 +479,7 @@ def election_status_to_proto(status: ElectionStatus) -> pb.ElectionStatus:
 
 
 class LeaderRpcs:
-    """GetLeader and WatchLeader over the agent's election."""
+    """GetLeader, GetLeaderHistory and WatchLeader over the agent's election."""
 
     def __init__(
         self,
@@ -484,11 +487,15 @@ class LeaderRpcs:
         leader: Callable[[], LeaderView | None],
         changes: EventHub[LeaderView | None],
         status: Callable[[], ElectionStatus] | None = None,
+        ranked: Callable[[], Sequence[tuple[str, int]]] | None = None,
+        history: Callable[[], Iterable[LeaderChange]] | None = None,
     ) -> None:
         self._layer = layer
         self._leader = leader
         self._changes = changes
         self._status = status
+        self._ranked = ranked
+        self._history = history
 
     def _response(self, view: LeaderView | None) -> pb.Leader | None:
         return None if view is None else leader_to_proto(view, self._layer)
@@ -498,8 +505,29 @@ class LeaderRpcs:
     ) -> pb.GetLeaderResponse:
         view = self._leader()
         if view is not None or self._status is None:
-            return pb.GetLeaderResponse(leader=self._response(view))
-        return pb.GetLeaderResponse(election=election_status_to_proto(self._status()))
+            response = pb.GetLeaderResponse(leader=self._response(view))
+        else:
+            response = pb.GetLeaderResponse(election=election_status_to_proto(self._status()))
+        for name, rank in self._ranked() if self._ranked is not None else ():
+            member = response.ranked.add(name=name, rank=rank)
+            if view is not None and view.name == name:
+                member.leading = True
+                member.lease_remaining.CopyFrom(response.leader.lease_remaining)
+        return response
+
+    async def GetLeaderHistory(
+        self, request: pb.GetLeaderHistoryRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetLeaderHistoryResponse:
+        response = pb.GetLeaderHistoryResponse()
+        for change in self._history() if self._history is not None else ():
+            proto = response.changes.add(
+                leader=change.leader or "",
+                epoch=change.epoch,
+                cause=change.cause,
+                reason=change.reason,
+            )
+            proto.time.FromNanoseconds(round(change.at * 1e9))
+        return response
 
     async def WatchLeader(
         self, request: pb.WatchLeaderRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -286,6 +286,41 @@ class ServerPoolRpcs:
         entry.pool.set_backup_servers(servers)
         return pb.SetBackupServersResponse(num_backups=len(entry.pool.backup_servers()))
 
+    async def AddServer(
+        self, request: pb.AddServerRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.AddServerResponse:
+        name = pool_name(request.pool)
+        if not request.HasField("server") or not request.server.address:
+            raise InvalidArgument.for_field("server.address", "must be host:port, got ''")
+        server = server_from_proto(request.server, "server")
+        api_version = api_version_from_proto(request.api_version, request.HasField("api_version"))
+        entry = self._registry.get_or_create(name, api_version)
+        primaries = entry.pool.primary_servers()
+        known = any(s.name == server.name for s in primaries)
+        if not known and len(primaries) >= MAX_SERVERS_PER_LIST:
+            raise ResourceExhausted(
+                f"pool {entry.name!r} holds {len(primaries)} primaries, the most allowed"
+                f" ({MAX_SERVERS_PER_LIST}); remove one first"
+            )
+        added = entry.pool.add_server(server)
+        return pb.AddServerResponse(
+            known=known and added,
+            incompatible=not added,
+            servers=[server_to_proto(s) for s in entry.pool.primary_servers()],
+        )
+
+    async def RemoveServer(
+        self, request: pb.RemoveServerRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RemoveServerResponse:
+        entry = self._registry.get(pool_name(request.pool))
+        try:
+            parse_address(request.address, field="address")
+        except PoolInputError as error:
+            raise InvalidArgument.for_field("address", str(error)) from None
+        server = next((s for s in entry.pool.servers() if s.address == request.address), None)
+        removed = server is not None and entry.pool.remove_server(server)
+        return pb.RemoveServerResponse(removed=removed, num_servers=entry.pool.num_servers)
+
     async def FindServer(
         self, request: pb.FindServerRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.FindServerResponse:
@@ -337,4 +372,6 @@ class ServerPoolRpcs:
             backups=[server_to_proto(s) for s in entry.pool.backup_servers()],
             ejected=[server_to_proto(s) for s in entry.pool.ejected_servers(now)],
             offline=entry.pool.is_offline,
+            num_nodes=entry.pool.num_nodes,
+            leader_address=entry.pool.leader_address or "",
         )

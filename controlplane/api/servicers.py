@@ -104,6 +104,11 @@ class MembershipServicer(membership_pb2_grpc.MembershipServicer):
     ) -> membership_pb2.GetLeaderResponse:
         return await self._leader.GetLeader(request, context)
 
+    async def GetLeaderHistory(
+        self, request: membership_pb2.GetLeaderHistoryRequest, context: Context
+    ) -> membership_pb2.GetLeaderHistoryResponse:
+        return await self._leader.GetLeaderHistory(request, context)
+
     async def WatchLeader(
         self, request: membership_pb2.WatchLeaderRequest, context: Context
     ) -> AsyncIterator[membership_pb2.WatchLeaderResponse]:
@@ -143,6 +148,16 @@ class ServerPoolServicer(server_pool_pb2_grpc.ServerPoolServicer):
         self, request: server_pool_pb2.SetBackupServersRequest, context: Context
     ) -> server_pool_pb2.SetBackupServersResponse:
         return await self._pools.SetBackupServers(request, context)
+
+    async def AddServer(
+        self, request: server_pool_pb2.AddServerRequest, context: Context
+    ) -> server_pool_pb2.AddServerResponse:
+        return await self._pools.AddServer(request, context)
+
+    async def RemoveServer(
+        self, request: server_pool_pb2.RemoveServerRequest, context: Context
+    ) -> server_pool_pb2.RemoveServerResponse:
+        return await self._pools.RemoveServer(request, context)
 
     async def FindServer(
         self, request: server_pool_pb2.FindServerRequest, context: Context

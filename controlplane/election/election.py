@@ -374,6 +374,14 @@ class Election:
     def lease_time(self) -> float:
         return self._cfg.lease_time
 
+    def ranked(self) -> list[tuple[str, int]]:
+        """(name, rank) of every alive eligible member in sight, this one included
+        when it has a rank, by rank then name: O(eligible members), not O(members)."""
+        members = list(self._ranked.items())
+        if self._rank is not None:
+            members.append((self._name, self._rank))
+        return sorted(members, key=lambda item: (item[1], item[0]))
+
     @property
     def rank(self) -> int | None:
         return self._rank

@@ -16,7 +16,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
+from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from controlplane.configerror import ConfigError
@@ -130,6 +133,23 @@ class EpochStore:
             log.error("cannot write %s: %s", self.path, error.strerror)
 
 
+# Leader changes an agent remembers (GetLeaderHistory).
+HISTORY_KEPT = 100
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderChange:
+    """One change of leader as this agent saw it: ``leader`` None when it knows of
+    none from then on; ``cause`` one word (elected, learned, ended), ``reason`` a
+    sentence; ``at`` is wall-clock time, for people."""
+
+    at: float
+    leader: str | None
+    epoch: int
+    cause: str
+    reason: str
+
+
 class ElectionDriver:
     """One member's election, live."""
 
@@ -159,6 +179,7 @@ class ElectionDriver:
         self._logged_state: str | None = None
         self.direct_sent = 0
         self.direct_dropped = 0
+        self.history: deque[LeaderChange] = deque(maxlen=HISTORY_KEPT)
         runtime.on_channel(CHANNEL, self._on_channel)
         runtime.on_direct(self._on_direct)
 
@@ -282,6 +303,7 @@ class ElectionDriver:
                     log.info("no leader")
                 else:
                     log.info("leader is %s (epoch %d)", view.name, view.epoch)
+                self.history.append(self._change(view))
                 self._publish(view)
             elif isinstance(effect, SettingsDiffer):
                 log.warning(
@@ -293,6 +315,19 @@ class ElectionDriver:
                 )
         self._log_status()
         self._schedule()
+
+    def _change(self, view: LeaderView | None) -> LeaderChange:
+        now = time.time()
+        if view is None:
+            status = self.election.status(self._runtime.now)
+            return LeaderChange(now, None, 0, "ended", status.reason)
+        if view.is_self:
+            return LeaderChange(
+                now, view.name, view.epoch, "elected", f"this agent leads with epoch {view.epoch}"
+            )
+        return LeaderChange(
+            now, view.name, view.epoch, "learned", f"{view.name} leads with epoch {view.epoch}"
+        )
 
     def _send_direct(self, effect: Send) -> None:
         member = self._runtime.layer.member(effect.to)

@@ -81,3 +81,21 @@ def test_async_client_fails_over_and_looks_up_locally(tmp_path: Path) -> None:
     finally:
         first.kill()
         second.kill()
+
+
+def test_backups_answer_only_when_no_seed_does(agent: AgentProcess) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    options = ClientOptions(heartbeat=False, backups=[agent.target])
+    with Client(dead, options, timeout=5) as client:
+        assert client.members()  # the seed refuses connections; the backup answers
+        assert client.current_server == agent.target
+        assert agent.target in {s.address for s in client.servers()}
+        assert client.set_backups([]) == 0
+        with pytest.raises(Unavailable):
+            client.members()
+        assert client.set_backups([agent.target]) == 1
+        assert client.members()
+    with pytest.raises(ValueError, match="backups: "):
+        ClientOptions(backups=["no-port"])
+    with pytest.raises(ValueError, match="not a string"):
+        ClientOptions(backups=agent.target)

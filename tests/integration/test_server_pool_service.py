@@ -276,3 +276,73 @@ def test_rebalance_pings_real_agents_with_health_checks(tmp_path: Path) -> None:
         answer = stub.RebalanceServers(pb.RebalanceServersRequest(pool="real"), timeout=10)
     assert not answer.offline
     assert answer.servers[0].address == agent.target
+
+
+async def test_add_server_appends_or_updates_in_place_and_remove_server_forgets(
+    stub: Any,
+) -> None:
+    await stub.RefreshServerLists(
+        pb.RefreshServerListsRequest(
+            pool="p", servers=servers("10.0.0.1:7946"), num_nodes=7, leader_address="10.0.0.1:7946"
+        )
+    )
+    added = await stub.AddServer(pb.AddServerRequest(pool="p", server=servers("10.0.0.2:7946")[0]))
+    assert (added.known, added.incompatible) == (False, False)
+    assert [s.address for s in added.servers] == ["10.0.0.1:7946", "10.0.0.2:7946"]
+    # The same name at a new address: updated in place, position kept.
+    moved = pb.Server(name="srv-10.0.0.1:7946", address="10.0.0.5:7946")
+    updated = await stub.AddServer(pb.AddServerRequest(pool="p", server=moved))
+    assert updated.known
+    assert [s.address for s in updated.servers] == ["10.0.0.5:7946", "10.0.0.2:7946"]
+    # Another major version is not added.
+    newer = servers("10.0.0.3:7946", major=2)[0]
+    refused = await stub.AddServer(pb.AddServerRequest(pool="p", server=newer))
+    assert (refused.known, refused.incompatible) == (False, True)
+    assert len(refused.servers) == 2
+    # A pool that did not exist is created.
+    fresh = await stub.AddServer(pb.AddServerRequest(pool="q", server=servers("10.0.9.1:7946")[0]))
+    assert [s.address for s in fresh.servers] == ["10.0.9.1:7946"]
+
+    removed = await stub.RemoveServer(pb.RemoveServerRequest(pool="p", address="10.0.0.5:7946"))
+    assert (removed.removed, removed.num_servers) == (True, 1)
+    again = await stub.RemoveServer(pb.RemoveServerRequest(pool="p", address="10.0.0.5:7946"))
+    assert (again.removed, again.num_servers) == (False, 1)
+    listed = await stub.ListServers(pb.ListServersRequest(pool="p"))
+    assert [s.address for s in listed.primaries] == ["10.0.0.2:7946"]
+    # What the last RefreshServerLists carried is shown.
+    assert (listed.num_nodes, listed.leader_address) == (7, "10.0.0.1:7946")
+
+
+async def test_add_and_remove_server_refuse_bad_input_with_the_field(stub: Any) -> None:
+    code, details = await code_of(stub.AddServer(pb.AddServerRequest(pool="p")))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "server.address" in details
+    bad = pb.Server(name="x", address="10.0.0.1:99999")
+    code, details = await code_of(stub.AddServer(pb.AddServerRequest(pool="p", server=bad)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "port" in details
+    code, details = await code_of(
+        stub.AddServer(pb.AddServerRequest(pool="bad name!", server=servers("10.0.0.1:7946")[0]))
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    await stub.AddServer(pb.AddServerRequest(pool="p", server=servers("10.0.0.1:7946")[0]))
+    code, details = await code_of(stub.RemoveServer(pb.RemoveServerRequest(pool="p", address="")))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "address" in details
+    code, _ = await code_of(
+        stub.RemoveServer(pb.RemoveServerRequest(pool="nope", address="10.0.0.1:7946"))
+    )
+    assert code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_add_server_refuses_a_primary_beyond_the_list_limit(stub: Any) -> None:
+    full = [f"10.{i // 250}.{i % 250}.1:7946" for i in range(1024)]
+    await stub.RefreshServerLists(pb.RefreshServerListsRequest(pool="p", servers=servers(*full)))
+    code, details = await code_of(
+        stub.AddServer(pb.AddServerRequest(pool="p", server=servers("10.99.0.1:7946")[0]))
+    )
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "1024" in details
+    # A known one may still be updated.
+    known = pb.Server(name="srv-10.0.0.1:7946", address="10.0.0.1:7946", draining=True)
+    assert (await stub.AddServer(pb.AddServerRequest(pool="p", server=known))).known

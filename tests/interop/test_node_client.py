@@ -394,7 +394,11 @@ def test_leader_info_and_keyring_answers(node_run: NodeRun) -> None:
     """Leader RPCs and GetInfo answer (no leader yet right after start: members wait a lease);
     the keyring answers FAILED_PRECONDITION because these agents do not encrypt."""
     observed = node_run.result()
-    assert observed.call("Membership.GetLeader")["code"] == "OK"
+    leader_status = observed.ok("Membership.GetLeader")
+    # Both agents are servers with the default rank 0: eligible, ordered by name.
+    assert [m["name"] for m in leader_status["ranked"]] == ["node-a", "node-b"]
+    history = observed.ok("Membership.GetLeaderHistory")["changes"]
+    assert all(c["cause"] in ("elected", "learned", "ended") for c in history)
     info = observed.call("Membership.GetInfo")
     assert info["code"] == "OK"
     assert info["response"]["gossip"]["alive"] >= 1
@@ -454,6 +458,19 @@ def test_server_pool_round_trip(node_run: NodeRun) -> None:
     assert observed.ok("ServerPool.SetBackupServers")["num_backups"] == 1
 
     first, second = server_addresses(refreshed["servers"])
+    added = observed.ok("ServerPool.AddServer")
+    assert (added["known"], added["incompatible"]) == (False, False)
+    assert server_addresses(added["servers"]) == [first, second, "127.0.0.1:2"]
+    updated = observed.ok("ServerPool.AddServer[known]")
+    assert (updated["known"], updated["incompatible"]) == (True, False)
+    assert server_addresses(updated["servers"]) == [first, second, "127.0.0.1:3"]
+    assert_status(
+        observed.call("ServerPool.AddServer[no address]"),
+        "INVALID_ARGUMENT",
+        field_name="server.address",
+    )
+    assert observed.ok("ServerPool.RemoveServer") == {"removed": True, "num_servers": 3}
+    assert observed.ok("ServerPool.RemoveServer[again]") == {"removed": False, "num_servers": 3}
     head = observed.ok("ServerPool.FindServer")
     assert head["server"]["address"] == first
     assert head["is_backup"] is False
@@ -470,6 +487,8 @@ def test_server_pool_round_trip(node_run: NodeRun) -> None:
     assert [s["name"] for s in listed["backups"]] == ["node-interop-backup"]
     assert listed["ejected"] == []
     assert listed["offline"] is False
+    assert listed["num_nodes"] == heartbeat["num_nodes"] == 2
+    assert listed["leader_address"] == ""
 
     rebalanced = observed.ok("ServerPool.RebalanceServers")
     assert rebalanced["offline"] is False  # both agents answer the health ping

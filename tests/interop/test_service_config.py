@@ -64,6 +64,7 @@ IDEMPOTENT = {
             "WatchEvents",
             "WatchLeader",
             "GetInfo",
+            "GetLeaderHistory",
             "Monitor",
         ],
         "ServerPool": ["Heartbeat", "FindServer", "ListServers", "ListClients"],

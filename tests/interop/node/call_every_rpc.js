@@ -286,6 +286,7 @@ async function main() {
     await M("ForceLeave", { name: others[0].name }, "Membership.ForceLeave[alive member]");
   }
   await M("GetLeader", {});
+  await M("GetLeaderHistory", {});
   await stream(membership, "Membership", "WatchLeader", {});
   await M("GetInfo", {});
   // A tag change is logged at debug: changed until the monitor has read a line.
@@ -326,6 +327,18 @@ async function main() {
     pool: POOL,
     servers: [{ name: "node-interop-backup", address: "127.0.0.1:1", api_version: { major: 1, minor: 0 } }],
   });
+  await P("AddServer", {
+    pool: POOL,
+    server: { name: "node-interop-added", address: "127.0.0.1:2", api_version: { major: 1, minor: 0 } },
+  });
+  await P(
+    "AddServer",
+    { pool: POOL, server: { name: "node-interop-added", address: "127.0.0.1:3" } },
+    "ServerPool.AddServer[known]",
+  );
+  await P("AddServer", { pool: POOL, server: { name: "x" } }, "ServerPool.AddServer[no address]");
+  await P("RemoveServer", { pool: POOL, address: "127.0.0.1:3" });
+  await P("RemoveServer", { pool: POOL, address: "127.0.0.1:3" }, "ServerPool.RemoveServer[again]");
   const head = await P("FindServer", { pool: POOL });
   await P(
     "NotifyFailedServer",

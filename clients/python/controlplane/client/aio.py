@@ -188,6 +188,11 @@ class AsyncClient:
         """Every server the client knows, in the pool's stored order."""
         return self._failover.servers()
 
+    def set_backups(self, addresses: Sequence[str]) -> int:
+        """Replaces the backup agents (`host:port`), tried only when no agent the
+        seeds and heartbeats name answers; returns how many there are now."""
+        return self._failover.set_backups(addresses)
+
     @property
     def last_heartbeat(self) -> server_pool_pb2.HeartbeatResponse | None:
         return self._last_heartbeat
@@ -327,6 +332,21 @@ class AsyncClient:
             "Membership/GetLeader", lambda s, t: s.membership.GetLeader(request, timeout=t), timeout
         )
 
+    async def leader_history(
+        self,
+        *,
+        timeout: float | None = None,
+    ) -> list[membership_pb2.LeaderChange]:
+        """The last changes of leader the answering agent saw (at most 100, oldest
+        first), each with its time, epoch and cause."""
+        request = membership_pb2.GetLeaderHistoryRequest()
+        response = await self._unary(
+            "Membership/GetLeaderHistory",
+            lambda s, t: s.membership.GetLeaderHistory(request, timeout=t),
+            timeout,
+        )
+        return list(response.changes)
+
     async def info(self, *, timeout: float | None = None) -> membership_pb2.GetInfoResponse:
         """The answering agent described (`serf info`): its runtime, member counts,
         clocks, health score, encryption and TLS, election and rings."""
@@ -438,6 +458,41 @@ class AsyncClient:
             timeout,
         )
         return response.num_backups
+
+    async def add_server(
+        self,
+        server: server_pool_pb2.Server,
+        pool: str = "",
+        *,
+        api_version: server_pool_pb2.ApiVersion | None = None,
+        timeout: float | None = None,
+    ) -> server_pool_pb2.AddServerResponse:
+        """Adds one primary at the end of an agent's pool, or updates a known one
+        (same name) in place; `incompatible` in the answer says it was refused."""
+        request = server_pool_pb2.AddServerRequest(pool=pool, server=server)
+        if api_version is not None:
+            request.api_version.CopyFrom(api_version)
+        return await self._unary(
+            "ServerPool/AddServer",
+            lambda s, t: s.server_pool.AddServer(request, timeout=t),
+            timeout,
+        )
+
+    async def remove_server(
+        self,
+        address: str,
+        pool: str = "",
+        *,
+        timeout: float | None = None,
+    ) -> bool:
+        """Removes the server at `address` from an agent's pool; False if it held none."""
+        request = server_pool_pb2.RemoveServerRequest(pool=pool, address=address)
+        response = await self._unary(
+            "ServerPool/RemoveServer",
+            lambda s, t: s.server_pool.RemoveServer(request, timeout=t),
+            timeout,
+        )
+        return response.removed
 
     async def notify_failed_server(
         self, address: str, pool: str = "", *, timeout: float | None = None

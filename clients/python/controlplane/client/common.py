@@ -150,6 +150,9 @@ class ClientOptions:
         tls_server_name: the name expected in every agent's certificate instead of
             the host dialled (e.g. `server.controlplane`, which agents started with
             `verify_server_hostname` carry); needs TLS.
+        backups: agents (`host:port`) tried only when no agent of the cluster the
+            seeds and heartbeats name answers, for example another datacenter's
+            (the pool's backup servers; `set_backups` changes them later).
         The files are read and checked once, when the client is created: a file
         that cannot be read, is not PEM, or a key that does not match its
         certificate raises ValueError naming the field.
@@ -170,8 +173,16 @@ class ClientOptions:
     cert_file: str = ""
     key_file: str = ""
     tls_server_name: str = ""
+    backups: Sequence[str] = ()
 
     def __post_init__(self) -> None:
+        if isinstance(self.backups, str):
+            raise ValueError("backups must be a sequence of 'host:port' addresses, not a string")
+        for address in self.backups:
+            try:
+                Server.from_address(address)
+            except ValueError as error:
+                raise ValueError(f"backups: {error}") from None
         if bool(self.cert_file) != bool(self.key_file):
             given, missing = (
                 ("cert_file", "key_file") if self.cert_file else ("key_file", "cert_file")
@@ -241,6 +252,16 @@ class Failover:
         )
         self.current: Server | None = None
         self._converted: tuple[list[server_pool_pb2.Server], list[Server]] = ([], [])
+        self.set_backups(options.backups)
+
+    def set_backups(self, addresses: Sequence[str]) -> int:
+        """Replaces the backup agents; returns how many the pool holds."""
+        if isinstance(addresses, str):
+            raise ValueError("backups must be a sequence of 'host:port' addresses, not a string")
+        servers = [Server.from_address(address) for address in addresses]
+        with self._lock:
+            self._pool.set_backup_servers(servers)
+            return len(self._pool.backup_servers())
 
     @property
     def seeds(self) -> tuple[str, ...]:

@@ -27,6 +27,7 @@ _TABLE: dict[str, bool] = {
     "Membership/WatchEvents": True,
     "Membership/WatchLeader": True,
     "Membership/GetInfo": True,
+    "Membership/GetLeaderHistory": True,
     "Membership/Monitor": True,
     "Membership/Join": False,
     "Membership/Leave": False,
@@ -41,6 +42,8 @@ _TABLE: dict[str, bool] = {
     "ServerPool/NotifyFailedServer": False,
     "ServerPool/RefreshServerLists": False,
     "ServerPool/SetBackupServers": False,
+    "ServerPool/AddServer": False,
+    "ServerPool/RemoveServer": False,
     "ServerPool/RebalanceServers": False,
     # Ring
     "Ring/GetNode": True,

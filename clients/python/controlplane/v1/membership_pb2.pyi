@@ -873,6 +873,7 @@ class GetLeaderResponse(_message.Message):
 
     LEADER_FIELD_NUMBER: _builtins.int
     ELECTION_FIELD_NUMBER: _builtins.int
+    RANKED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def leader(self) -> Global___Leader:
         """leader is absent while no member holds an unexpired lease."""
@@ -883,19 +884,149 @@ class GetLeaderResponse(_message.Message):
         leader and when it expects one.
         """
 
+    @_builtins.property
+    def ranked(self) -> _containers.RepeatedCompositeFieldContainer[Global___RankedMember]:
+        """ranked are the members eligible to lead that the answering agent sees alive,
+        itself included when it has a rank, by rank then name.
+        """
+
     def __init__(
         self,
         *,
         leader: Global___Leader | None = ...,
         election: Global___ElectionStatus | None = ...,
+        ranked: _abc.Iterable[Global___RankedMember] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["election", b"election", "leader", b"leader"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["election", b"election", "leader", b"leader"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["election", b"election", "leader", b"leader", "ranked", b"ranked"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetLeaderResponse: _TypeAlias = GetLeaderResponse  # noqa: Y015
+
+@_typing.final
+class RankedMember(_message.Message):
+    """RankedMember is one member eligible to lead, as the answering agent sees it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    RANK_FIELD_NUMBER: _builtins.int
+    LEADING_FIELD_NUMBER: _builtins.int
+    LEASE_REMAINING_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """name of the member."""
+    rank: _builtins.int
+    """rank is its election rank (the lowest alive rank leads)."""
+    leading: _builtins.bool
+    """leading is true for the member the answering agent knows as the leader."""
+    @_builtins.property
+    def lease_remaining(self) -> _duration_pb2.Duration:
+        """lease_remaining is how long the leader's lease still runs on the answering
+        agent's clock; absent for the other members.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        rank: _builtins.int = ...,
+        leading: _builtins.bool = ...,
+        lease_remaining: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease_remaining", b"lease_remaining"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leading", b"leading", "lease_remaining", b"lease_remaining", "name", b"name", "rank", b"rank"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RankedMember: _TypeAlias = RankedMember  # noqa: Y015
+
+@_typing.final
+class GetLeaderHistoryRequest(_message.Message):
+    """GetLeaderHistoryRequest has no parameters."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetLeaderHistoryRequest: _TypeAlias = GetLeaderHistoryRequest  # noqa: Y015
+
+@_typing.final
+class GetLeaderHistoryResponse(_message.Message):
+    """GetLeaderHistoryResponse holds the answering agent's leader changes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaderChange]:
+        """changes, oldest first; at most 100 (older ones are forgotten)."""
+
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___LeaderChange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetLeaderHistoryResponse: _TypeAlias = GetLeaderHistoryResponse  # noqa: Y015
+
+@_typing.final
+class LeaderChange(_message.Message):
+    """LeaderChange is one change of leader as the answering agent saw it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_FIELD_NUMBER: _builtins.int
+    LEADER_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    CAUSE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    leader: _builtins.str
+    """leader is the new leader's name; empty when the agent knows of no leader
+    from then on.
+    """
+    epoch: _builtins.int
+    """epoch is the new leadership's fencing epoch (0 with no leader)."""
+    cause: _builtins.str
+    """cause is one word: "elected" (this agent began to lead), "learned" (another
+    member's leadership became known) or "ended" (no leader is known any more).
+    """
+    reason: _builtins.str
+    """reason is one sentence for people: who leads, or why none is known."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """time is when the agent saw the change (its wall clock)."""
+
+    def __init__(
+        self,
+        *,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        leader: _builtins.str = ...,
+        epoch: _builtins.int = ...,
+        cause: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cause", b"cause", "epoch", b"epoch", "leader", b"leader", "reason", b"reason", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeaderChange: _TypeAlias = LeaderChange  # noqa: Y015
 
 @_typing.final
 class ElectionStatus(_message.Message):

@@ -94,6 +94,11 @@ class MembershipStub:
                 request_serializer=controlplane_dot_v1_dot_membership__pb2.GetLeaderRequest.SerializeToString,
                 response_deserializer=controlplane_dot_v1_dot_membership__pb2.GetLeaderResponse.FromString,
                 _registered_method=True)
+        self.GetLeaderHistory = channel.unary_unary(
+                '/controlplane.v1.Membership/GetLeaderHistory',
+                request_serializer=controlplane_dot_v1_dot_membership__pb2.GetLeaderHistoryRequest.SerializeToString,
+                response_deserializer=controlplane_dot_v1_dot_membership__pb2.GetLeaderHistoryResponse.FromString,
+                _registered_method=True)
         self.WatchLeader = channel.unary_stream(
                 '/controlplane.v1.Membership/WatchLeader',
                 request_serializer=controlplane_dot_v1_dot_membership__pb2.WatchLeaderRequest.SerializeToString,
@@ -195,7 +200,16 @@ class MembershipServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetLeader(self, request, context):
-        """GetLeader returns the current leader as the local agent sees it, if any.
+        """GetLeader returns the current leader as the local agent sees it, if any,
+        and every alive ranked member with its rank (hnatsd's AgentLoc).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLeaderHistory(self, request, context):
+        """GetLeaderHistory returns the last changes of leader the local agent saw
+        (at most 100, oldest first), each with its time, epoch and cause.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -280,6 +294,11 @@ def add_MembershipServicer_to_server(servicer, server):
                     servicer.GetLeader,
                     request_deserializer=controlplane_dot_v1_dot_membership__pb2.GetLeaderRequest.FromString,
                     response_serializer=controlplane_dot_v1_dot_membership__pb2.GetLeaderResponse.SerializeToString,
+            ),
+            'GetLeaderHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLeaderHistory,
+                    request_deserializer=controlplane_dot_v1_dot_membership__pb2.GetLeaderHistoryRequest.FromString,
+                    response_serializer=controlplane_dot_v1_dot_membership__pb2.GetLeaderHistoryResponse.SerializeToString,
             ),
             'WatchLeader': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchLeader,
@@ -577,6 +596,33 @@ class Membership:
             '/controlplane.v1.Membership/GetLeader',
             controlplane_dot_v1_dot_membership__pb2.GetLeaderRequest.SerializeToString,
             controlplane_dot_v1_dot_membership__pb2.GetLeaderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLeaderHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/controlplane.v1.Membership/GetLeaderHistory',
+            controlplane_dot_v1_dot_membership__pb2.GetLeaderHistoryRequest.SerializeToString,
+            controlplane_dot_v1_dot_membership__pb2.GetLeaderHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

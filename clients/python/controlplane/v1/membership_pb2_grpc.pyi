@@ -75,7 +75,13 @@ class MembershipStub:
     WatchEvents: _grpc.UnaryStreamMultiCallable[_membership_pb2.WatchEventsRequest, _membership_pb2.WatchEventsResponse]
     """WatchEvents streams membership and user events as the local agent emits them."""
     GetLeader: _grpc.UnaryUnaryMultiCallable[_membership_pb2.GetLeaderRequest, _membership_pb2.GetLeaderResponse]
-    """GetLeader returns the current leader as the local agent sees it, if any."""
+    """GetLeader returns the current leader as the local agent sees it, if any,
+    and every alive ranked member with its rank (hnatsd's AgentLoc).
+    """
+    GetLeaderHistory: _grpc.UnaryUnaryMultiCallable[_membership_pb2.GetLeaderHistoryRequest, _membership_pb2.GetLeaderHistoryResponse]
+    """GetLeaderHistory returns the last changes of leader the local agent saw
+    (at most 100, oldest first), each with its time, epoch and cause.
+    """
     WatchLeader: _grpc.UnaryStreamMultiCallable[_membership_pb2.WatchLeaderRequest, _membership_pb2.WatchLeaderResponse]
     """WatchLeader streams the leader: first the current view, then every change of
     leader or epoch.
@@ -139,7 +145,13 @@ class MembershipAsyncStub(MembershipStub):
     WatchEvents: _aio.UnaryStreamMultiCallable[_membership_pb2.WatchEventsRequest, _membership_pb2.WatchEventsResponse]  # type: ignore[assignment]
     """WatchEvents streams membership and user events as the local agent emits them."""
     GetLeader: _aio.UnaryUnaryMultiCallable[_membership_pb2.GetLeaderRequest, _membership_pb2.GetLeaderResponse]  # type: ignore[assignment]
-    """GetLeader returns the current leader as the local agent sees it, if any."""
+    """GetLeader returns the current leader as the local agent sees it, if any,
+    and every alive ranked member with its rank (hnatsd's AgentLoc).
+    """
+    GetLeaderHistory: _aio.UnaryUnaryMultiCallable[_membership_pb2.GetLeaderHistoryRequest, _membership_pb2.GetLeaderHistoryResponse]  # type: ignore[assignment]
+    """GetLeaderHistory returns the last changes of leader the local agent saw
+    (at most 100, oldest first), each with its time, epoch and cause.
+    """
     WatchLeader: _aio.UnaryStreamMultiCallable[_membership_pb2.WatchLeaderRequest, _membership_pb2.WatchLeaderResponse]  # type: ignore[assignment]
     """WatchLeader streams the leader: first the current view, then every change of
     leader or epoch.
@@ -260,7 +272,19 @@ class MembershipServicer(metaclass=_abc_1.ABCMeta):
         request: _membership_pb2.GetLeaderRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_membership_pb2.GetLeaderResponse, _abc.Awaitable[_membership_pb2.GetLeaderResponse]]:
-        """GetLeader returns the current leader as the local agent sees it, if any."""
+        """GetLeader returns the current leader as the local agent sees it, if any,
+        and every alive ranked member with its rank (hnatsd's AgentLoc).
+        """
+
+    @_abc_1.abstractmethod
+    def GetLeaderHistory(
+        self,
+        request: _membership_pb2.GetLeaderHistoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_membership_pb2.GetLeaderHistoryResponse, _abc.Awaitable[_membership_pb2.GetLeaderHistoryResponse]]:
+        """GetLeaderHistory returns the last changes of leader the local agent saw
+        (at most 100, oldest first), each with its time, epoch and cause.
+        """
 
     @_abc_1.abstractmethod
     def WatchLeader(

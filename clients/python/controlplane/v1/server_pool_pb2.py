@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!controlplane/v1/server_pool.proto\x12\x0f\x63ontrolplane.v1\x1a\x1egoogle/protobuf/duration.proto\"*\n\nApiVersion\x12\r\n\x05major\x18\x01 \x01(\r\x12\r\n\x05minor\x18\x02 \x01(\r\"\x7f\n\x06Server\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x30\n\x0b\x61pi_version\x18\x03 \x01(\x0b\x32\x1b.controlplane.v1.ApiVersion\x12\x10\n\x08\x64raining\x18\x04 \x01(\x08\x12\x12\n\ndatacenter\x18\x05 \x01(\t\"\xcb\x01\n\x10HeartbeatRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x30\n\x0b\x61pi_version\x18\x02 \x01(\x0b\x32\x1b.controlplane.v1.ApiVersion\x12\x41\n\x08metadata\x18\x03 \x03(\x0b\x32/.controlplane.v1.HeartbeatRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb5\x01\n\x11HeartbeatResponse\x12(\n\x07servers\x18\x01 \x03(\x0b\x32\x17.controlplane.v1.Server\x12\x11\n\tnum_nodes\x18\x02 \x01(\r\x12\x16\n\x0eleader_address\x18\x03 \x01(\t\x12\x14\n\x0cleader_epoch\x18\x04 \x01(\x04\x12\x35\n\x12heartbeat_interval\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xb0\x01\n\x19RefreshServerListsRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12(\n\x07servers\x18\x02 \x03(\x0b\x32\x17.controlplane.v1.Server\x12\x11\n\tnum_nodes\x18\x03 \x01(\r\x12\x16\n\x0eleader_address\x18\x04 \x01(\t\x12\x30\n\x0b\x61pi_version\x18\x05 \x01(\x0b\x32\x1b.controlplane.v1.ApiVersion\"u\n\x1aRefreshServerListsResponse\x12(\n\x07servers\x18\x01 \x03(\x0b\x32\x17.controlplane.v1.Server\x12-\n\x0c\x66iltered_out\x18\x02 \x03(\x0b\x32\x17.controlplane.v1.Server\"Q\n\x17SetBackupServersRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12(\n\x07servers\x18\x02 \x03(\x0b\x32\x17.controlplane.v1.Server\"/\n\x18SetBackupServersResponse\x12\x13\n\x0bnum_backups\x18\x01 \x01(\r\"!\n\x11\x46indServerRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\"P\n\x12\x46indServerResponse\x12\'\n\x06server\x18\x01 \x01(\x0b\x32\x17.controlplane.v1.Server\x12\x11\n\tis_backup\x18\x02 \x01(\x08\":\n\x19NotifyFailedServerRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\">\n\x1aNotifyFailedServerResponse\x12\x0f\n\x07rotated\x18\x01 \x01(\x08\x12\x0f\n\x07\x65jected\x18\x02 \x01(\x08\"\'\n\x17RebalanceServersRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\"\x88\x01\n\x18RebalanceServersResponse\x12(\n\x07servers\x18\x01 \x03(\x0b\x32\x17.controlplane.v1.Server\x12\x0f\n\x07offline\x18\x02 \x01(\x08\x12\x31\n\x0enext_rebalance\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\"\n\x12ListServersRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\"\xa6\x01\n\x13ListServersResponse\x12*\n\tprimaries\x18\x01 \x03(\x0b\x32\x17.controlplane.v1.Server\x12(\n\x07\x62\x61\x63kups\x18\x02 \x03(\x0b\x32\x17.controlplane.v1.Server\x12(\n\x07\x65jected\x18\x03 \x03(\x0b\x32\x17.controlplane.v1.Server\x12\x0f\n\x07offline\x18\x04 \x01(\x08\";\n\x12ListClientsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\x90\x02\n\x0fHeartbeatClient\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0c\n\x04peer\x18\x02 \x01(\t\x12\x30\n\x0b\x61pi_version\x18\x03 \x01(\x0b\x32\x1b.controlplane.v1.ApiVersion\x12@\n\x08metadata\x18\x04 \x03(\x0b\x32..controlplane.v1.HeartbeatClient.MetadataEntry\x12\x37\n\x14since_last_heartbeat\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"a\n\x13ListClientsResponse\x12\x31\n\x07\x63lients\x18\x01 \x03(\x0b\x32 .controlplane.v1.HeartbeatClient\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x9b\x06\n\nServerPool\x12R\n\tHeartbeat\x12!.controlplane.v1.HeartbeatRequest\x1a\".controlplane.v1.HeartbeatResponse\x12m\n\x12RefreshServerLists\x12*.controlplane.v1.RefreshServerListsRequest\x1a+.controlplane.v1.RefreshServerListsResponse\x12g\n\x10SetBackupServers\x12(.controlplane.v1.SetBackupServersRequest\x1a).controlplane.v1.SetBackupServersResponse\x12U\n\nFindServer\x12\".controlplane.v1.FindServerRequest\x1a#.controlplane.v1.FindServerResponse\x12m\n\x12NotifyFailedServer\x12*.controlplane.v1.NotifyFailedServerRequest\x1a+.controlplane.v1.NotifyFailedServerResponse\x12g\n\x10RebalanceServers\x12(.controlplane.v1.RebalanceServersRequest\x1a).controlplane.v1.RebalanceServersResponse\x12X\n\x0bListServers\x12#.controlplane.v1.ListServersRequest\x1a$.controlplane.v1.ListServersResponse\x12X\n\x0bListClients\x12#.controlplane.v1.ListClientsRequest\x1a$.controlplane.v1.ListClientsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!controlplane/v1/server_pool.proto\x12\x0f\x63ontrolplane.v1\x1a\x1egoogle/protobuf/duration.proto\"*\n\nApiVersion\x12\r\n\x05major\x18\x01 \x01(\r\x12\r\n\x05minor\x18\x02 \x01(\r\"\x7f\n\x06Server\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x30\n\x0b\x61pi_version\x18\x03 \x01(\x0b\x32\x1b.controlplane.v1.ApiVersion\x12\x10\n\x08\x64raining\x18\x04 \x01(\x08\x12\x12\n\ndatacenter\x18\x05 \x01(\t\"\xcb\x01\n\x10HeartbeatRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x30\n\x0b\x61pi_version\x18\x02 \x01(\x0b\x32\x1b.controlplane.v1.ApiVersion\x12\x41\n\x08metadata\x18\x03 \x03(\x0b\x32/.controlplane.v1.HeartbeatRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb5\x01\n\x11HeartbeatResponse\x12(\n\x07servers\x18\x01 \x03(\x0b\x32\x17.controlplane.v1.Server\x12\x11\n\tnum_nodes\x18\x02 \x01(\r\x12\x16\n\x0eleader_address\x18\x03 \x01(\t\x12\x14\n\x0cleader_epoch\x18\x04 \x01(\x04\x12\x35\n\x12heartbeat_interval\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xb0\x01\n\x19RefreshServerListsRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12(\n\x07servers\x18\x02 \x03(\x0b\x32\x17.controlplane.v1.Server\x12\x11\n\tnum_nodes\x18\x03 \x01(\r\x12\x16\n\x0eleader_address\x18\x04 \x01(\t\x12\x30\n\x0b\x61pi_version\x18\x05 \x01(\x0b\x32\x1b.controlplane.v1.ApiVersion\"u\n\x1aRefreshServerListsResponse\x12(\n\x07servers\x18\x01 \x03(\x0b\x32\x17.controlplane.v1.Server\x12-\n\x0c\x66iltered_out\x18\x02 \x03(\x0b\x32\x17.controlplane.v1.Server\"Q\n\x17SetBackupServersRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12(\n\x07servers\x18\x02 \x03(\x0b\x32\x17.controlplane.v1.Server\"/\n\x18SetBackupServersResponse\x12\x13\n\x0bnum_backups\x18\x01 \x01(\r\"{\n\x10\x41\x64\x64ServerRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\'\n\x06server\x18\x02 \x01(\x0b\x32\x17.controlplane.v1.Server\x12\x30\n\x0b\x61pi_version\x18\x03 \x01(\x0b\x32\x1b.controlplane.v1.ApiVersion\"b\n\x11\x41\x64\x64ServerResponse\x12\r\n\x05known\x18\x01 \x01(\x08\x12\x14\n\x0cincompatible\x18\x02 \x01(\x08\x12(\n\x07servers\x18\x03 \x03(\x0b\x32\x17.controlplane.v1.Server\"4\n\x13RemoveServerRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"<\n\x14RemoveServerResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x08\x12\x13\n\x0bnum_servers\x18\x02 \x01(\r\"!\n\x11\x46indServerRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\"P\n\x12\x46indServerResponse\x12\'\n\x06server\x18\x01 \x01(\x0b\x32\x17.controlplane.v1.Server\x12\x11\n\tis_backup\x18\x02 \x01(\x08\":\n\x19NotifyFailedServerRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\">\n\x1aNotifyFailedServerResponse\x12\x0f\n\x07rotated\x18\x01 \x01(\x08\x12\x0f\n\x07\x65jected\x18\x02 \x01(\x08\"\'\n\x17RebalanceServersRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\"\x88\x01\n\x18RebalanceServersResponse\x12(\n\x07servers\x18\x01 \x03(\x0b\x32\x17.controlplane.v1.Server\x12\x0f\n\x07offline\x18\x02 \x01(\x08\x12\x31\n\x0enext_rebalance\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\"\n\x12ListServersRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\"\xd1\x01\n\x13ListServersResponse\x12*\n\tprimaries\x18\x01 \x03(\x0b\x32\x17.controlplane.v1.Server\x12(\n\x07\x62\x61\x63kups\x18\x02 \x03(\x0b\x32\x17.controlplane.v1.Server\x12(\n\x07\x65jected\x18\x03 \x03(\x0b\x32\x17.controlplane.v1.Server\x12\x0f\n\x07offline\x18\x04 \x01(\x08\x12\x11\n\tnum_nodes\x18\x05 \x01(\r\x12\x16\n\x0eleader_address\x18\x06 \x01(\t\";\n\x12ListClientsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\x90\x02\n\x0fHeartbeatClient\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0c\n\x04peer\x18\x02 \x01(\t\x12\x30\n\x0b\x61pi_version\x18\x03 \x01(\x0b\x32\x1b.controlplane.v1.ApiVersion\x12@\n\x08metadata\x18\x04 \x03(\x0b\x32..controlplane.v1.HeartbeatClient.MetadataEntry\x12\x37\n\x14since_last_heartbeat\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"a\n\x13ListClientsResponse\x12\x31\n\x07\x63lients\x18\x01 \x03(\x0b\x32 .controlplane.v1.HeartbeatClient\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xcc\x07\n\nServerPool\x12R\n\tHeartbeat\x12!.controlplane.v1.HeartbeatRequest\x1a\".controlplane.v1.HeartbeatResponse\x12m\n\x12RefreshServerLists\x12*.controlplane.v1.RefreshServerListsRequest\x1a+.controlplane.v1.RefreshServerListsResponse\x12g\n\x10SetBackupServers\x12(.controlplane.v1.SetBackupServersRequest\x1a).controlplane.v1.SetBackupServersResponse\x12R\n\tAddServer\x12!.controlplane.v1.AddServerRequest\x1a\".controlplane.v1.AddServerResponse\x12[\n\x0cRemoveServer\x12$.controlplane.v1.RemoveServerRequest\x1a%.controlplane.v1.RemoveServerResponse\x12U\n\nFindServer\x12\".controlplane.v1.FindServerRequest\x1a#.controlplane.v1.FindServerResponse\x12m\n\x12NotifyFailedServer\x12*.controlplane.v1.NotifyFailedServerRequest\x1a+.controlplane.v1.NotifyFailedServerResponse\x12g\n\x10RebalanceServers\x12(.controlplane.v1.RebalanceServersRequest\x1a).controlplane.v1.RebalanceServersResponse\x12X\n\x0bListServers\x12#.controlplane.v1.ListServersRequest\x1a$.controlplane.v1.ListServersResponse\x12X\n\x0bListClients\x12#.controlplane.v1.ListClientsRequest\x1a$.controlplane.v1.ListClientsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -54,30 +54,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SETBACKUPSERVERSREQUEST']._serialized_end=1028
   _globals['_SETBACKUPSERVERSRESPONSE']._serialized_start=1030
   _globals['_SETBACKUPSERVERSRESPONSE']._serialized_end=1077
-  _globals['_FINDSERVERREQUEST']._serialized_start=1079
-  _globals['_FINDSERVERREQUEST']._serialized_end=1112
-  _globals['_FINDSERVERRESPONSE']._serialized_start=1114
-  _globals['_FINDSERVERRESPONSE']._serialized_end=1194
-  _globals['_NOTIFYFAILEDSERVERREQUEST']._serialized_start=1196
-  _globals['_NOTIFYFAILEDSERVERREQUEST']._serialized_end=1254
-  _globals['_NOTIFYFAILEDSERVERRESPONSE']._serialized_start=1256
-  _globals['_NOTIFYFAILEDSERVERRESPONSE']._serialized_end=1318
-  _globals['_REBALANCESERVERSREQUEST']._serialized_start=1320
-  _globals['_REBALANCESERVERSREQUEST']._serialized_end=1359
-  _globals['_REBALANCESERVERSRESPONSE']._serialized_start=1362
-  _globals['_REBALANCESERVERSRESPONSE']._serialized_end=1498
-  _globals['_LISTSERVERSREQUEST']._serialized_start=1500
-  _globals['_LISTSERVERSREQUEST']._serialized_end=1534
-  _globals['_LISTSERVERSRESPONSE']._serialized_start=1537
-  _globals['_LISTSERVERSRESPONSE']._serialized_end=1703
-  _globals['_LISTCLIENTSREQUEST']._serialized_start=1705
-  _globals['_LISTCLIENTSREQUEST']._serialized_end=1764
-  _globals['_HEARTBEATCLIENT']._serialized_start=1767
-  _globals['_HEARTBEATCLIENT']._serialized_end=2039
+  _globals['_ADDSERVERREQUEST']._serialized_start=1079
+  _globals['_ADDSERVERREQUEST']._serialized_end=1202
+  _globals['_ADDSERVERRESPONSE']._serialized_start=1204
+  _globals['_ADDSERVERRESPONSE']._serialized_end=1302
+  _globals['_REMOVESERVERREQUEST']._serialized_start=1304
+  _globals['_REMOVESERVERREQUEST']._serialized_end=1356
+  _globals['_REMOVESERVERRESPONSE']._serialized_start=1358
+  _globals['_REMOVESERVERRESPONSE']._serialized_end=1418
+  _globals['_FINDSERVERREQUEST']._serialized_start=1420
+  _globals['_FINDSERVERREQUEST']._serialized_end=1453
+  _globals['_FINDSERVERRESPONSE']._serialized_start=1455
+  _globals['_FINDSERVERRESPONSE']._serialized_end=1535
+  _globals['_NOTIFYFAILEDSERVERREQUEST']._serialized_start=1537
+  _globals['_NOTIFYFAILEDSERVERREQUEST']._serialized_end=1595
+  _globals['_NOTIFYFAILEDSERVERRESPONSE']._serialized_start=1597
+  _globals['_NOTIFYFAILEDSERVERRESPONSE']._serialized_end=1659
+  _globals['_REBALANCESERVERSREQUEST']._serialized_start=1661
+  _globals['_REBALANCESERVERSREQUEST']._serialized_end=1700
+  _globals['_REBALANCESERVERSRESPONSE']._serialized_start=1703
+  _globals['_REBALANCESERVERSRESPONSE']._serialized_end=1839
+  _globals['_LISTSERVERSREQUEST']._serialized_start=1841
+  _globals['_LISTSERVERSREQUEST']._serialized_end=1875
+  _globals['_LISTSERVERSRESPONSE']._serialized_start=1878
+  _globals['_LISTSERVERSRESPONSE']._serialized_end=2087
+  _globals['_LISTCLIENTSREQUEST']._serialized_start=2089
+  _globals['_LISTCLIENTSREQUEST']._serialized_end=2148
+  _globals['_HEARTBEATCLIENT']._serialized_start=2151
+  _globals['_HEARTBEATCLIENT']._serialized_end=2423
   _globals['_HEARTBEATCLIENT_METADATAENTRY']._serialized_start=416
   _globals['_HEARTBEATCLIENT_METADATAENTRY']._serialized_end=463
-  _globals['_LISTCLIENTSRESPONSE']._serialized_start=2041
-  _globals['_LISTCLIENTSRESPONSE']._serialized_end=2138
-  _globals['_SERVERPOOL']._serialized_start=2141
-  _globals['_SERVERPOOL']._serialized_end=2936
+  _globals['_LISTCLIENTSRESPONSE']._serialized_start=2425
+  _globals['_LISTCLIENTSRESPONSE']._serialized_end=2522
+  _globals['_SERVERPOOL']._serialized_start=2525
+  _globals['_SERVERPOOL']._serialized_end=3497
 # @@protoc_insertion_point(module_scope)

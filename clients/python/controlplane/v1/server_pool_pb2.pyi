@@ -312,6 +312,128 @@ class SetBackupServersResponse(_message.Message):
 Global___SetBackupServersResponse: _TypeAlias = SetBackupServersResponse  # noqa: Y015
 
 @_typing.final
+class AddServerRequest(_message.Message):
+    """AddServerRequest names the pool and the server to add."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POOL_FIELD_NUMBER: _builtins.int
+    SERVER_FIELD_NUMBER: _builtins.int
+    API_VERSION_FIELD_NUMBER: _builtins.int
+    pool: _builtins.str
+    """pool name; "" is "default". Created if it does not exist."""
+    @_builtins.property
+    def server(self) -> Global___Server:
+        """server to add; name and address are required."""
+
+    @_builtins.property
+    def api_version(self) -> Global___ApiVersion:
+        """api_version is the caller's API version, used when the pool is created."""
+
+    def __init__(
+        self,
+        *,
+        pool: _builtins.str = ...,
+        server: Global___Server | None = ...,
+        api_version: Global___ApiVersion | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["api_version", b"api_version", "server", b"server"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_version", b"api_version", "pool", b"pool", "server", b"server"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddServerRequest: _TypeAlias = AddServerRequest  # noqa: Y015
+
+@_typing.final
+class AddServerResponse(_message.Message):
+    """AddServerResponse tells what AddServer did."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KNOWN_FIELD_NUMBER: _builtins.int
+    INCOMPATIBLE_FIELD_NUMBER: _builtins.int
+    SERVERS_FIELD_NUMBER: _builtins.int
+    known: _builtins.bool
+    """known is true when a server of that name was in the pool already; its
+    details were updated in place and its position kept.
+    """
+    incompatible: _builtins.bool
+    """incompatible is true when the server's API version does not suit the
+    pool's caller; nothing changed.
+    """
+    @_builtins.property
+    def servers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Server]:
+        """servers are the pool's primaries after the call, in order."""
+
+    def __init__(
+        self,
+        *,
+        known: _builtins.bool = ...,
+        incompatible: _builtins.bool = ...,
+        servers: _abc.Iterable[Global___Server] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["incompatible", b"incompatible", "known", b"known", "servers", b"servers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddServerResponse: _TypeAlias = AddServerResponse  # noqa: Y015
+
+@_typing.final
+class RemoveServerRequest(_message.Message):
+    """RemoveServerRequest names the pool and the server to remove."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POOL_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    pool: _builtins.str
+    """pool name; "" is "default"."""
+    address: _builtins.str
+    """address is "host:port" of the server to remove."""
+    def __init__(
+        self,
+        *,
+        pool: _builtins.str = ...,
+        address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "pool", b"pool"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveServerRequest: _TypeAlias = RemoveServerRequest  # noqa: Y015
+
+@_typing.final
+class RemoveServerResponse(_message.Message):
+    """RemoveServerResponse tells what RemoveServer did."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REMOVED_FIELD_NUMBER: _builtins.int
+    NUM_SERVERS_FIELD_NUMBER: _builtins.int
+    removed: _builtins.bool
+    """removed is true when the pool held a server at that address."""
+    num_servers: _builtins.int
+    """num_servers is how many servers (primaries and backups) the pool holds now."""
+    def __init__(
+        self,
+        *,
+        removed: _builtins.bool = ...,
+        num_servers: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["num_servers", b"num_servers", "removed", b"removed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveServerResponse: _TypeAlias = RemoveServerResponse  # noqa: Y015
+
+@_typing.final
 class FindServerRequest(_message.Message):
     """FindServerRequest names the pool."""
 
@@ -501,8 +623,18 @@ class ListServersResponse(_message.Message):
     BACKUPS_FIELD_NUMBER: _builtins.int
     EJECTED_FIELD_NUMBER: _builtins.int
     OFFLINE_FIELD_NUMBER: _builtins.int
+    NUM_NODES_FIELD_NUMBER: _builtins.int
+    LEADER_ADDRESS_FIELD_NUMBER: _builtins.int
     offline: _builtins.bool
     """offline is true when the last rebalance reached no server."""
+    num_nodes: _builtins.int
+    """num_nodes is the cluster size the last RefreshServerLists reported (0 if
+    none did); it scales the rebalance interval.
+    """
+    leader_address: _builtins.str
+    """leader_address is "host:port" of the leader the last RefreshServerLists
+    named, empty if none.
+    """
     @_builtins.property
     def primaries(self) -> _containers.RepeatedCompositeFieldContainer[Global___Server]:
         """primaries in their current order."""
@@ -522,10 +654,12 @@ class ListServersResponse(_message.Message):
         backups: _abc.Iterable[Global___Server] | None = ...,
         ejected: _abc.Iterable[Global___Server] | None = ...,
         offline: _builtins.bool = ...,
+        num_nodes: _builtins.int = ...,
+        leader_address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backups", b"backups", "ejected", b"ejected", "offline", b"offline", "primaries", b"primaries"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backups", b"backups", "ejected", b"ejected", "leader_address", b"leader_address", "num_nodes", b"num_nodes", "offline", b"offline", "primaries", b"primaries"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

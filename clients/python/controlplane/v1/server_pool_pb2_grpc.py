@@ -57,6 +57,16 @@ class ServerPoolStub:
                 request_serializer=controlplane_dot_v1_dot_server__pool__pb2.SetBackupServersRequest.SerializeToString,
                 response_deserializer=controlplane_dot_v1_dot_server__pool__pb2.SetBackupServersResponse.FromString,
                 _registered_method=True)
+        self.AddServer = channel.unary_unary(
+                '/controlplane.v1.ServerPool/AddServer',
+                request_serializer=controlplane_dot_v1_dot_server__pool__pb2.AddServerRequest.SerializeToString,
+                response_deserializer=controlplane_dot_v1_dot_server__pool__pb2.AddServerResponse.FromString,
+                _registered_method=True)
+        self.RemoveServer = channel.unary_unary(
+                '/controlplane.v1.ServerPool/RemoveServer',
+                request_serializer=controlplane_dot_v1_dot_server__pool__pb2.RemoveServerRequest.SerializeToString,
+                response_deserializer=controlplane_dot_v1_dot_server__pool__pb2.RemoveServerResponse.FromString,
+                _registered_method=True)
         self.FindServer = channel.unary_unary(
                 '/controlplane.v1.ServerPool/FindServer',
                 request_serializer=controlplane_dot_v1_dot_server__pool__pb2.FindServerRequest.SerializeToString,
@@ -119,6 +129,25 @@ class ServerPoolServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddServer(self, request, context):
+        """AddServer adds one primary server at the end of a pool, or updates the
+        details of a known one (same name) in place: Consul's Manager.AddServer and
+        Nomad's AddPrimaryServer. The pool is created if it does not exist. A server
+        of an incompatible API version is not added (incompatible = true).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveServer(self, request, context):
+        """RemoveServer forgets one server, primary or backup, by address (Consul's
+        Manager.RemoveServer). Removing a server the pool does not hold changes
+        nothing (removed = false), so a retried call is harmless.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def FindServer(self, request, context):
         """FindServer returns the server a caller should use now: the head of the pool.
         UNAVAILABLE when no server is usable; NOT_FOUND for an unknown pool.
@@ -175,6 +204,16 @@ def add_ServerPoolServicer_to_server(servicer, server):
                     servicer.SetBackupServers,
                     request_deserializer=controlplane_dot_v1_dot_server__pool__pb2.SetBackupServersRequest.FromString,
                     response_serializer=controlplane_dot_v1_dot_server__pool__pb2.SetBackupServersResponse.SerializeToString,
+            ),
+            'AddServer': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddServer,
+                    request_deserializer=controlplane_dot_v1_dot_server__pool__pb2.AddServerRequest.FromString,
+                    response_serializer=controlplane_dot_v1_dot_server__pool__pb2.AddServerResponse.SerializeToString,
+            ),
+            'RemoveServer': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveServer,
+                    request_deserializer=controlplane_dot_v1_dot_server__pool__pb2.RemoveServerRequest.FromString,
+                    response_serializer=controlplane_dot_v1_dot_server__pool__pb2.RemoveServerResponse.SerializeToString,
             ),
             'FindServer': grpc.unary_unary_rpc_method_handler(
                     servicer.FindServer,
@@ -291,6 +330,60 @@ class ServerPool:
             '/controlplane.v1.ServerPool/SetBackupServers',
             controlplane_dot_v1_dot_server__pool__pb2.SetBackupServersRequest.SerializeToString,
             controlplane_dot_v1_dot_server__pool__pb2.SetBackupServersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddServer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/controlplane.v1.ServerPool/AddServer',
+            controlplane_dot_v1_dot_server__pool__pb2.AddServerRequest.SerializeToString,
+            controlplane_dot_v1_dot_server__pool__pb2.AddServerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveServer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/controlplane.v1.ServerPool/RemoveServer',
+            controlplane_dot_v1_dot_server__pool__pb2.RemoveServerRequest.SerializeToString,
+            controlplane_dot_v1_dot_server__pool__pb2.RemoveServerResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,6 +53,17 @@ class ServerPoolStub:
     """SetBackupServers sets a pool's backup servers, used only while no primary
     server is usable.
     """
+    AddServer: _grpc.UnaryUnaryMultiCallable[_server_pool_pb2.AddServerRequest, _server_pool_pb2.AddServerResponse]
+    """AddServer adds one primary server at the end of a pool, or updates the
+    details of a known one (same name) in place: Consul's Manager.AddServer and
+    Nomad's AddPrimaryServer. The pool is created if it does not exist. A server
+    of an incompatible API version is not added (incompatible = true).
+    """
+    RemoveServer: _grpc.UnaryUnaryMultiCallable[_server_pool_pb2.RemoveServerRequest, _server_pool_pb2.RemoveServerResponse]
+    """RemoveServer forgets one server, primary or backup, by address (Consul's
+    Manager.RemoveServer). Removing a server the pool does not hold changes
+    nothing (removed = false), so a retried call is harmless.
+    """
     FindServer: _grpc.UnaryUnaryMultiCallable[_server_pool_pb2.FindServerRequest, _server_pool_pb2.FindServerResponse]
     """FindServer returns the server a caller should use now: the head of the pool.
     UNAVAILABLE when no server is usable; NOT_FOUND for an unknown pool.
@@ -96,6 +107,17 @@ class ServerPoolAsyncStub(ServerPoolStub):
     SetBackupServers: _aio.UnaryUnaryMultiCallable[_server_pool_pb2.SetBackupServersRequest, _server_pool_pb2.SetBackupServersResponse]  # type: ignore[assignment]
     """SetBackupServers sets a pool's backup servers, used only while no primary
     server is usable.
+    """
+    AddServer: _aio.UnaryUnaryMultiCallable[_server_pool_pb2.AddServerRequest, _server_pool_pb2.AddServerResponse]  # type: ignore[assignment]
+    """AddServer adds one primary server at the end of a pool, or updates the
+    details of a known one (same name) in place: Consul's Manager.AddServer and
+    Nomad's AddPrimaryServer. The pool is created if it does not exist. A server
+    of an incompatible API version is not added (incompatible = true).
+    """
+    RemoveServer: _aio.UnaryUnaryMultiCallable[_server_pool_pb2.RemoveServerRequest, _server_pool_pb2.RemoveServerResponse]  # type: ignore[assignment]
+    """RemoveServer forgets one server, primary or backup, by address (Consul's
+    Manager.RemoveServer). Removing a server the pool does not hold changes
+    nothing (removed = false), so a retried call is harmless.
     """
     FindServer: _aio.UnaryUnaryMultiCallable[_server_pool_pb2.FindServerRequest, _server_pool_pb2.FindServerResponse]  # type: ignore[assignment]
     """FindServer returns the server a caller should use now: the head of the pool.
@@ -155,6 +177,29 @@ class ServerPoolServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_server_pool_pb2.SetBackupServersResponse, _abc.Awaitable[_server_pool_pb2.SetBackupServersResponse]]:
         """SetBackupServers sets a pool's backup servers, used only while no primary
         server is usable.
+        """
+
+    @_abc_1.abstractmethod
+    def AddServer(
+        self,
+        request: _server_pool_pb2.AddServerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_server_pool_pb2.AddServerResponse, _abc.Awaitable[_server_pool_pb2.AddServerResponse]]:
+        """AddServer adds one primary server at the end of a pool, or updates the
+        details of a known one (same name) in place: Consul's Manager.AddServer and
+        Nomad's AddPrimaryServer. The pool is created if it does not exist. A server
+        of an incompatible API version is not added (incompatible = true).
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveServer(
+        self,
+        request: _server_pool_pb2.RemoveServerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_server_pool_pb2.RemoveServerResponse, _abc.Awaitable[_server_pool_pb2.RemoveServerResponse]]:
+        """RemoveServer forgets one server, primary or backup, by address (Consul's
+        Manager.RemoveServer). Removing a server the pool does not hold changes
+        nothing (removed = false), so a retried call is harmless.
         """
 
     @_abc_1.abstractmethod
