@@ -43,6 +43,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from controlplane.api.auth import AccessPolicy, ApiToken, configured_tokens, load_tokens_file
 from controlplane.api.heartbeat import (
     API_VERSION_TAG,
+    DATACENTER_TAG,
     DRAINING_TAG,
     ROLE_TAG,
     HeartbeatRpcs,
@@ -179,6 +180,8 @@ def agent_tags(config: AgentConfig) -> dict[str, str]:
         RANK_TAG: str(config.rank),
     }
     tags.update(config.tags)
+    if config.datacenter:
+        tags[DATACENTER_TAG] = config.datacenter
     return tags
 
 

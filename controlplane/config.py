@@ -71,6 +71,9 @@ class AgentConfig:
     role: str = "server"
     rank: int = 0
     election_quorum: int = 0
+    # The datacenter this agent runs in (its member tag `dc`); clients that know
+    # theirs keep other datacenters' servers as backups.
+    datacenter: str = ""
     # hnatsd's election timings (docs/election.md, Parameters), checked together by
     # check_election: every server of a cluster needs the same values.
     lease_time: float = 10.0
@@ -278,6 +281,11 @@ def _check_rank(value: int) -> None:
 def _check_quorum(value: int) -> None:
     if not 0 <= value <= 1000:
         raise ValueError(f"must be 0 (off) or the number of voters, up to 1000; got {value}")
+
+
+def _check_datacenter(value: str) -> None:
+    if value and not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", value):
+        raise ValueError(f"must be 1 to 64 characters of [A-Za-z0-9._-], got {value[:80]!r}")
 
 
 def _check_lease_time(value: float) -> None:
@@ -537,6 +545,12 @@ SETTINGS: dict[str, Setting] = {
             _parse_int,
             _check_quorum,
             "expected voters; a leader needs a majority of them (default 0: off)",
+        ),
+        Setting(
+            "datacenter",
+            _parse_str,
+            _check_datacenter,
+            "datacenter of this agent, its member tag dc (default: none)",
         ),
         Setting(
             "lease_time",

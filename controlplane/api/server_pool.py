@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,8 @@ log = logging.getLogger("controlplane.pool")
 MAX_SERVERS_PER_LIST = 1024
 # A bound on soft state: each pool is small, but callers choose the names.
 MAX_POOLS = 1024
+# A datacenter name, as the agent's `datacenter` setting and the member tag `dc`.
+DATACENTER_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # Pools unused for this long are forgotten; callers refresh them with each heartbeat.
 DEFAULT_IDLE_EXPIRY = 600.0
 # A rebalance ping is a health check; a server that cannot answer within a second
@@ -60,6 +63,18 @@ def pool_name(raw: str) -> str:
 
 def api_version_from_proto(version: pb.ApiVersion, present: bool) -> ApiVersion | None:
     return ApiVersion(version.major, version.minor) if present else None
+
+
+def datacenter_from_request(value: str) -> str | None:
+    """A datacenter name from a request ("" is none): at most 64 characters of
+    [A-Za-z0-9._-], as the agent's datacenter setting."""
+    if not value:
+        return None
+    if not DATACENTER_NAME.fullmatch(value):
+        raise InvalidArgument.for_field(
+            "datacenter", f"must be 1 to 64 characters of [A-Za-z0-9._-], got {value[:80]!r}"
+        )
+    return value
 
 
 def server_from_proto(proto: pb.Server, field: str) -> Server:
@@ -180,7 +195,9 @@ class PoolRegistry:
         entry.last_used = self._clock()
         return entry
 
-    def get_or_create(self, name: str, api_version: ApiVersion | None) -> PoolEntry:
+    def get_or_create(
+        self, name: str, api_version: ApiVersion | None, datacenter: str | None = None
+    ) -> PoolEntry:
         entry = self._pools.get(name)
         now = self._clock()
         if entry is not None:
@@ -190,11 +207,19 @@ class PoolRegistry:
                     f"pool {name!r} filters for API {entry.pool.config.client_api_version}, "
                     f"not {wanted}; use another pool name per API version"
                 )
+            if datacenter and datacenter != entry.pool.config.datacenter:
+                raise FailedPrecondition(
+                    f"pool {name!r} was created for datacenter"
+                    f" {entry.pool.config.datacenter!r}, not {datacenter!r};"
+                    " use another pool name per datacenter"
+                )
             entry.last_used = now
             return entry
         if len(self._pools) >= MAX_POOLS:
             raise ResourceExhausted(f"at most {MAX_POOLS} pools per agent; reuse pool names")
-        config = PoolConfig(client_api_version=api_version or AGENT_API_VERSION)
+        config = PoolConfig(
+            client_api_version=api_version or AGENT_API_VERSION, datacenter=datacenter or ""
+        )
         pool = ServerPool(config, rng=random.Random(self._rng.getrandbits(64)))
         entry = PoolEntry(name, pool, now, now + pool.next_rebalance_interval())
         self._pools[name] = entry
@@ -268,7 +293,8 @@ class ServerPoolRpcs:
                 parse_address(leader, field="leader_address")
             except PoolInputError as error:
                 raise InvalidArgument.for_field("leader_address", str(error)) from None
-        entry = self._registry.get_or_create(name, api_version)
+        datacenter = datacenter_from_request(request.datacenter)
+        entry = self._registry.get_or_create(name, api_version, datacenter)
         result = entry.pool.refresh_server_lists(
             servers, request.num_nodes, leader, self._registry.now()
         )
@@ -325,10 +351,12 @@ class ServerPoolRpcs:
         self, request: pb.FindServerRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.FindServerResponse:
         entry = self._registry.get(pool_name(request.pool))
-        server = entry.pool.find_server(self._registry.now())
+        datacenter = datacenter_from_request(request.datacenter)
+        server = entry.pool.find_server(self._registry.now(), datacenter)
         if server is None:
+            where = f" in datacenter {datacenter!r}" if datacenter else ""
             raise UnavailableError(
-                f"pool {entry.name!r} has no usable server "
+                f"pool {entry.name!r} has no usable server{where} "
                 f"({entry.pool.num_servers} known, all ejected or none given)"
             )
         primaries = {s.name for s in entry.pool.primary_servers()}

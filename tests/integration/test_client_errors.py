@@ -99,3 +99,36 @@ def test_backups_answer_only_when_no_seed_does(agent: AgentProcess) -> None:
         ClientOptions(backups=["no-port"])
     with pytest.raises(ValueError, match="not a string"):
         ClientOptions(backups=agent.target)
+
+
+def test_a_client_in_one_datacenter_keeps_the_others_servers_as_backups(
+    tmp_path: Path,
+) -> None:
+    hosts = ("127.0.0.101", "127.0.0.102")
+    port = free_port(*hosts)
+    local = start_agent(
+        "dc-a", host=hosts[0], port=port, args=["--datacenter", "dc1"], log_dir=tmp_path
+    )
+    remote = start_agent(
+        "dc-b",
+        host=hosts[1],
+        port=port,
+        args=["--datacenter", "dc2", "--join", local.target],
+        log_dir=tmp_path,
+    )
+    try:
+        assert wait_until(lambda: len(local.members()) == 2, timeout=20)
+        options = ClientOptions(heartbeat=False, datacenter="dc1")
+        with Client(local.target, options) as client:
+            answer = client.heartbeat()
+            assert {(s.name, s.datacenter) for s in answer.servers} == {
+                ("dc-a", "dc1"),
+                ("dc-b", "dc2"),
+            }
+            assert [s.address for s in client.backups()] == [remote.target]
+            assert client.backups()[0].datacenter == "dc2"
+            backups = client.backups()
+            assert [s.name for s in client.servers() if s not in backups] == ["dc-a"]
+    finally:
+        remote.kill()
+        local.kill()

@@ -346,3 +346,31 @@ async def test_add_server_refuses_a_primary_beyond_the_list_limit(stub: Any) -> 
     # A known one may still be updated.
     known = pb.Server(name="srv-10.0.0.1:7946", address="10.0.0.1:7946", draining=True)
     assert (await stub.AddServer(pb.AddServerRequest(pool="p", server=known))).known
+
+
+async def test_a_pool_with_a_datacenter_keeps_other_datacenters_as_backups(stub: Any) -> None:
+    local = pb.Server(name="a", address="10.0.0.1:7946", datacenter="dc1")
+    remote = pb.Server(name="b", address="10.0.1.1:7946", datacenter="dc2")
+    await stub.RefreshServerLists(
+        pb.RefreshServerListsRequest(pool="p", servers=[remote, local], datacenter="dc1")
+    )
+    listed = await stub.ListServers(pb.ListServersRequest(pool="p"))
+    assert ([s.name for s in listed.primaries], [s.name for s in listed.backups]) == (["a"], ["b"])
+    assert (await stub.FindServer(pb.FindServerRequest(pool="p"))).server.name == "a"
+    there = await stub.FindServer(pb.FindServerRequest(pool="p", datacenter="dc2"))
+    assert (there.server.name, there.is_backup) == ("b", True)
+    code, details = await code_of(stub.FindServer(pb.FindServerRequest(pool="p", datacenter="dc9")))
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert "datacenter 'dc9'" in details
+    code, details = await code_of(
+        stub.FindServer(pb.FindServerRequest(pool="p", datacenter="bad dc"))
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "datacenter" in details
+    code, details = await code_of(
+        stub.RefreshServerLists(
+            pb.RefreshServerListsRequest(pool="p", servers=[local], datacenter="dc2")
+        )
+    )
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "created for datacenter 'dc1'" in details

@@ -188,6 +188,11 @@ class AsyncClient:
         """Every server the client knows, in the pool's stored order."""
         return self._failover.servers()
 
+    def backups(self) -> tuple[Server, ...]:
+        """The pool's backup servers: those configured and, with a `datacenter`,
+        the other datacenters' servers the last heartbeat listed."""
+        return self._failover.backups()
+
     def set_backups(self, addresses: Sequence[str]) -> int:
         """Replaces the backup agents (`host:port`), tried only when no agent the
         seeds and heartbeats name answers; returns how many there are now."""

@@ -153,6 +153,10 @@ class ClientOptions:
         backups: agents (`host:port`) tried only when no agent of the cluster the
             seeds and heartbeats name answers, for example another datacenter's
             (the pool's backup servers; `set_backups` changes them later).
+        datacenter: the client's datacenter. Servers that heartbeats list in
+            another datacenter (agents started with `datacenter`) become backups,
+            tried only when no local one answers (Nomad's rule). Empty: all are
+            primaries.
         The files are read and checked once, when the client is created: a file
         that cannot be read, is not PEM, or a key that does not match its
         certificate raises ValueError naming the field.
@@ -174,6 +178,7 @@ class ClientOptions:
     key_file: str = ""
     tls_server_name: str = ""
     backups: Sequence[str] = ()
+    datacenter: str = ""
 
     def __post_init__(self) -> None:
         if isinstance(self.backups, str):
@@ -247,12 +252,20 @@ class Failover:
         self._lock = threading.Lock()
         self._options = options
         self._pool = ServerPool(
-            PoolConfig(client_api_version=options.api_version, seed_addresses=tuple(seeds)),
+            PoolConfig(
+                client_api_version=options.api_version,
+                seed_addresses=tuple(seeds),
+                datacenter=options.datacenter,
+            ),
             rng=random.Random(options.seed),
         )
         self.current: Server | None = None
         self._converted: tuple[list[server_pool_pb2.Server], list[Server]] = ([], [])
         self.set_backups(options.backups)
+
+    def backups(self) -> tuple[Server, ...]:
+        with self._lock:
+            return self._pool.backup_servers()
 
     def set_backups(self, addresses: Sequence[str]) -> int:
         """Replaces the backup agents; returns how many the pool holds."""

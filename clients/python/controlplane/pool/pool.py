@@ -93,11 +93,16 @@ class PoolConfig:
         ejection: the outlier-ejection policy (Envoy defaults).
         seed_addresses: ``host:port`` names re-resolved on every re-discovery,
             typically a DNS name that lists the servers.
+        datacenter: the caller's datacenter. When set, servers that a heartbeat
+            lists in another datacenter become backups, not primaries (Nomad's
+            rule), so a shuffle never sends the caller across datacenters while
+            a local server answers. Servers without a datacenter count as local.
     """
 
     client_api_version: ApiVersion = field(default_factory=lambda: ApiVersion(1, 0))
     ejection: EjectionPolicy = field(default_factory=EjectionPolicy)
     seed_addresses: tuple[str, ...] = ()
+    datacenter: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.client_api_version, ApiVersion):
@@ -113,6 +118,8 @@ class PoolConfig:
             raise InvalidConfigError(
                 "seed_addresses", "must be a sequence of 'host:port' strings, got one string"
             )
+        if not isinstance(self.datacenter, str):
+            raise InvalidConfigError("datacenter", f"must be a string, got {self.datacenter!r}")
         seeds = tuple(self.seed_addresses)
         for index, seed in enumerate(seeds):
             parse_address(seed, field=f"seed_addresses[{index}]")
@@ -262,6 +269,8 @@ class ServerPool:
         self._rng = rng
         self._primaries: list[Server] = []
         self._backups: list[Server] = []
+        # Backups that the last heartbeat listed in another datacenter, by name.
+        self._remote_names: set[str] = set()
         self._health: dict[str, ServerHealth] = {}
         self._demoted_tiers: set[_Tier] = set()
         # Consul's manager starts offline and leaves that state when a server is
@@ -320,9 +329,12 @@ class ServerPool:
         now = check_now(now)
         return tuple(server for server, _ in self._ranked(now))
 
-    def find_server(self, now: float) -> Server | None:
-        """The server to use next (the head), or ``None`` if none is selectable."""
+    def find_server(self, now: float, datacenter: str | None = None) -> Server | None:
+        """The server to use next (the head), or ``None`` if none is selectable;
+        with ``datacenter``, the first selectable server of that datacenter."""
         now = check_now(now)
+        if datacenter is not None:
+            return next((s for s in self.candidates(now) if s.datacenter == datacenter), None)
         # The head of `_ranked` without sorting: every call asks for it.
         head: Server | None = None
         head_rank: tuple[bool, _Tier] | None = None
@@ -500,6 +512,12 @@ class ServerPool:
             s for s in checked if not is_api_compatible(client_version, s.api_version)
         )
 
+        datacenter = self._config.datacenter
+        if datacenter:
+            remote = [s for s in compatible if s.datacenter and s.datacenter != datacenter]
+            if remote or self._remote_names:
+                compatible = [s for s in compatible if s not in remote]
+                self._merge_remote_backups(remote)
         incoming = {s.name: s for s in compatible}
         current_names = {s.name for s in self._primaries}
         kept = [incoming[s.name] for s in self._primaries if s.name in incoming]
@@ -821,6 +839,23 @@ class ServerPool:
         if len(servers) != len(primaries) or (self._backups and self._backup_details_differ()):
             return False
         return {id(s) for s in servers} == {id(s) for s in primaries}
+
+    def _merge_remote_backups(self, remote: list[Server]) -> None:
+        """Make the other-datacenter servers of a heartbeat the remote backups: new
+        ones appended, known ones refreshed in place, those no longer listed gone;
+        configured backups stay."""
+        names = {s.name for s in remote}
+        gone = self._remote_names - names
+        by_name = {s.name: s for s in remote}
+        kept = [by_name.get(s.name, s) for s in self._backups if s.name not in gone]
+        known = {s.name for s in kept}
+        added = [s for s in remote if s.name not in known]
+        self._backups = kept + added
+        for server in remote:
+            self._health.setdefault(server.name, ServerHealth())
+        if added:
+            self._demoted_tiers.discard(_Tier.BACKUP)
+        self._remote_names = names
 
     def _backup_details_differ(self) -> bool:
         """True if a backup has a primary's name but not its details, which a

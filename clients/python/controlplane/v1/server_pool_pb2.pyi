@@ -200,12 +200,18 @@ class RefreshServerListsRequest(_message.Message):
     NUM_NODES_FIELD_NUMBER: _builtins.int
     LEADER_ADDRESS_FIELD_NUMBER: _builtins.int
     API_VERSION_FIELD_NUMBER: _builtins.int
+    DATACENTER_FIELD_NUMBER: _builtins.int
     pool: _builtins.str
     """pool name; "" is "default". Created if it does not exist."""
     num_nodes: _builtins.int
     """num_nodes is the cluster size, which scales the rebalance interval."""
     leader_address: _builtins.str
     """leader_address is "host:port" of the leader, empty if none."""
+    datacenter: _builtins.str
+    """datacenter is the caller's datacenter, fixed when the pool is created:
+    servers listed in another datacenter become backups (Nomad's rule). Empty:
+    every server is a primary.
+    """
     @_builtins.property
     def servers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Server]:
         """servers become the pool's primaries (at most 1024)."""
@@ -222,10 +228,11 @@ class RefreshServerListsRequest(_message.Message):
         num_nodes: _builtins.int = ...,
         leader_address: _builtins.str = ...,
         api_version: Global___ApiVersion | None = ...,
+        datacenter: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["api_version", b"api_version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_version", b"api_version", "leader_address", b"leader_address", "num_nodes", b"num_nodes", "pool", b"pool", "servers", b"servers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_version", b"api_version", "datacenter", b"datacenter", "leader_address", b"leader_address", "num_nodes", b"num_nodes", "pool", b"pool", "servers", b"servers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -440,16 +447,22 @@ class FindServerRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     POOL_FIELD_NUMBER: _builtins.int
+    DATACENTER_FIELD_NUMBER: _builtins.int
     pool: _builtins.str
     """pool name; "" is "default"."""
+    datacenter: _builtins.str
+    """datacenter, when set, asks for the first usable server of that datacenter
+    (primary or backup) instead of the pool's head.
+    """
     def __init__(
         self,
         *,
         pool: _builtins.str = ...,
+        datacenter: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["pool", b"pool"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["datacenter", b"datacenter", "pool", b"pool"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
