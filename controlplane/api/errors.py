@@ -109,13 +109,13 @@ def _wrap_unary(
             observer.start(method, False)
             started = time.perf_counter()
         code = grpc.StatusCode.OK
+        failure: ControlPlaneError | None = None
         try:
             if check is not None:
                 check(request_or_iterator, context)
             return await behavior(request_or_iterator, context)
         except ControlPlaneError as error:
-            code = error.code
-            await _abort(context, error)
+            code, failure = error.code, error
         except grpc.aio.AbortError:
             code = _aborted_code(context)
             raise
@@ -123,11 +123,14 @@ def _wrap_unary(
             code = grpc.StatusCode.CANCELLED
             raise
         except Exception as error:
-            code = grpc.StatusCode.INTERNAL
-            await _abort(context, _internal(method, error))
+            code, failure = grpc.StatusCode.INTERNAL, _internal(method, error)
         finally:
             if observer is not None:
                 observer.observe(method, False, code, time.perf_counter() - started)
+        # Counted before the status leaves: abort sends it at once, and a caller that
+        # reads the metrics right after the answer must find the call counted.
+        assert failure is not None
+        await _abort(context, failure)
         return None
 
     return guarded
@@ -147,14 +150,14 @@ def _wrap_stream(
             observer.start(method, True)
             started = time.perf_counter()
         code = grpc.StatusCode.OK
+        failure: ControlPlaneError | None = None
         try:
             if check is not None:
                 check(request_or_iterator, context)
             async for response in behavior(request_or_iterator, context):
                 yield response
         except ControlPlaneError as error:
-            code = error.code
-            await _abort(context, error)
+            code, failure = error.code, error
         except grpc.aio.AbortError:
             code = _aborted_code(context)
             raise
@@ -162,11 +165,13 @@ def _wrap_stream(
             code = grpc.StatusCode.CANCELLED
             raise
         except Exception as error:
-            code = grpc.StatusCode.INTERNAL
-            await _abort(context, _internal(method, error))
+            code, failure = grpc.StatusCode.INTERNAL, _internal(method, error)
         finally:
             if observer is not None:
                 observer.observe(method, True, code, time.perf_counter() - started)
+        if failure is not None:
+            # Counted before the status leaves, as for unary calls.
+            await _abort(context, failure)
 
     return guarded
 

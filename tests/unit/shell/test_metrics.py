@@ -131,6 +131,39 @@ async def test_the_guard_tells_the_observer_how_each_call_ended() -> None:
     assert sum(rpcs.started.values()) == 4
 
 
+class _SendsOnAbort(_Context):
+    """grpc.aio's abort sends the status before it raises: a caller may have it
+    (and scrape the metrics) while the handler has not finished."""
+
+    def __init__(self, rpcs: RpcMetrics, seen: list[int]) -> None:
+        super().__init__()
+        self._rpcs, self._seen = rpcs, seen
+
+    async def abort(self, code: grpc.StatusCode, details: str, trailers: Any = None) -> None:
+        self._seen.append(sum(self._rpcs.handled.values()))
+        await super().abort(code, details, trailers)
+
+
+async def test_a_failed_call_is_counted_before_its_status_is_sent() -> None:
+    rpcs = RpcMetrics()
+    seen: list[int] = []
+
+    async def refuses(request: object, context: object) -> str:
+        raise NotFound("no such pool")
+
+    async def refuses_stream(request: object, context: object) -> AsyncIterator[int]:
+        raise NotFound("no such ring")
+        yield 0
+
+    context = cast(Any, _SendsOnAbort(rpcs, seen))
+    with pytest.raises(grpc.aio.AbortError):
+        await guard("/s/R", refuses, None, rpcs)(None, context)
+    with pytest.raises(grpc.aio.AbortError):
+        async for _ in guard("/s/W", refuses_stream, None, rpcs)(None, context):
+            pass
+    assert seen == [1, 2]
+
+
 async def test_a_stream_is_observed_once_when_it_ends() -> None:
     rpcs = RpcMetrics()
 

@@ -516,7 +516,8 @@ class ServerPool:
         if datacenter:
             remote = [s for s in compatible if s.datacenter and s.datacenter != datacenter]
             if remote or self._remote_names:
-                compatible = [s for s in compatible if s not in remote]
+                local = [s for s in compatible if not s.datacenter or s.datacenter == datacenter]
+                compatible = local
                 self._merge_remote_backups(remote)
         incoming = {s.name: s for s in compatible}
         current_names = {s.name for s in self._primaries}
