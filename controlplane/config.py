@@ -284,8 +284,10 @@ def _check_quorum(value: int) -> None:
 
 
 def _check_datacenter(value: str) -> None:
-    if value and not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", value):
-        raise ValueError(f"must be 1 to 64 characters of [A-Za-z0-9._-], got {value[:80]!r}")
+    from controlplane.gossip.names import valid_name
+
+    if value and not valid_name(value):
+        raise ValueError(f"must be 1 to 128 characters of [A-Za-z0-9._-], got {value[:80]!r}")
 
 
 def _check_lease_time(value: float) -> None:

@@ -127,10 +127,10 @@ def _wrap_unary(
         finally:
             if observer is not None:
                 observer.observe(method, False, code, time.perf_counter() - started)
-        # Counted before the status leaves: abort sends it at once, and a caller that
-        # reads the metrics right after the answer must find the call counted.
-        assert failure is not None
-        await _abort(context, failure)
+        if failure is not None:
+            # Counted before the status leaves: abort sends it at once, and a caller
+            # that reads the metrics right after the answer must find the call counted.
+            await _abort(context, failure)
         return None
 
     return guarded

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +24,7 @@ from google.protobuf.duration_pb2 import Duration
 from controlplane.client.health import HealthStatus, check_health_async
 from controlplane.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from controlplane.errors import Unavailable as UnavailableError
-from controlplane.gossip.names import name_or_default
+from controlplane.gossip.names import name_or_default, valid_name
 from controlplane.pool import (
     ApiVersion,
     FailureVerdict,
@@ -43,8 +42,6 @@ log = logging.getLogger("controlplane.pool")
 MAX_SERVERS_PER_LIST = 1024
 # A bound on soft state: each pool is small, but callers choose the names.
 MAX_POOLS = 1024
-# A datacenter name, as the agent's `datacenter` setting and the member tag `dc`.
-DATACENTER_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # Pools unused for this long are forgotten; callers refresh them with each heartbeat.
 DEFAULT_IDLE_EXPIRY = 600.0
 # A rebalance ping is a health check; a server that cannot answer within a second
@@ -66,13 +63,13 @@ def api_version_from_proto(version: pb.ApiVersion, present: bool) -> ApiVersion 
 
 
 def datacenter_from_request(value: str) -> str | None:
-    """A datacenter name from a request ("" is none): at most 64 characters of
-    [A-Za-z0-9._-], as the agent's datacenter setting."""
+    """A datacenter name from a request ("" is none), by the members' naming rule,
+    as the agent's datacenter setting."""
     if not value:
         return None
-    if not DATACENTER_NAME.fullmatch(value):
+    if not valid_name(value):
         raise InvalidArgument.for_field(
-            "datacenter", f"must be 1 to 64 characters of [A-Za-z0-9._-], got {value[:80]!r}"
+            "datacenter", f"must be 1 to 128 characters of [A-Za-z0-9._-], got {value[:80]!r}"
         )
     return value
 

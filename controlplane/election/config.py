@@ -16,12 +16,16 @@ from dataclasses import dataclass
 from controlplane.configerror import ConfigError
 from controlplane.election.lease import is_safe, min_safe_skew
 
+# hnatsd MembershipCfg.LeaseTime default (see ElectionConfig.lease_time); also what
+# a holder that does not state its lease_time on the wire ran with.
+DEFAULT_LEASE_TIME = 10.0
+
 
 @dataclass(frozen=True, slots=True)
 class ElectionConfig:
     # hnatsd MembershipCfg.LeaseTime: "the minimum time the leader is elected
     # for. Defaults to 10 sec." (later hnatsd defaults it to 12 s; we keep 10 s).
-    lease_time: float = 10.0
+    lease_time: float = DEFAULT_LEASE_TIME
     # hnatsd MembershipCfg.BeatDur defaults to 100 ms (gnatsd) and later 3 s
     # (hnatsd). 1 s gives ten renewals per lease, so nine consecutive lost
     # renewal rounds are survived, and keeps failover under lease + skew + 2 s

@@ -69,7 +69,7 @@ class LeaderChanged:
 @dataclass(frozen=True, slots=True)
 class SettingsDiffer:
     """This member refuses ``holder``'s requests: the holder runs with a
-    ``lease_time`` other than this member's. Reported once per holder and value."""
+    ``lease_time`` other than this member's. Reported once per holder."""
 
     holder: str
     lease_time: float

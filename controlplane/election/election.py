@@ -33,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from controlplane.election.config import ElectionConfig
+from controlplane.election.config import DEFAULT_LEASE_TIME, ElectionConfig
 from controlplane.election.effects import (
     Broadcast,
     Effect,
@@ -86,9 +86,6 @@ STAMPS_KEPT = 512
 # of a lease left, and waits this fraction of a lease when nobody leads.
 POLL_BELOW = 0.5
 POLL_IDLE = 0.25
-# The lease_time of a holder that does not state its own (agents that predate the
-# setting, which all ran with the default).
-UNSTATED_LEASE_TIME = 10.0
 
 
 class Role(enum.Enum):
@@ -211,8 +208,8 @@ class Election:
         self._stamps: OrderedDict[float, None] = OrderedDict()
         self._next_poll = now
         self._reported: tuple[str, int] | None = None
-        # Holders whose requests we refuse for a longer lease_time than ours, with it.
-        self._settings_refused: dict[str, float] = {}
+        # Holders whose requests we refuse for another lease_time than ours (reported).
+        self._settings_refused: set[str] = set()
 
     # ----------------------------------------------------------------- inputs
 
@@ -430,7 +427,8 @@ class Election:
         # what it says can make us more careful (block claims and grants, raise the
         # epoch), but we neither report it nor vote for it until it is alive.
         alive = holder in self._ranked
-        holder_lease = message.lease_time or UNSTATED_LEASE_TIME
+        # Agents that predate the setting do not state it: they ran with the default.
+        holder_lease = message.lease_time or DEFAULT_LEASE_TIME
         known = self._known.get(holder)
         if known is not None and message.epoch < known.epoch:
             return  # a copy from an older leadership of this holder
@@ -496,10 +494,11 @@ class Election:
         one would outlive our grant; a shorter one is safe to grant, but its holder's
         start-up and pause waits would be too short for our own leases, so a cluster
         that disagrees elects nobody rather than risk two leaders. Refused without a
-        commitment; the candidate asks again a lease later."""
-        if self._settings_refused.get(candidate) != lease_time:
+        commitment; the candidate asks again a lease later. Reported once per holder
+        until it is forgotten, so a sender that varies the value cannot flood the log."""
+        if candidate not in self._settings_refused:
+            self._settings_refused.add(candidate)
             effects.append(SettingsDiffer(candidate, lease_time))
-        self._settings_refused[candidate] = lease_time
         return False, self._cfg.lease_time, False
 
     def _decide(
@@ -978,7 +977,7 @@ class Election:
     def _forget(self, name: str) -> None:
         self._lives.pop(name, None)
         self._peer_stamps.pop(name, None)
-        self._settings_refused.pop(name, None)
+        self._settings_refused.discard(name)
 
     def _report(self, now: float, effects: list[Effect]) -> None:
         view = self.leader(now)

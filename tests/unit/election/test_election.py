@@ -367,6 +367,19 @@ def test_voter_refuses_a_holder_with_another_lease_time_and_says_so_once(other: 
     assert votes(w.receive(lease("a", 1), 0.0))[0].granted
 
 
+def test_a_holder_that_varies_its_lease_time_is_reported_once() -> None:
+    # A sender that changes the value on every request must not flood the log.
+    v = Election(CFG, "v", rank=9, now=0.0)
+    v.update_members(alive(a=1), 0.0)
+    reports = []
+    for seq in range(1, 21):
+        other = L + seq
+        out = v.receive(LeaseMessage("a", 1, seq, False, True, 0.0, None, other).to_bytes(), 0.1)
+        assert not votes(out)[0].granted
+        reports += [e for e in out if isinstance(e, SettingsDiffer)]
+    assert reports == [SettingsDiffer("a", L + 1)]
+
+
 def test_a_longer_lease_heard_of_blocks_claims_for_that_lease() -> None:
     # A holder that does not need us (we never granted) and trusts a longer lease
     # than ours: what we heard must keep us from claiming for its whole lease.
