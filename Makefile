@@ -75,8 +75,8 @@ typecheck: venv
 # offline; each prints one summary line (executions, crashes). Inputs that crash are kept
 # in fuzz/crashes/<harness>/; fuzz-smoke is the short run `make test` includes.
 FUZZ_SECONDS ?= 60
-FUZZ_HARNESSES := gossip_packet direct_frame push_pull snapshot ring_state keyring_file \
-	epoch_file servicers
+FUZZ_HARNESSES := gossip_packet direct_frame push_pull stream_ping snapshot ring_state \
+	keyring_file epoch_file servicers
 fuzz: venv
 	@set -o pipefail; failed=0; for harness in $(FUZZ_HARNESSES); do \
 		$(PY) -m fuzz.$$harness --seconds $(FUZZ_SECONDS) 2>&1 \

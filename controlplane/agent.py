@@ -319,7 +319,7 @@ def _membership(
         snapshot_state = read_snapshot(path, rejoin_after_leave=config.rejoin_after_leave)
         snapshot_file = SnapshotFile(path)
     layer = Membership(
-        PROFILES[config.profile](),
+        PROFILES[config.profile](tcp_pings=not config.disable_tcp_pings),
         MembershipConfig(
             coalesce_period=config.coalesce_period,
             quiescent_period=config.quiescent_period,
@@ -486,7 +486,10 @@ def build_components(config: AgentConfig, hooks: AgentHooks) -> Components:
 
     attend_server = AttendServer(is_alive_member)
     GOSSIP.add_to_server(
-        GossipServicer(runtime.serve_push_pull, attend_server), server, None, observer
+        GossipServicer(runtime.serve_push_pull, attend_server, runtime.answer_stream_ping),
+        server,
+        None,
+        observer,
     )
     return Components(
         tls=tls,

@@ -118,6 +118,9 @@ class AgentConfig:
     # that leave (docs/decisions.md).
     leave_on_terminate: bool = True
     rejoin_after_leave: bool = True
+    # memberlist's DisableTcpPings, default false: a member whose UDP probe goes unanswered
+    # is pinged over its gRPC port before it is suspected (docs/gossip.md).
+    disable_tcp_pings: bool = False
     # Serf's defaults (serf/config.go).
     reconnect_interval: float = 30.0
     reconnect_timeout: float = 24 * 3600.0
@@ -713,6 +716,12 @@ SETTINGS: dict[str, Setting] = {
             _parse_bool,
             _no_check,
             "at start rejoin the snapshot's members even after a graceful leave (default true)",
+        ),
+        Setting(
+            "disable_tcp_pings",
+            _parse_bool,
+            _no_check,
+            "never ping a member over TCP when its UDP probe goes unanswered (default false)",
         ),
         Setting(
             "reconnect_interval",

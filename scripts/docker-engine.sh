@@ -77,10 +77,13 @@ cmd_start() {
     if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1; then
         install_engine
     fi
-    # The cluster tests cut networks inside containers with the host's ip and nsenter.
-    if ! command -v ip >/dev/null 2>&1 || ! command -v nsenter >/dev/null 2>&1; then
+    # The cluster tests cut networks (and filter UDP) inside containers with the host's
+    # ip, iptables and nsenter.
+    if ! command -v ip >/dev/null 2>&1 || ! command -v nsenter >/dev/null 2>&1 \
+        || ! command -v iptables >/dev/null 2>&1; then
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            iproute2 util-linux >/dev/null || die "apt-get install iproute2 util-linux failed"
+            iproute2 util-linux iptables >/dev/null \
+            || die "apt-get install iproute2 util-linux iptables failed"
     fi
 
     mkdir -p "${STATE_DIR}"

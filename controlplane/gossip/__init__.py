@@ -21,7 +21,10 @@ Public surface::
 Effects (``effects.py``): ``SendPacket(dest, data)``, ``StartPushPull(dest, request,
 join)``, ``MemberJoined(member)``, ``MemberUpdated(member)``, ``MemberLeft(member,
 left)``, ``MemberReaped(member)``, ``UserMessage(payload)``, ``NameConflict(name, claimant)``
-(another address claims this member's name), ``MergeRemoteState(data, join)`` (a
+(another address claims this member's name), ``StartStreamPing(dest, request, seq_no,
+timeout)`` (memberlist's TCP fallback ping, answered with ``node.stream_ping_response``;
+the peer's side is ``node.answer_stream_ping(request) -> bytes``), ``ReachedOnlyByStream(name,
+address)`` (that ping answered where UDP did not), ``MergeRemoteState(data, join)`` (a
 peer's push-pull state of the layer above, for that layer). Events are never emitted about the
 local member itself.
 
@@ -38,8 +41,10 @@ from controlplane.gossip.effects import (
     MemberUpdated,
     MergeRemoteState,
     NameConflict,
+    ReachedOnlyByStream,
     SendPacket,
     StartPushPull,
+    StartStreamPing,
     UserMessage,
 )
 from controlplane.gossip.errors import (
@@ -47,6 +52,7 @@ from controlplane.gossip.errors import (
     MetadataTooLarge,
     PayloadTooLarge,
     PushPullRejected,
+    StreamPingRefused,
 )
 from controlplane.gossip.keyring import Keyring
 from controlplane.gossip.node import GossipNode, UserStateProvider
@@ -73,8 +79,11 @@ __all__ = [
     "NodeStatus",
     "PayloadTooLarge",
     "PushPullRejected",
+    "ReachedOnlyByStream",
     "SendPacket",
     "StartPushPull",
+    "StartStreamPing",
+    "StreamPingRefused",
     "UserMessage",
     "UserStateProvider",
 ]

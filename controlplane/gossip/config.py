@@ -75,6 +75,11 @@ class GossipConfig:
     # can refute at once. memberlist always does this (state.go probeNode); the switch exists so
     # plain SWIM can be measured against Lifeguard (bench/gossip_sim.py).
     buddy_system: bool = True
+    # memberlist config.go DisableTcpPings false: when a probe's UDP ping goes unanswered, the
+    # member is also pinged over its gRPC port (memberlist: its TCP port), and an answer there
+    # before the probe's interval ends keeps it from being suspected. A member whose UDP is
+    # filtered but whose stream port works then stays alive instead of flapping.
+    tcp_pings: bool = True
     # Beyond memberlist: the probe timeout follows the measured round trip of direct probes
     # (srtt + 4 * rttvar, as TCP's RTO: about the 99th percentile memberlist asks ProbeTimeout
     # to be), within [probe_timeout_floor, probe_timeout], times health score + 1; a probe

@@ -34,6 +34,31 @@ class StartPushPull:
 
 
 @dataclass(frozen=True, slots=True)
+class StartStreamPing:
+    """Call ``Gossip.Ping`` on ``dest`` with ``PingRequest(frame=request)`` (memberlist's
+    TCP fallback ping), giving up after ``timeout`` seconds.
+
+    Report the outcome with :meth:`GossipNode.stream_ping_response`: ``seq_no`` and the
+    response frame, or None when the call failed or timed out.
+    """
+
+    dest: Address
+    request: bytes
+    seq_no: int
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReachedOnlyByStream:
+    """A member answered a probe over the gRPC port after its UDP probe went unanswered:
+    it is alive, but UDP between the two is lost or filtered (memberlist logs "Was able to
+    connect to X over TCP but UDP probes failed, network may be misconfigured")."""
+
+    name: str
+    address: Address
+
+
+@dataclass(frozen=True, slots=True)
 class MemberJoined:
     """A member became alive: new, or back after being dead or left."""
 
@@ -98,6 +123,8 @@ MemberEvent = MemberJoined | MemberUpdated | MemberLeft | MemberReaped
 Effect = (
     SendPacket
     | StartPushPull
+    | StartStreamPing
+    | ReachedOnlyByStream
     | MemberJoined
     | MemberUpdated
     | MemberLeft

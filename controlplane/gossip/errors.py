@@ -34,3 +34,13 @@ class PushPullRejected(GossipError, ValueError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"push-pull request rejected: {reason}")
         self.reason = reason
+
+
+class StreamPingRefused(GossipError, ValueError):
+    """A ping over the gRPC port (``Gossip/Ping``) was refused: a frame this member cannot
+    open, not exactly one ping, or a ping for another member; ``reason`` says which, in
+    the words of ``GossipStats.dropped``. The edge maps it to PERMISSION_DENIED."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"stream ping refused: {reason}")
+        self.reason = reason

@@ -27,11 +27,18 @@ from controlplane.gossip.effects import (
     MemberUpdated,
     MergeRemoteState,
     NameConflict,
+    ReachedOnlyByStream,
     SendPacket,
     StartPushPull,
+    StartStreamPing,
     UserMessage,
 )
-from controlplane.gossip.errors import MetadataTooLarge, PayloadTooLarge, PushPullRejected
+from controlplane.gossip.errors import (
+    MetadataTooLarge,
+    PayloadTooLarge,
+    PushPullRejected,
+    StreamPingRefused,
+)
 from controlplane.gossip.formulas import (
     adaptive_probe_timeout,
     expected_confirmations,
@@ -77,10 +84,18 @@ query, built only when an exchange starts or is answered. The peer's state comes
 back as a :class:`MergeRemoteState` effect."""
 
 
+# States of a probe's stream ping (memberlist's TCP fallback, GossipConfig.tcp_pings).
+_NO_STREAM_PING = 0
+_STREAM_PING_PENDING = 1
+_STREAM_PING_FAILED = 2
+
+
 @dataclass(slots=True)
 class _Probe:
-    """Our own probe of ``target``: indirect probes at ``timeout_at``, a suspicion at
-    ``suspect_at`` if no ack came, the health score settled at ``deadline``."""
+    """Our own probe of ``target``: indirect probes (and a stream ping) at ``timeout_at``,
+    a suspicion at ``suspect_at`` if no ack came, the health score settled at ``deadline``.
+    A stream ping still in flight at ``suspect_at`` holds the suspicion back until it
+    fails or ``deadline`` comes (memberlist waits for it too)."""
 
     seq_no: int
     target: str
@@ -94,6 +109,7 @@ class _Probe:
     expected_nacks: int = 0
     nacks: int = 0
     nacks_at_suspicion: int = 0
+    stream_ping: int = _NO_STREAM_PING
 
 
 @dataclass(slots=True)
@@ -701,10 +717,13 @@ class GossipNode:
                 if at == pending.timeout_at:
                     self._start_indirect(pending, now, effects)
                 continue
-            if at == pending.suspect_at and not pending.suspected:
-                pending.suspected = True
-                pending.nacks_at_suspicion = pending.nacks
-                self._probe_suspects(pending, now, effects)
+            if not pending.suspected and at in (pending.suspect_at, pending.deadline):
+                if at == pending.deadline and pending.stream_ping == _STREAM_PING_PENDING:
+                    # Its answer would come too late to count (memberlist's deadline).
+                    pending.stream_ping = _STREAM_PING_FAILED
+                    self.stats.stream_pings_failed += 1
+                if pending.stream_ping != _STREAM_PING_PENDING:
+                    self._suspect_target(pending, now, effects)
             if at == pending.deadline:
                 del self._pending[seq_no]
                 self._probe_failed(pending)
@@ -727,6 +746,90 @@ class GossipNode:
         for peer in peers:
             self.stats.indirect_probes_sent += 1
             self._send(peer.address, [request], effects)
+        if self.config.tcp_pings and probe.deadline > now:
+            # memberlist state.go probeNode: also ping the member over the stream port, so a
+            # member whose UDP is lost or filtered is not suspected while it answers there.
+            probe.stream_ping = _STREAM_PING_PENDING
+            self.stats.stream_pings_sent += 1
+            ping = codec.packet_body([codec.encode_ping(probe.seq_no, target.name, self.name)])
+            effects.append(
+                StartStreamPing(
+                    target.address,
+                    codec.seal(self._header, ping, self._keyring),
+                    probe.seq_no,
+                    probe.deadline - now,
+                )
+            )
+
+    def stream_ping_response(self, seq_no: int, response: bytes | None, now: float) -> list[Effect]:
+        """The outcome of a :class:`StartStreamPing`: the response frame, or None when the
+        call failed or timed out. An ack with the probe's sequence number settles the probe
+        as answered (no suspicion; the health score improves, as after any ack) and says
+        that UDP to the member fails; anything else counts as a failed stream ping, and a
+        suspicion it held back is raised at once."""
+        effects: list[Effect] = []
+        probe = self._pending.get(seq_no)
+        if not isinstance(probe, _Probe) or probe.stream_ping != _STREAM_PING_PENDING:
+            return effects
+        if response is not None and self._is_stream_ack(response, seq_no):
+            del self._pending[seq_no]
+            self._drop_settled_timers()
+            self.stats.stream_pings_answered += 1
+            self._awareness.apply_delta(-1)
+            effects.append(ReachedOnlyByStream(probe.target, probe.target_address))
+            return effects
+        probe.stream_ping = _STREAM_PING_FAILED
+        self.stats.stream_pings_failed += 1
+        if now >= probe.suspect_at and not probe.suspected:
+            self._suspect_target(probe, now, effects)
+        return effects
+
+    def _is_stream_ack(self, response: bytes, seq_no: int) -> bool:
+        """True for a frame holding exactly one ack of ``seq_no``; a refusal is counted."""
+        if len(response) > self.config.max_packet_size:
+            self.stats.drop("oversized")
+            return False
+        try:
+            packet = codec.decode_packet(codec.open_frame(response, self._label, self._keyring))
+        except codec.FrameError as error:
+            self.stats.drop(error.reason)
+            return False
+        messages = packet.messages
+        if len(messages) != 1 or messages[0].WhichOneof("body") != "ack":
+            self.stats.drop("invalid_message")
+            return False
+        return messages[0].ack.seq_no == seq_no
+
+    def answer_stream_ping(self, request: bytes) -> bytes:
+        """Answer a peer's ping over the stream port (``Gossip/Ping``, memberlist's TCP
+        ping handler) with our framed ack. Raises :class:`StreamPingRefused` for a frame
+        this member cannot open, anything but exactly one ping, or a ping of another
+        member (the address was reused)."""
+        reason = ""
+        if len(request) > self.config.max_packet_size:
+            reason = "oversized"
+        else:
+            try:
+                packet = codec.decode_packet(codec.open_frame(request, self._label, self._keyring))
+            except codec.FrameError as error:
+                reason = error.reason
+            else:
+                messages = packet.messages
+                if len(messages) != 1 or messages[0].WhichOneof("body") != "ping":
+                    reason = "invalid_message"
+                elif messages[0].ping.target not in ("", self.name):
+                    reason = "wrong_target"
+        if reason:
+            self.stats.drop(reason)
+            raise StreamPingRefused(reason)
+        self.stats.stream_pings_served += 1
+        ack = codec.packet_body([codec.encode_ack(messages[0].ping.seq_no)])
+        return codec.seal(self._header, ack, self._keyring)
+
+    def _suspect_target(self, probe: _Probe, now: float, effects: list[Effect]) -> None:
+        probe.suspected = True
+        probe.nacks_at_suspicion = probe.nacks
+        self._probe_suspects(probe, now, effects)
 
     def _probe_suspects(self, probe: _Probe, now: float, effects: list[Effect]) -> None:
         """No ack, direct or relayed, in time: the target becomes suspect."""

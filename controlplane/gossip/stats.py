@@ -23,6 +23,13 @@ class GossipStats:
     hinted_probes: int = 0
     # Acks that came after their probe had already turned into a suspicion.
     late_acks: int = 0
+    # memberlist's TCP fallback ping (GossipConfig.tcp_pings): started after a probe's UDP
+    # ping went unanswered; answered (the member is alive, UDP to it is not); failed
+    # (refused, timed out or a wrong answer); and pings of this member served.
+    stream_pings_sent: int = 0
+    stream_pings_answered: int = 0
+    stream_pings_failed: int = 0
+    stream_pings_served: int = 0
     suspicions_raised: int = 0
     members_declared_dead: int = 0
     refutations: int = 0

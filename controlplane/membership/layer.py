@@ -41,8 +41,10 @@ from controlplane.gossip.effects import (
     MemberUpdated,
     MergeRemoteState,
     NameConflict,
+    ReachedOnlyByStream,
     SendPacket,
     StartPushPull,
+    StartStreamPing,
     UserMessage,
 )
 from controlplane.gossip.errors import PayloadTooLarge
@@ -89,6 +91,8 @@ from controlplane.wire.v1 import membership_pb2
 Effect = (
     SendPacket
     | StartPushPull
+    | StartStreamPing
+    | ReachedOnlyByStream
     | MemberEvent
     | UserEvent
     | SnapshotRecord
@@ -511,6 +515,14 @@ class Membership:
         """Our framed state, the answer to a peer's push-pull."""
         return self._node.push_pull_reply()
 
+    def stream_ping_response(self, seq_no: int, response: bytes | None, now: float) -> list[Effect]:
+        """The outcome of a StartStreamPing (GossipNode.stream_ping_response)."""
+        return self._drive(self._node.stream_ping_response(seq_no, response, now), now)
+
+    def answer_stream_ping(self, request: bytes) -> bytes:
+        """Our ack to a peer's ping over the stream port; raises StreamPingRefused."""
+        return self._node.answer_stream_ping(request)
+
     def join(self, seeds: Sequence[Address], now: float, *, replay: bool = False) -> list[Effect]:
         """Join through ``seeds`` (push-pull with each) and announce our join intent.
 
@@ -819,7 +831,9 @@ class Membership:
                 else:
                     self._deferred_states.append(serf)
         for effect in core_effects:
-            if isinstance(effect, SendPacket | StartPushPull):
+            if isinstance(
+                effect, SendPacket | StartPushPull | StartStreamPing | ReachedOnlyByStream
+            ):
                 out.append(effect)
             elif isinstance(effect, NameConflict):
                 # In the answer to our own join, the name was taken before we came: we

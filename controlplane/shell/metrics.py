@@ -219,6 +219,18 @@ class AgentCollector(Collector):
         yield _counter(
             "memberlist_probes_failed", "Probes without an ack in time.", gossip.probes_failed
         )
+        stream_pings = CounterMetricFamily(
+            "memberlist_tcp_pings",
+            "Pings over the gRPC port after a UDP probe went unanswered (memberlist's TCP"
+            " fallback), by outcome: sent, answered (alive, UDP to it lost), failed; and"
+            " served (answered for others).",
+            labels=["outcome"],
+        )
+        stream_pings.add_metric(["sent"], gossip.stream_pings_sent)
+        stream_pings.add_metric(["answered"], gossip.stream_pings_answered)
+        stream_pings.add_metric(["failed"], gossip.stream_pings_failed)
+        stream_pings.add_metric(["served"], gossip.stream_pings_served)
+        yield stream_pings
         yield _counter(
             "memberlist_late_acks",
             "Acks after their probe turned into a suspicion.",

@@ -1,7 +1,8 @@
-"""Push-pull anti-entropy over the agent's gRPC port.
+"""Push-pull anti-entropy and stream pings over the agent's gRPC port.
 
 The server side is the internal `controlplane.gossip.v1.Gossip/PushPull` RPC,
-which hands the peer's framed state to the core and returns the core's own. The
+which hands the peer's framed state to the core and returns the core's own, and
+`Gossip/Ping`, memberlist's TCP fallback ping, answered by the core. The
 client side keeps one channel per peer address (TLS when the agent's
 `verify_outgoing` says so, see `controlplane.shell.tls`) and turns a failed
 exchange into `None`, which the core counts and retries on its own schedule.
@@ -19,7 +20,7 @@ import grpc.aio
 
 from controlplane.config import format_host_port
 from controlplane.errors import PermissionDenied
-from controlplane.gossip import PushPullRejected
+from controlplane.gossip import PushPullRejected, StreamPingRefused
 from controlplane.wire.v1 import gossip_pb2, gossip_pb2_grpc
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ log = logging.getLogger("controlplane.shell")
 
 Address = tuple[str, int]
 ServePushPull = Callable[[Address, bytes], Awaitable[bytes]]
+AnswerPing = Callable[[bytes], bytes]
 
 # Full-state exchanges of large clusters exceed gRPC's 4 MiB default; the core
 # refuses states above its own max_push_pull_size (16 MiB) anyway.
@@ -52,12 +54,15 @@ def peer_address(peer: str) -> Address:
 
 
 class GossipServicer(gossip_pb2_grpc.GossipServicer):
-    """Serves PushPull by delegating to the runtime that owns the core, and Attend
-    (shell/attend.py)."""
+    """Serves PushPull and Ping by delegating to the runtime that owns the core, and
+    Attend (shell/attend.py)."""
 
-    def __init__(self, serve: ServePushPull, attend: AttendServer) -> None:
+    def __init__(
+        self, serve: ServePushPull, attend: AttendServer, answer_ping: AnswerPing | None = None
+    ) -> None:
         self._serve = serve
         self._attend = attend
+        self._answer_ping = answer_ping
 
     async def Attend(
         self, request: gossip_pb2.AttendRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -74,6 +79,17 @@ class GossipServicer(gossip_pb2_grpc.GossipServicer):
             # Wrong key, wrong label or garbage: the peer is not of this cluster.
             raise PermissionDenied(f"push-pull refused: {error}") from None
         return gossip_pb2.PushPullResponse(frame=frame)
+
+    async def Ping(
+        self, request: gossip_pb2.PingRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> gossip_pb2.PingResponse:
+        if self._answer_ping is None:
+            raise PermissionDenied("stream ping refused: this agent does not answer pings")
+        try:
+            frame = self._answer_ping(request.frame)
+        except StreamPingRefused as error:
+            raise PermissionDenied(str(error)) from None
+        return gossip_pb2.PingResponse(frame=frame)
 
 
 class PushPullClient:
@@ -135,6 +151,19 @@ class PushPullClient:
             if error.code() == grpc.StatusCode.UNAVAILABLE:
                 # Drop the channel so a restarted peer on the same address is reached
                 # with a fresh connection instead of a backed-off one.
+                await self._forget(dest)
+            return None
+        return bytes(response.frame)
+
+    async def ping(self, dest: Address, frame: bytes, timeout: float) -> bytes | None:
+        """A stream ping (memberlist's TCP fallback): the peer's framed ack, or None when
+        the call failed or took longer than ``timeout``."""
+        stub = gossip_pb2_grpc.GossipStub(self._channel(dest))
+        try:
+            response = await stub.Ping(gossip_pb2.PingRequest(frame=frame), timeout=timeout)
+        except grpc.aio.AioRpcError as error:
+            log.debug("stream ping of %s failed: %s", dest, error.code().name)
+            if error.code() == grpc.StatusCode.UNAVAILABLE:
                 await self._forget(dest)
             return None
         return bytes(response.frame)

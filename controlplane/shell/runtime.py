@@ -13,12 +13,20 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import math
 import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 
 from controlplane.config import format_host_port
-from controlplane.gossip import NameConflict, PushPullRejected, SendPacket, StartPushPull
+from controlplane.gossip import (
+    NameConflict,
+    PushPullRejected,
+    ReachedOnlyByStream,
+    SendPacket,
+    StartPushPull,
+    StartStreamPing,
+)
 from controlplane.gossip.direct import is_direct
 from controlplane.membership import (
     ChannelDelivery,
@@ -62,6 +70,10 @@ MERGE_SLICE_MIN = 16
 MERGE_SLICE_MAX = 2048
 # Member events of one batch are logged by name up to this many, then counted.
 LOGGED_NAMES_MAX = 8
+# A member reached only over TCP is named in the log at most this often (seconds), and at
+# most this many such members are remembered between two clean-ups.
+UDP_LOST_REPORT_INTERVAL = 60.0
+UDP_LOST_REPORTS_KEPT = 256
 
 
 class SliceSize:
@@ -145,6 +157,8 @@ class GossipRuntime:
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slices = SliceSize()
+        # Members last named in the UDP-lost warning, and when (_warn_udp_lost).
+        self._udp_lost_reported: dict[str, float] = {}
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -288,6 +302,12 @@ class GossipRuntime:
             if isinstance(effect, StartPushPull):
                 self._spawn(self._run_push_pull(effect))
                 continue
+            if isinstance(effect, StartStreamPing):
+                self._spawn(self._run_stream_ping(effect))
+                continue
+            if isinstance(effect, ReachedOnlyByStream):
+                self._warn_udp_lost(effect)
+                continue
             if isinstance(effect, SnapshotRecord):
                 if self._snapshot is not None:
                     self._snapshot.write(effect)
@@ -376,6 +396,37 @@ class GossipRuntime:
             await self._merge(job)
         self._reschedule()
         return job is not None
+
+    async def _run_stream_ping(self, effect: StartStreamPing) -> None:
+        response = await self._push_pull.ping(effect.dest, effect.request, effect.timeout)
+        if self._closed:
+            return
+        self.apply(self.layer.stream_ping_response(effect.seq_no, response, self.now))
+        self._reschedule()
+
+    def answer_stream_ping(self, request: bytes) -> bytes:
+        """The gRPC Ping handler's entry into the core; raises StreamPingRefused."""
+        return self.layer.answer_stream_ping(request)
+
+    def _warn_udp_lost(self, effect: ReachedOnlyByStream) -> None:
+        """memberlist's warning, at most once per member per UDP_LOST_REPORT_INTERVAL: a
+        member that only answers over the stream port is probed that way every round."""
+        now = self.now
+        if now < self._udp_lost_reported.get(effect.name, -math.inf) + UDP_LOST_REPORT_INTERVAL:
+            return
+        if len(self._udp_lost_reported) >= UDP_LOST_REPORTS_KEPT:
+            horizon = now - UDP_LOST_REPORT_INTERVAL
+            self._udp_lost_reported = {
+                name: at for name, at in self._udp_lost_reported.items() if at > horizon
+            }
+        self._udp_lost_reported[effect.name] = now
+        log.warning(
+            "member %s (%s) answered over TCP but not over UDP: UDP between the two is lost "
+            "or filtered (check firewalls for UDP port %d)",
+            effect.name,
+            _text(effect.address),
+            effect.address[1],
+        )
 
     # ------------------------------------------------------------- operations
 

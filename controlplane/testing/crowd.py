@@ -1399,6 +1399,13 @@ class _PushPullServicer(gossip_pb2_grpc.GossipServicer):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the crowd's members do not attend")
         yield pb.AttendResponse()  # unreachable; makes this a stream handler
 
+    async def Ping(
+        self, request: pb.PingRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.PingResponse:
+        # Simulated members answer only over UDP: a probe the agent loses is not saved by
+        # a stream ping, as with an agent that does not serve Ping.
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the crowd's members answer over UDP")
+
 
 class Crowd:
     """The crowd on the running asyncio loop: start, drive scenarios, stop."""

@@ -25,9 +25,10 @@ from controlplane.gossip.effects import (
     MemberUpdated,
     SendPacket,
     StartPushPull,
+    StartStreamPing,
     UserMessage,
 )
-from controlplane.gossip.errors import PushPullRejected
+from controlplane.gossip.errors import PushPullRejected, StreamPingRefused
 from controlplane.gossip.keyring import Keyring
 from controlplane.gossip.node import GossipNode
 from controlplane.gossip.state import Address, Member, NodeStatus
@@ -81,6 +82,9 @@ class SimNetwork:
         self.reorder = reorder
         self.reorder_delay = reorder_delay
         self._group: dict[Address, int] = {}
+        # Addresses whose datagrams are all lost, both ways, while streams to them work
+        # (a firewall that filters UDP only).
+        self.udp_blocked: set[Address] = set()
         self.sent = 0
         self.lost = 0
 
@@ -107,7 +111,12 @@ class SimNetwork:
     def fate(self, src: Address, dst: Address) -> list[float]:
         """Delays after which copies of one datagram arrive (empty: lost)."""
         self.sent += 1
-        if not self.connected(src, dst) or (self.loss and self._rng.random() < self.loss):
+        if (
+            not self.connected(src, dst)
+            or src in self.udp_blocked
+            or dst in self.udp_blocked
+            or (self.loss and self._rng.random() < self.loss)
+        ):
             self.lost += 1
             return []
         delay = self.latency()
@@ -121,7 +130,8 @@ class SimNetwork:
 class Driver(Protocol):
     """What the simulator drives: a bare ``GossipNode`` or a layer that owns one.
 
-    Effects other than ``SendPacket``/``StartPushPull`` are recorded, not executed.
+    Effects other than ``SendPacket``/``StartPushPull``/``StartStreamPing`` are recorded,
+    not executed.
     """
 
     def next_deadline(self) -> float: ...
@@ -137,6 +147,12 @@ class Driver(Protocol):
     def push_pull_response(
         self, src: Address, response: bytes | None, now: float
     ) -> Sequence[object]: ...
+
+    def stream_ping_response(
+        self, seq_no: int, response: bytes | None, now: float
+    ) -> Sequence[object]: ...
+
+    def answer_stream_ping(self, request: bytes) -> bytes: ...
 
     def join(self, seeds: Sequence[Address], now: float) -> Sequence[object]: ...
 
@@ -170,6 +186,8 @@ _DELIVER = 1
 _PP_REQUEST = 2
 _PP_RESPONSE = 3
 _CALL = 4
+_SP_REQUEST = 5
+_SP_RESPONSE = 6
 # How long after a stall ends its backlog of datagrams starts being handled.
 _BACKLOG_DELAY = 0.001
 
@@ -326,6 +344,14 @@ class SimCluster:
     def heal(self) -> None:
         self.network.heal()
 
+    def block_udp(self, name: str) -> None:
+        """Lose every datagram to and from ``name``; its streams (push-pull, stream
+        pings) still work, as behind a firewall that filters only UDP."""
+        self.network.udp_blocked.add(self.members[name].address)
+
+    def unblock_udp(self, name: str) -> None:
+        self.network.udp_blocked.discard(self.members[name].address)
+
     def at(self, when: float, action: Callable[[], None]) -> None:
         """Run ``action`` at virtual time ``when``."""
         self._push(when, _CALL, action)
@@ -420,6 +446,16 @@ class SimCluster:
                 self._push(member.stalled_until, _PP_RESPONSE, payload)
                 return
             self._apply(member, member.driver.push_pull_response(src, response, at))
+        elif kind == _SP_REQUEST:
+            self._serve_stream_ping(at, payload)
+        elif kind == _SP_RESPONSE:
+            member, seq_no, response = cast(tuple[SimMember, int, bytes | None], payload)
+            if not member.running or member.paused:
+                return
+            if member.stalled_until > at:
+                self._push(member.stalled_until, _SP_RESPONSE, payload)
+                return
+            self._apply(member, member.driver.stream_ping_response(seq_no, response, at))
         elif kind == _CALL:
             action = payload
             assert callable(action)
@@ -451,6 +487,36 @@ class SimCluster:
         self._apply(server, effects)
         self._push(at + self.network.latency(), _PP_RESPONSE, (client, dst, response))
 
+    def _serve_stream_ping(self, at: float, payload: object) -> None:
+        """A stream ping's request leg. A stopped process refuses the connection (the
+        caller learns at once); a paused, starved past the deadline or partitioned one
+        leaves the call hanging until its timeout."""
+        client, dst, request, seq_no, timeout_at = cast(
+            tuple[SimMember, Address, bytes, int, float], payload
+        )
+        timeout_at = max(timeout_at, at)
+        server = self._by_address.get(dst)
+        if server is None or not server.running:
+            self._push(at + self.network.latency(), _SP_RESPONSE, (client, seq_no, None))
+            return
+        if server.paused or not self.network.connected(client.address, dst):
+            self._push(timeout_at, _SP_RESPONSE, (client, seq_no, None))
+            return
+        if server.stalled_until > at:
+            if server.stalled_until >= timeout_at:
+                self._push(timeout_at, _SP_RESPONSE, (client, seq_no, None))
+            else:
+                self._push(server.stalled_until, _SP_REQUEST, payload)
+            return
+        try:
+            response: bytes | None = server.driver.answer_stream_ping(request)
+        except StreamPingRefused:
+            response = None
+        arrival = at + self.network.latency()
+        if arrival > timeout_at:
+            arrival, response = timeout_at, None
+        self._push(arrival, _SP_RESPONSE, (client, seq_no, response))
+
     def _apply(self, member: SimMember, effects: Sequence[object]) -> None:
         now = self.now
         for effect in effects:
@@ -463,6 +529,12 @@ class SimCluster:
                     now + self.network.latency(),
                     _PP_REQUEST,
                     (member, effect.dest, effect.request, now),
+                )
+            elif isinstance(effect, StartStreamPing):
+                self._push(
+                    now + self.network.latency(),
+                    _SP_REQUEST,
+                    (member, effect.dest, effect.request, effect.seq_no, now + effect.timeout),
                 )
             elif isinstance(
                 effect, MemberJoined | MemberLeft | MemberUpdated | MemberReaped | UserMessage

@@ -439,6 +439,37 @@ class Cluster:
                     self._route(agent, "add", other.ip)
                     self._blackholes.append((agent, other.ip))
 
+    def block_udp(self, agent: Agent) -> None:
+        """Drops every datagram between `agent` and the other agents, both ways, while
+        TCP (the gRPC port) keeps working: a firewall that filters UDP only (iptables
+        rules in the agent's own network namespace, gone with the container)."""
+        agent.container.reload()
+        pid = str(agent.container.attrs["State"]["Pid"])
+        for other in self.agents:
+            if other is agent:
+                continue
+            for chain, side in (("INPUT", "-s"), ("OUTPUT", "-d")):
+                subprocess.run(
+                    [
+                        "nsenter",
+                        "-t",
+                        pid,
+                        "-n",
+                        "iptables",
+                        "-A",
+                        chain,
+                        "-p",
+                        "udp",
+                        side,
+                        other.ip,
+                        "-j",
+                        "DROP",
+                    ],
+                    check=True,
+                    capture_output=True,
+                    timeout=10,
+                )
+
     def heal_partition(self) -> None:
         while self._blackholes:
             agent, destination = self._blackholes.pop()

@@ -210,3 +210,32 @@ def test_one_dns_name_with_many_records_forms_the_cluster_and_finds_a_moved_agen
     took = cluster.wait_converged([n1, n2], REJOIN_BOUND)
     print(f"moved agents found each other through the name again in {took:.1f} s")
     assert "joined the cluster through" in n2.logs()
+
+
+def test_udp_filtered_member_lives_over_tcp_and_fails_when_tcp_goes_too(
+    make_cluster: ClusterFactory,
+) -> None:
+    # memberlist's TCP fallback ping: every UDP probe of n3 (direct and indirect) is lost,
+    # and each answer over the gRPC port keeps it from being suspected.
+    cluster = make_cluster(3)
+    victim = cluster["n3"]
+    others = [a for a in cluster.agents if a is not victim]
+    cluster.block_udp(victim)
+    # Longer than it takes to declare a silent member FAILED: a member kept alive by UDP
+    # alone would be gone by the end.
+    hold = detection_bound(3)
+    until = time.monotonic() + hold
+    while time.monotonic() < until:
+        assert cluster.all_see(cluster.agents, cluster.agents, [ALIVE]), cluster.views()
+        time.sleep(POLL)
+    warned = [a.name for a in others if "answered over TCP but not over UDP" in a.logs()]
+    assert warned, "no agent said that n3 answers over TCP only"
+    # Now TCP goes too (a black hole): n3 is declared FAILED as any silent member.
+    cluster.partition([victim], others)
+    detected = cluster.wait_status(
+        others, [victim], [FAILED], detection_bound(3), f"{victim.name} FAILED in every other view"
+    )
+    print(
+        f"UDP-filtered {victim.name} ALIVE everywhere for {hold:.1f} s (warned by {warned}); "
+        f"FAILED {detected:.1f} s after TCP was cut too"
+    )

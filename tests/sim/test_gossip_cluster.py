@@ -59,7 +59,9 @@ def test_killed_node_declared_dead_everywhere_within_bound():
 
 
 def test_ten_percent_loss_for_ten_minutes_gives_no_false_positive():
-    cluster = SimCluster(GossipConfig.lan(), seed=3, loss=0.10)
+    # UDP alone: the stream pings (lossless here, like TCP after its retransmits) would
+    # answer every probe whose datagrams were lost, and nothing would be suspected.
+    cluster = SimCluster(GossipConfig.lan(tcp_pings=False), seed=3, loss=0.10)
     cluster.add_nodes(20)
     assert cluster.run_until_true(cluster.converged, timeout=60) is not None
     declared: list[str] = []
@@ -252,9 +254,10 @@ def test_network_wide_delay_spikes_give_no_false_declaration():
             cluster.at(at, set_delay(cluster.network, (low, 2 * low)))
             at += rng.uniform(0.5, 3.0)
             cluster.at(at, set_delay(cluster.network, (0.001, 0.005)))
-        cluster.run_for(200)
+        # Past the last spike (which may start just before 200 s), every suspect refutes.
+        cluster.run_until(max(200.0, at))
+        assert cluster.run_until_true(cluster.converged, timeout=30) is not None
         suspected = sum(m.core.stats.suspicions_raised for m in cluster.running())
         declared = sum(m.core.stats.members_declared_dead for m in cluster.running())
         assert suspected > 0
         assert declared == 0
-        assert cluster.converged()

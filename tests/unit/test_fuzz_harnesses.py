@@ -25,6 +25,7 @@ HARNESSES = (
     "gossip_packet",
     "direct_frame",
     "push_pull",
+    "stream_ping",
     "snapshot",
     "ring_state",
     "keyring_file",

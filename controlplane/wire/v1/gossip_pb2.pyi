@@ -65,6 +65,52 @@ MEMBER_STATUS_LEFT: MemberStatus.ValueType  # 4
 Global___MemberStatus: _TypeAlias = MemberStatus  # noqa: Y015
 
 @_typing.final
+class PingRequest(_message.Message):
+    """PingRequest carries one framed Ping."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FRAME_FIELD_NUMBER: _builtins.int
+    frame: _builtins.bytes
+    """A framed Packet (see the file comment) holding exactly one Ping message,
+    within a datagram's size limit (65,507 bytes).
+    """
+    def __init__(
+        self,
+        *,
+        frame: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frame", b"frame"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PingRequest: _TypeAlias = PingRequest  # noqa: Y015
+
+@_typing.final
+class PingResponse(_message.Message):
+    """PingResponse carries the framed Ack."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FRAME_FIELD_NUMBER: _builtins.int
+    frame: _builtins.bytes
+    """A framed Packet holding exactly one Ack with the Ping's sequence number."""
+    def __init__(
+        self,
+        *,
+        frame: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frame", b"frame"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PingResponse: _TypeAlias = PingResponse  # noqa: Y015
+
+@_typing.final
 class AttendRequest(_message.Message):
     """AttendRequest names the attending member, for logs."""
 

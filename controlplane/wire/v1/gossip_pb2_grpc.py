@@ -46,6 +46,11 @@ class GossipStub:
                 request_serializer=controlplane_dot_wire_dot_v1_dot_gossip__pb2.AttendRequest.SerializeToString,
                 response_deserializer=controlplane_dot_wire_dot_v1_dot_gossip__pb2.AttendResponse.FromString,
                 _registered_method=True)
+        self.Ping = channel.unary_unary(
+                '/controlplane.gossip.v1.Gossip/Ping',
+                request_serializer=controlplane_dot_wire_dot_v1_dot_gossip__pb2.PingRequest.SerializeToString,
+                response_deserializer=controlplane_dot_wire_dot_v1_dot_gossip__pb2.PingResponse.FromString,
+                _registered_method=True)
 
 
 class GossipServicer:
@@ -75,6 +80,18 @@ class GossipServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Ping(self, request, context):
+        """Ping is memberlist's TCP fallback ping: a member whose UDP probe of this
+        one went unanswered asks over this connection before it suspects. The
+        request carries a framed Packet holding one Ping (see the file comment:
+        same label and keys as a datagram); the response a framed Packet holding
+        the Ack. A ping for another member name, or a frame this agent cannot
+        open, is refused with PERMISSION_DENIED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GossipServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -87,6 +104,11 @@ def add_GossipServicer_to_server(servicer, server):
                     servicer.Attend,
                     request_deserializer=controlplane_dot_wire_dot_v1_dot_gossip__pb2.AttendRequest.FromString,
                     response_serializer=controlplane_dot_wire_dot_v1_dot_gossip__pb2.AttendResponse.SerializeToString,
+            ),
+            'Ping': grpc.unary_unary_rpc_method_handler(
+                    servicer.Ping,
+                    request_deserializer=controlplane_dot_wire_dot_v1_dot_gossip__pb2.PingRequest.FromString,
+                    response_serializer=controlplane_dot_wire_dot_v1_dot_gossip__pb2.PingResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -145,6 +167,33 @@ class Gossip:
             '/controlplane.gossip.v1.Gossip/Attend',
             controlplane_dot_wire_dot_v1_dot_gossip__pb2.AttendRequest.SerializeToString,
             controlplane_dot_wire_dot_v1_dot_gossip__pb2.AttendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Ping(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/controlplane.gossip.v1.Gossip/Ping',
+            controlplane_dot_wire_dot_v1_dot_gossip__pb2.PingRequest.SerializeToString,
+            controlplane_dot_wire_dot_v1_dot_gossip__pb2.PingResponse.FromString,
             options,
             channel_credentials,
             insecure,

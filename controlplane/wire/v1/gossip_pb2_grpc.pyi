@@ -62,6 +62,14 @@ class GossipStub:
     the gossip protocol's. The agent answers RESOURCE_EXHAUSTED beyond a small
     number of attending peers.
     """
+    Ping: _grpc.UnaryUnaryMultiCallable[_gossip_pb2.PingRequest, _gossip_pb2.PingResponse]
+    """Ping is memberlist's TCP fallback ping: a member whose UDP probe of this
+    one went unanswered asks over this connection before it suspects. The
+    request carries a framed Packet holding one Ping (see the file comment:
+    same label and keys as a datagram); the response a framed Packet holding
+    the Ack. A ping for another member name, or a frame this agent cannot
+    open, is refused with PERMISSION_DENIED.
+    """
 
 @_typing.type_check_only
 class GossipAsyncStub(GossipStub):
@@ -83,6 +91,14 @@ class GossipAsyncStub(GossipStub):
     round. The stream is only a hint to probe; failure detection itself stays
     the gossip protocol's. The agent answers RESOURCE_EXHAUSTED beyond a small
     number of attending peers.
+    """
+    Ping: _aio.UnaryUnaryMultiCallable[_gossip_pb2.PingRequest, _gossip_pb2.PingResponse]  # type: ignore[assignment]
+    """Ping is memberlist's TCP fallback ping: a member whose UDP probe of this
+    one went unanswered asks over this connection before it suspects. The
+    request carries a framed Packet holding one Ping (see the file comment:
+    same label and keys as a datagram); the response a framed Packet holding
+    the Ack. A ping for another member name, or a frame this agent cannot
+    open, is refused with PERMISSION_DENIED.
     """
 
 class GossipServicer(metaclass=_abc_1.ABCMeta):
@@ -114,6 +130,20 @@ class GossipServicer(metaclass=_abc_1.ABCMeta):
         round. The stream is only a hint to probe; failure detection itself stays
         the gossip protocol's. The agent answers RESOURCE_EXHAUSTED beyond a small
         number of attending peers.
+        """
+
+    @_abc_1.abstractmethod
+    def Ping(
+        self,
+        request: _gossip_pb2.PingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gossip_pb2.PingResponse, _abc.Awaitable[_gossip_pb2.PingResponse]]:
+        """Ping is memberlist's TCP fallback ping: a member whose UDP probe of this
+        one went unanswered asks over this connection before it suspects. The
+        request carries a framed Packet holding one Ping (see the file comment:
+        same label and keys as a datagram); the response a framed Packet holding
+        the Ack. A ping for another member name, or a frame this agent cannot
+        open, is refused with PERMISSION_DENIED.
         """
 
 def add_GossipServicer_to_server(servicer: GossipServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,6 +1,10 @@
 """Failure detection beyond memberlist, driven by hand-made packets: the probe timeout
 adapted to the measured round trip, probes of a suspect by those who learn of the
-suspicion, the last check before declaring, and stale suspicions resolved."""
+suspicion, the last check before declaring, and stale suspicions resolved.
+
+The nodes here speak UDP only (``tcp_pings=False``): a probe's stream ping holds its
+suspicion until the ping's outcome, which these tests do not answer; the stream ping
+has its own tests (test_stream_ping.py)."""
 
 from __future__ import annotations
 
@@ -54,7 +58,10 @@ def next_probe_of(node, dest, now):
     raise AssertionError(f"no probe of {dest}")
 
 
-def measured_node(config: GossipConfig | None = None):
+UDP_ONLY = GossipConfig.lan(tcp_pings=False)
+
+
+def measured_node(config: GossipConfig = UDP_ONLY):
     """A member that knows "target" (PEER) and "helper" (HELPER) and has measured a
     round trip of RTT to the target."""
     node = make_node(config=config)
@@ -66,7 +73,7 @@ def measured_node(config: GossipConfig | None = None):
 
 
 def test_the_probe_timeout_follows_the_measured_round_trip():
-    config = GossipConfig.lan()
+    config = UDP_ONLY
     node, now = measured_node(config)
     sent, _seq = next_probe_of(node, PEER, now)
     # RTT is far below the floor: the timeout is the floor, the suspicion three of it.
@@ -143,7 +150,7 @@ def test_a_relay_nacks_at_its_own_timeout_and_still_relays_a_late_ack():
     assert sends(node.receive_packet(PEER, packet(codec.encode_ack(seq)), now + 1.6)) == []
 
 
-def five_member_node(config: GossipConfig | None = None):
+def five_member_node(config: GossipConfig = UDP_ONLY):
     node, now = measured_node(config)
     for index in range(3):
         alive(node, f"other{index}", (f"10.0.1.{index + 1}", 7946), now=now)
@@ -322,7 +329,7 @@ def test_a_slow_member_gets_a_longer_timeout_than_the_others():
 
 
 def test_a_hint_probes_the_member_at_once_and_the_protocol_does_the_rest():
-    config = GossipConfig.lan()
+    config = UDP_ONLY
     node, now = measured_node(config)
     effects = node.probe_now("target", now + 0.01)
     assert pings(effects, PEER), "no probe of the hinted member"
