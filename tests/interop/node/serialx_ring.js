@@ -2,8 +2,8 @@
 // A reference ring that places keys as Go's github.com/serialx/hashring does, the
 // ring behind Ringman (github.com/Nitro/ringman). It is written from the algorithm
 // of serialx/hashring's hashring.go at commit 8b29126 (2019-04-22), the revision
-// Ringman's last release (2019-05-10) was built against, and shares no code with
-// the Python ring it is compared with:
+// Ringman's last commit (2019-05-10) was built against (Ringman does not pin it),
+// and shares no code with the Python ring it is compared with:
 //
 // - a node of weight w among N nodes of total weight W gets
 //   floor(float64(40 * N * w) / float64(W)) virtual nodes (generateCircle);
