@@ -23,7 +23,7 @@
 // Usage: node serialx_ring.js [SPEC.json]   (reads the spec from stdin without one)
 // Spec: {"cases": [{"name": "...",
 //   "nodes": ["10.0.0.1:8080", ["10.0.0.2:8080", 2]],  // insertion order; weight 1 if bare
-//   "keys": ["k1"], "key_rule": {"prefix": "key-", "start": 0, "count": 100, "suffix": ""}}]}
+//   "keys": ["k1", "k2"]}]}
 // Output (stdout): {"cases": [{"name", "owners", "vnode_counts", "point_count"}]};
 // an owner is null when the ring is empty (serialx's ok == false).
 
@@ -85,23 +85,11 @@ function getNode(ring, key) {
   return owner.get(sorted[low === sorted.length ? 0 : low]);
 }
 
-function keysOf(spec) {
-  const keys = Array.isArray(spec.keys) ? spec.keys.slice() : [];
-  const rule = spec.key_rule;
-  if (rule) {
-    const start = rule.start || 0;
-    for (let i = start; i < start + rule.count; i++) {
-      keys.push(`${rule.prefix || ''}${i}${rule.suffix || ''}`);
-    }
-  }
-  return keys;
-}
-
 function runCase(spec) {
   const ring = buildRing(spec.nodes);
   return {
     name: spec.name,
-    owners: keysOf(spec).map((key) => getNode(ring, key)),
+    owners: spec.keys.map((key) => getNode(ring, key)),
     vnode_counts: ring.vnodeCounts,
     point_count: ring.sorted.length,
   };
