@@ -6,7 +6,9 @@ from `--ring` flags. Both are members of the rings `ringman` and `plain` (Ringma
 way: tags `ring` and `service_port`, ids `address:service_port`), and three nodes
 are registered through AddNode. Each agent's GetNode answers for a few hundred keys
 are compared with tests/interop/node/serialx_ring.js, the reference written from
-serialx/hashring's algorithm, run under Node.js for the same nodes and keys. Without
+serialx/hashring's algorithm, run under Node.js for the same nodes and keys, and so
+are the Python client's local answers (its live ring, built from WatchRing
+snapshots and the settings they carry). Without
 `node` the test skips, except under CI (``CI=true``), where it fails.
 """
 
@@ -21,9 +23,16 @@ from pathlib import Path
 import grpc
 import pytest
 
+from controlplane.client import Client, ClientOptions
 from controlplane.client.ringview import RingState, settings_to_proto
 from controlplane.ring import HashRing, LookupRule, RingSettings
-from controlplane.testing.agents import AgentProcess, free_port, start_agent, wait_until
+from controlplane.testing.agents import (
+    AgentProcess,
+    free_port,
+    start_agent,
+    wait_until,
+    with_credentials,
+)
 from controlplane.v1 import ring_pb2 as pb
 from controlplane.v1 import ring_pb2_grpc
 from tests.ci import in_ci
@@ -150,5 +159,12 @@ def test_a_ring_with_ringmans_settings_places_keys_as_serialx(agents: list[Agent
 
         assert owners(agent, "ringman") == expected
         assert owners(agent, "plain") == plain_expected
+    # The Python client's live ring (WatchRing snapshots) answers locally alike.
+    options = with_credentials(ClientOptions(heartbeat=False, timeout=10))
+    with Client([agents[1].target], options) as client:
+        live = client.ring("ringman", timeout=10)
+        assert live.state.checksum_matches
+        assert [live.get_node(key) for key in KEYS] == expected
+        live.close()
     # Ketama's 4 points per vnode place keys elsewhere: the settings are what agree.
     assert sum(a != b for a, b in zip(plain_expected, expected, strict=True)) > len(KEYS) // 10
