@@ -380,7 +380,7 @@ def build_components(config: AgentConfig, hooks: AgentHooks) -> Components:
     epochs = EpochStore(config.data_dir) if config.data_dir else None
     try:
         rings = RingService(
-            RingDirectory(config.node),
+            RingDirectory(config.node, ring_settings=config.rings),
             layer,
             runtime.send,
             loop.time,

@@ -109,7 +109,11 @@ def _add_agent_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", metavar="FILE", help="TOML file of settings (flags and environment win)"
     )
-    repeatable = {"join": ("--join", "ADDR"), "tags": ("--tag", "KEY=VALUE")}
+    repeatable = {
+        "join": ("--join", "ADDR"),
+        "tags": ("--tag", "KEY=VALUE"),
+        "rings": ("--ring", "NAME.KEY=VALUE"),
+    }
     for setting in SETTINGS.values():
         help_text = f"{setting.help}; env {setting.env}"
         if setting.name in repeatable:

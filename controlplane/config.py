@@ -21,6 +21,8 @@ from typing import Any
 
 from controlplane.configerror import ConfigError
 from controlplane.logformat import LOG_FORMATS
+from controlplane.ring import MAX_VNODES, LookupRule, RingSettings, VnodeFormula
+from controlplane.ring.ketama import MAX_POINTS_PER_VNODE
 
 PROFILES = ("lan", "wan", "local")
 ROLES = ("server", "client")
@@ -125,6 +127,8 @@ class AgentConfig:
     reconnect_interval: float = 30.0
     reconnect_timeout: float = 24 * 3600.0
     tombstone_timeout: float = 24 * 3600.0
+    # Placement settings of named rings (docs/ring.md); other rings use the defaults.
+    rings: Mapping[str, RingSettings] = field(default_factory=dict)
 
     @property
     def encryption_key(self) -> bytes | None:
@@ -238,6 +242,86 @@ def _parse_tags(raw: object) -> dict[str, str]:
             raise ValueError(f"must be key=value pairs, got {pair!r}")
         tags[key] = value
     return tags
+
+
+# The keys of one ring's table, in the order they are listed in messages.
+_RING_KEYS = ("lookup", "points_per_vnode", "vnode_formula", "vnodes")
+# More named rings than any deployment needs; each costs an empty snapshot.
+MAX_CONFIGURED_RINGS = 100
+
+
+def _parse_rings(raw: object) -> dict[str, RingSettings]:
+    """`rings`: a TOML table of tables (`[rings.cache] points_per_vnode = 3`), or
+    `NAME.KEY=VALUE` items (flags, environment) that spell the same dotted keys.
+
+    Each ring is checked whole here, so that a bad value names its ring and key."""
+    tables: dict[str, dict[str, object]] = {}
+    if isinstance(raw, Mapping):
+        for name, table in raw.items():
+            if not isinstance(table, Mapping):
+                raise ValueError(
+                    f"entry {name!r} must be a table of {', '.join(_RING_KEYS)}"
+                    f" (for example [rings.{name}] vnodes = 40)"
+                )
+            tables[str(name)] = dict(table)
+    else:
+        for item in _parse_list(raw):
+            dotted, sep, value = item.partition("=")
+            name, dot, key = dotted.strip().rpartition(".")
+            if not sep or not dot:
+                raise ValueError(f"must be NAME.KEY=VALUE items, got {item!r}")
+            tables.setdefault(name, {})[key] = value.strip()
+    if len(tables) > MAX_CONFIGURED_RINGS:
+        raise ValueError(f"may configure at most {MAX_CONFIGURED_RINGS} rings, got {len(tables)}")
+    return {_ring_name(name): _ring_settings(name, table) for name, table in sorted(tables.items())}
+
+
+def _ring_name(name: str) -> str:
+    from controlplane.gossip.names import NAME_RE
+
+    if not NAME_RE.fullmatch(name):
+        raise ValueError(
+            f"entry {name[:80]!r} must name a ring: 1 to 128 characters of [A-Za-z0-9._-]"
+        )
+    return name
+
+
+def _ring_settings(name: str, table: Mapping[str, object]) -> RingSettings:
+    unknown = sorted(set(table) - set(_RING_KEYS))
+    if unknown:
+        raise ValueError(
+            f"entry '{name}.{unknown[0]}' is not a ring setting (known: {', '.join(_RING_KEYS)})"
+        )
+    defaults = RingSettings()
+
+    def number(key: str, default: int, high: int) -> int:
+        if key not in table:
+            return default
+        try:
+            value = _parse_int(table[key])
+        except ValueError as error:
+            raise ValueError(f"entry '{name}.{key}' {error}") from None
+        if not 1 <= value <= high:
+            raise ValueError(f"entry '{name}.{key}' must be from 1 to {high}, got {value}")
+        return value
+
+    def choice(key: str, kind: type[VnodeFormula] | type[LookupRule]) -> Any:
+        raw = table.get(key)
+        if raw is None:
+            return None
+        names = [member.value for member in kind]
+        if not isinstance(raw, str) or raw.strip() not in names:
+            raise ValueError(f"entry '{name}.{key}' must be one of {', '.join(names)}; got {raw!r}")
+        return kind(raw.strip())
+
+    return RingSettings(
+        vnodes=number("vnodes", defaults.vnodes, MAX_VNODES),
+        points_per_vnode=number(
+            "points_per_vnode", defaults.points_per_vnode, MAX_POINTS_PER_VNODE
+        ),
+        vnode_formula=choice("vnode_formula", VnodeFormula) or defaults.vnode_formula,
+        lookup=choice("lookup", LookupRule) or defaults.lookup,
+    )
 
 
 # ---- validators: raise ValueError with the rule that was broken -----------------
@@ -740,6 +824,13 @@ SETTINGS: dict[str, Setting] = {
             _parse_float,
             _check_long_timeout,
             "seconds a member that left is kept as left before it is reaped (default 86400)",
+        ),
+        Setting(
+            "rings",
+            _parse_rings,
+            _no_check,
+            "placement of a named ring, NAME.KEY=VALUE with KEY vnodes, points_per_vnode,"
+            " vnode_formula or lookup (repeatable; docs/ring.md)",
         ),
         Setting(
             "metrics_addr",

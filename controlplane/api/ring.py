@@ -25,6 +25,7 @@ from typing import Any
 import grpc.aio
 
 from controlplane.api.hub import EventHub
+from controlplane.client.ringview import settings_to_proto
 from controlplane.configerror import ConfigError
 from controlplane.datadir import atomic_write, write_failure
 from controlplane.errors import (
@@ -104,6 +105,7 @@ def view_to_proto(view: RingView) -> pb.RingSnapshot:
         version=view.version,
         checksum=view.checksum,
         nodes=[entry_to_proto(e) for e in view.entries],
+        settings=settings_to_proto(view.ring.settings),
     )
 
 
@@ -462,6 +464,7 @@ class RingService:
             nodes=[entry_to_proto(e) for e in view.entries],
             version=view.version,
             checksum=view.checksum,
+            settings=settings_to_proto(view.ring.settings),
         )
 
     async def GetRing(

@@ -8,6 +8,8 @@ registrations are replicated to every agent and resolved last-writer-wins by
 (Lamport time, origin agent), with removals kept as tombstones so a late copy of
 an old registration cannot bring a node back. When both sources name the same id,
 the member wins: it is the live one (between two members, the smaller name).
+Each ring places keys with its own settings (the agent's `rings` configuration,
+for example Ringman's 40 virtual nodes of 3 points); other rings use the defaults.
 
 Changes cost what they touch: every member upsert, member removal or merged
 registration marks the (ring, id) pairs it can affect, and each ring with a marked
@@ -27,11 +29,8 @@ from dataclasses import dataclass, field
 from controlplane.errors import InvalidArgument
 from controlplane.gossip import codec
 from controlplane.gossip.names import NAME_RE, name_or_default, valid_name
-from controlplane.ring import HashRing, RingNode
+from controlplane.ring import DEFAULT_RING_SETTINGS, HashRing, RingNode, RingSettings
 from controlplane.wire.v1 import ring_pb2
-
-# The snapshot of a ring nobody has joined; immutable, so one serves every caller.
-_EMPTY_RING = HashRing()
 
 RING_TAG = "ring"
 SERVICE_PORT_TAG = "service_port"
@@ -243,8 +242,15 @@ class RingDirectory:
         *,
         tombstone_timeout: float = TOMBSTONE_TIMEOUT,
         max_registrations: int | None = None,
+        ring_settings: Mapping[str, RingSettings] | None = None,
     ) -> None:
         self._origin = origin
+        # The snapshot of each ring nobody has joined, built with that ring's
+        # settings; immutable, so one serves every caller and every derivation.
+        self._empty_rings = {
+            name: HashRing(settings=settings) for name, settings in (ring_settings or {}).items()
+        }
+        self._default_empty = HashRing(settings=DEFAULT_RING_SETTINGS)
         self._tombstone_timeout = tombstone_timeout
         # Read at construction, not import, so a deployment (or a test) can lower it.
         self._max_registrations = (
@@ -427,9 +433,16 @@ class RingDirectory:
     def names(self) -> list[str]:
         return sorted(self._views)
 
+    def settings(self, ring: str) -> RingSettings:
+        """The settings ring ``ring`` places keys with (the defaults unless configured)."""
+        return self._empty_ring(ring).settings
+
     def view(self, ring: str) -> RingView:
         """The ring's snapshot; a ring nobody has joined is empty at version 0."""
-        return self._views.get(ring) or RingView(ring, 0, (), _EMPTY_RING)
+        return self._views.get(ring) or RingView(ring, 0, (), self._empty_ring(ring))
+
+    def _empty_ring(self, ring: str) -> HashRing:
+        return self._empty_rings.get(ring, self._default_empty)
 
     def is_registered(self, ring: str, node: str) -> bool:
         current = self._registrations.get((ring, node))
@@ -559,7 +572,9 @@ class RingDirectory:
                 upserts[node] = entry
         if not upserts and not removals:
             return None
-        old_ring = previous.ring if previous is not None else _EMPTY_RING
+        # Every derivation starts from the ring's empty snapshot, so it inherits the
+        # ring's settings.
+        old_ring = previous.ring if previous is not None else self._empty_ring(ring)
         hash_ring = old_ring.with_changes(
             [RingNode(e.id, e.weight, e.metadata) for e in upserts.values()], removals
         )

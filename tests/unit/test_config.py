@@ -27,6 +27,7 @@ from controlplane.configerror import ConfigError
 from controlplane.datadir import check_data_dir
 from controlplane.election import ElectionConfig
 from controlplane.election import config as election_config
+from controlplane.ring import LookupRule, RingSettings, VnodeFormula
 from controlplane.shell import tls
 from controlplane.shell.election import EpochStore
 from controlplane.shell.tls import load_material
@@ -365,3 +366,71 @@ def test_election_timings_that_are_safe_together_reach_the_config() -> None:
     wan = build_config(flags={"profile": "wan", "lease_time": 12.0, "beat_interval": 3.0})
     assert wan.beat_interval == 3.0
     assert (build_config().lease_time, build_config().max_clock_skew) == (10.0, 1.0)
+
+
+RINGMAN = RingSettings(vnodes=40, points_per_vnode=3, lookup=LookupRule.AFTER)
+
+
+def test_ring_settings_from_each_source(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text(
+        '[rings.ringman]\npoints_per_vnode = 3\nlookup = "after"\n'
+        '[rings."my.ring"]\nvnodes = 160\nvnode_formula = "float64"\n'
+    )
+    from_file = build_config(file_values=load_file(path)).rings
+    from_environment = build_config(
+        environ={"CONTROLPLANE_RINGS": "ringman.points_per_vnode=3, ringman.lookup=after"}
+    ).rings
+    from_flags = build_config(
+        flags={"rings": ["ringman.vnodes=40", "ringman.points_per_vnode=3", "ringman.lookup=after"]}
+    ).rings
+
+    assert from_file == {
+        "my.ring": RingSettings(vnodes=160, vnode_formula=VnodeFormula.FLOAT64),
+        "ringman": RINGMAN,
+    }
+    assert from_environment == from_flags == {"ringman": RINGMAN}
+    # Like tags, a later source replaces the whole setting.
+    assert build_config(
+        file_values={"rings": {"a": {"vnodes": 10}}},
+        environ={"CONTROLPLANE_RINGS": "b.vnodes=20"},
+    ).rings == {"b": RingSettings(vnodes=20)}
+    assert build_config().rings == {}
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ({"rings": {"a": {"vnodes": 0}}}, "rings entry 'a.vnodes' must be from 1 to 1000, got 0"),
+        ({"rings": {"a": {"vnodes": 1001}}}, "'a.vnodes' must be from 1 to 1000, got 1001"),
+        ({"rings": {"a": {"vnodes": True}}}, "'a.vnodes' must be an integer, got a boolean"),
+        ({"rings": {"a": {"points_per_vnode": 5}}}, "'a.points_per_vnode' must be from 1 to 4"),
+        ({"rings": {"a": {"points_per_vnode": "x"}}}, "'a.points_per_vnode' must be an integer"),
+        ({"rings": {"a": {"vnode_formula": "float"}}}, "must be one of exact, float64; got"),
+        ({"rings": {"a": {"lookup": "before"}}}, "must be one of at_or_after, after; got"),
+        ({"rings": {"a": {"replicas": 3}}}, "'a.replicas' is not a ring setting (known: lookup,"),
+        ({"rings": {"bad name": {"vnodes": 3}}}, "entry 'bad name' must name a ring: 1 to 128"),
+        ({"rings": {"a": 3}}, "entry 'a' must be a table of lookup, points_per_vnode"),
+        ({"rings": "a=3"}, "rings must be NAME.KEY=VALUE items, got 'a=3'"),
+        ({"rings": {f"r{i}": {} for i in range(101)}}, "may configure at most 100 rings, got 101"),
+    ],
+)
+def test_bad_ring_settings_name_the_ring_and_the_rule(
+    source: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        build_config(file_values=source, file_name="config file 'agent.toml'")
+    assert message in str(raised.value)
+    assert str(raised.value).startswith("config file 'agent.toml': rings ")
+    assert "\n" not in str(raised.value)
+
+
+def test_a_bad_ring_flag_exits_2_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["agent", "--ring", "cache.points_per_vnode=9"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        (
+            "controlplane: flag --rings: rings entry 'cache.points_per_vnode' must be from 1 to 4,"
+            " got 9"
+        )
+    ]

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controlplane.ring import HashRing, RingNode, RingSettings, VnodeFormula, hashring
+from controlplane.ring import HashRing, LookupRule, RingNode, RingSettings, VnodeFormula, hashring
 from controlplane.ring.ketama import vnode_points
 
 PROFILE = settings(
@@ -37,6 +37,7 @@ ring_settings = st.builds(
     vnodes=st.sampled_from([1, 2, 5, 40]),
     points_per_vnode=st.integers(min_value=1, max_value=4),
     vnode_formula=st.sampled_from(list(VnodeFormula)),
+    lookup=st.sampled_from(list(LookupRule)),
 )
 equal_weights = st.just(1)
 any_weights = st.sampled_from([1, 1, 2, 3, 7, 1000])
@@ -65,6 +66,7 @@ def assert_same(derived: HashRing, fresh: HashRing) -> None:
     assert derived._bucket_shift == fresh._bucket_shift
     assert derived._bucket_owner == fresh._bucket_owner
     assert derived._owning_node_count == fresh._owning_node_count
+    assert derived._search is fresh._search
     if fresh.point_count:
         for key in KEYS:
             assert derived.get_node(key) == fresh.get_node(key)

@@ -14,6 +14,7 @@ from controlplane.ring import (
     MAX_WEIGHT,
     EmptyRingError,
     HashRing,
+    LookupRule,
     RingNode,
     RingSettings,
     VnodeFormula,
@@ -195,6 +196,8 @@ class TestConstruction:
     def test_settings_must_be_settings(self) -> None:
         with pytest.raises(TypeError, match="vnode_formula"):
             RingSettings(vnode_formula="exact")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="lookup"):
+            RingSettings(lookup="after")  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="settings"):
             HashRing(HOSTS, settings={"vnodes": 40})  # type: ignore[arg-type]
 
@@ -279,6 +282,28 @@ class TestImmutability:
         assert ring.settings == settings
         assert ring.point_count == 30
 
+    @pytest.mark.parametrize("lookup", list(LookupRule))
+    def test_a_key_on_a_point_follows_the_lookup_rule(self, lookup: LookupRule) -> None:
+        """Key "<id>-<j>" hashes like vnode j of <id>: it lands on that vnode's first
+        point, which owns it under AT_OR_AFTER; AFTER gives it to the next point."""
+        settings = RingSettings(points_per_vnode=3, lookup=lookup)
+        built = HashRing(HOSTS, settings=settings)
+        derived = HashRing(settings=settings)
+        for node_id, weight in HOSTS.items():
+            derived = derived.with_node(node_id, weight)
+        continuum = built.points()
+        points = [point for point, _ in continuum]
+
+        for node_id in HOSTS:
+            for index in range(built.vnode_counts[node_id]):
+                key = f"{node_id}-{index}"
+                at = bisect_left(points, key_point(key))
+                assert continuum[at] == (key_point(key), node_id)
+                step = 1 if lookup is LookupRule.AFTER else 0
+                expected = continuum[(at + step) % len(continuum)][1]
+                assert built.get_node(key) == derived.get_node(key) == expected
+                assert built.get_nodes(key, 3)[0] == expected
+
     def test_pickle_round_trip(self) -> None:
         ring = HashRing(HOSTS, metadata={"10.0.0.1:11211": {"port": "1"}})
 
@@ -311,6 +336,19 @@ class TestChecksum:
         float64 = HashRing(HOSTS, settings=RingSettings(vnode_formula=VnodeFormula.FLOAT64))
 
         assert exact.checksum != float64.checksum
+
+    def test_the_lookup_rule_is_named_only_when_not_the_default(self) -> None:
+        import hashlib
+
+        after = HashRing({"b": 2, "a": 1}, settings=RingSettings(lookup=LookupRule.AFTER))
+        text = (
+            "ketama-md5 vnodes=40 points_per_vnode=4 vnode_formula=exact lookup=after\na 1\nb 2\n"
+        )
+
+        assert after.checksum == int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+        assert RingSettings().checksum_header() == (
+            "ketama-md5 vnodes=40 points_per_vnode=4 vnode_formula=exact"
+        )
 
     def test_repr_names_the_checksum(self) -> None:
         ring = HashRing(HOSTS)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from controlplane.errors import InvalidArgument
-from controlplane.ring import HashRing
+from controlplane.ring import DEFAULT_RING_SETTINGS, HashRing, LookupRule, RingSettings
 from controlplane.rings import directory as rings
 from controlplane.rings.directory import (
     MAX_LAMPORT_AHEAD,
@@ -345,3 +345,46 @@ def test_many_registrations_are_merged_with_one_rebuild(monkeypatch: pytest.Monk
     assert len(target.apply_many(registrations, now=0.0)) == 300
     assert len(rebuilds) == 1
     assert len(target.view("r").entries) == 300
+
+
+RINGMAN = RingSettings(vnodes=40, points_per_vnode=3, lookup=LookupRule.AFTER)
+
+
+def test_each_ring_places_keys_with_its_configured_settings() -> None:
+    directory = RingDirectory("agent-a", ring_settings={"cache": RINGMAN})
+    directory.set_members(
+        [member("a", "10.0.0.1", ring="cache,plain"), member("b", "10.0.0.2", ring="cache,plain")]
+    )
+    directory.register("cache", "10.0.0.3", 11211, 2, {})
+    directory.register("plain", "10.0.0.3", 11211, 2, {})
+    weights = {"10.0.0.1:11211": 1, "10.0.0.2:11211": 1, "10.0.0.3:11211": 2}
+
+    cache, plain = directory.view("cache"), directory.view("plain")
+
+    assert cache.ring.settings == directory.settings("cache") == RINGMAN
+    assert plain.ring.settings == directory.settings("plain") == DEFAULT_RING_SETTINGS
+    # Derived member by member, each ring equals a ring built whole with its settings.
+    assert cache.ring == HashRing(weights, settings=RINGMAN)
+    assert cache.checksum == HashRing(weights, settings=RINGMAN).checksum
+    assert plain.checksum == HashRing(weights).checksum
+    assert cache.ring.point_count == (30 + 30 + 60) * 3
+    # Key "<id>-<j>" lands on vnode j's first point: AFTER gives it to the next
+    # point, so the derived ring's lookups follow the configured rule.
+    on_points = [f"10.0.0.1:11211-{index}" for index in range(30)]
+    ketama = HashRing(weights, settings=RingSettings(vnodes=40, points_per_vnode=3))
+    assert all(ketama.get_node(key) == "10.0.0.1:11211" for key in on_points)
+    assert {cache.ring.get_node(key) for key in on_points} > {"10.0.0.1:11211"}
+
+
+def test_a_configured_ring_nobody_joined_is_empty_with_its_settings() -> None:
+    directory = RingDirectory("agent-a", ring_settings={"cache": RINGMAN})
+
+    assert directory.view("cache").ring.settings == RINGMAN
+    assert directory.view("cache").version == 0
+    assert directory.view("other").ring.settings == DEFAULT_RING_SETTINGS
+    directory.register("cache", "10.0.0.3", 11211, 1, {})
+    removal = directory.unregister("cache", "10.0.0.3:11211", now=0.0)
+    assert removal is not None
+    # Emptied again, the ring keeps its settings (and its checksum says so).
+    assert directory.view("cache").ring.settings == RINGMAN
+    assert directory.view("cache").checksum == HashRing(settings=RINGMAN).checksum

@@ -14,8 +14,8 @@ from __future__ import annotations
 import hashlib
 import struct
 from array import array
-from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping, MutableSequence, Sequence
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableSequence, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from types import MappingProxyType
@@ -26,6 +26,7 @@ from controlplane.ring.ketama import (
     DEFAULT_POINTS_PER_VNODE,
     DEFAULT_VNODES,
     MAX_POINTS_PER_VNODE,
+    LookupRule,
     VnodeFormula,
     key_bytes,
     md5,
@@ -121,13 +122,15 @@ class RingSettings:
 
     ``vnodes`` is the virtual-node count of a node of average weight,
     ``points_per_vnode`` how many 32-bit points each virtual node's MD5 digest is
-    sliced into (4 for ketama, 3 for Python ``hash_ring``), and ``vnode_formula``
-    how weights turn into virtual-node counts.
+    sliced into (4 for ketama, 3 for Python ``hash_ring`` and Go ``serialx/hashring``),
+    ``vnode_formula`` how weights turn into virtual-node counts, and ``lookup``
+    which point owns a key that lands exactly on one.
     """
 
     vnodes: int = DEFAULT_VNODES
     points_per_vnode: int = DEFAULT_POINTS_PER_VNODE
     vnode_formula: VnodeFormula = VnodeFormula.EXACT
+    lookup: LookupRule = LookupRule.AT_OR_AFTER
 
     def __post_init__(self) -> None:
         if not _is_int(self.vnodes) or self.vnodes < 1:
@@ -143,13 +146,22 @@ class RingSettings:
             raise TypeError(
                 f"vnode_formula must be a VnodeFormula, got {type(self.vnode_formula).__name__}"
             )
+        if not isinstance(self.lookup, LookupRule):
+            raise TypeError(f"lookup must be a LookupRule, got {type(self.lookup).__name__}")
 
     def checksum_header(self) -> str:
-        """Return the first line hashed into :attr:`HashRing.checksum` (without newline)."""
-        return (
+        """Return the first line hashed into :attr:`HashRing.checksum` (without newline).
+
+        ``lookup`` is named only when it is not the default, so that the checksums
+        of every ring built before the setting existed stay what they were.
+        """
+        header = (
             f"ketama-md5 vnodes={self.vnodes} points_per_vnode={self.points_per_vnode} "
             f"vnode_formula={self.vnode_formula.value}"
         )
+        if self.lookup is not LookupRule.AT_OR_AFTER:
+            header += f" lookup={self.lookup.value}"
+        return header
 
 
 DEFAULT_RING_SETTINGS: Final = RingSettings()
@@ -208,6 +220,7 @@ class HashRing:
         "_owners",
         "_owning_node_count",
         "_points",
+        "_search",
         "_settings",
         "_slot_of",
         "_slots",
@@ -218,6 +231,8 @@ class HashRing:
 
     _nodes: Mapping[str, RingNode]
     _settings: RingSettings
+    # bisect_left or bisect_right over the points: the settings' lookup rule.
+    _search: Callable[[array[int], int], int]
     _vnode_counts: Mapping[str, int]
     _points: array[int]
     # The slot of each point's member, plus a wrap-around sentinel (the first one).
@@ -357,6 +372,13 @@ class HashRing:
         set_attr = object.__setattr__
         set_attr(self, "_nodes", MappingProxyType(nodes))
         set_attr(self, "_settings", settings)
+        # The bucket table needs no variant: a bucket without a point sends every
+        # key in it to the same next point under either rule.
+        set_attr(
+            self,
+            "_search",
+            bisect_right if settings.lookup is LookupRule.AFTER else bisect_left,
+        )
         set_attr(self, "_vnode_counts", MappingProxyType(vnode_counts))
         set_attr(self, "_points", points)
         set_attr(self, "_owners", owners)
@@ -613,8 +635,8 @@ class HashRing:
         """Return the id of the node that owns ``key``.
 
         The owner is the node of the first point at or clockwise after the key's
-        point. Raises :class:`EmptyRingError` on an empty ring and ``ValueError``
-        on an empty key.
+        point (strictly after it with ``LookupRule.AFTER``). Raises
+        :class:`EmptyRingError` on an empty ring and ``ValueError`` on an empty key.
         """
         # This is the hot path of every client: the statements below are the
         # whole per-key cost, so the helpers of key_point() are inlined.
@@ -631,7 +653,7 @@ class HashRing:
         if owner is not None:
             return owner
         try:
-            return self._slots[self._owners[bisect_left(self._points, point)]]
+            return self._slots[self._owners[self._search(self._points, point)]]
         except IndexError:
             raise EmptyRingError() from None
 
@@ -656,7 +678,7 @@ class HashRing:
         owners = self._owners
         wanted = min(n, self._owning_node_count)
         slots = self._slots
-        start = bisect_left(points, _unpack_point(md5(data).digest())[0])
+        start = self._search(points, _unpack_point(md5(data).digest())[0])
         first = owners[start]
         found = [slots[first]]
         seen = {first}

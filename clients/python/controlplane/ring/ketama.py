@@ -20,6 +20,8 @@ __all__ = [
     "DEFAULT_POINTS_PER_VNODE",
     "DEFAULT_VNODES",
     "MAX_POINTS_PER_VNODE",
+    "MAX_VNODES",
+    "LookupRule",
     "VnodeFormula",
     "key_bytes",
     "key_point",
@@ -34,6 +36,10 @@ DEFAULT_VNODES: Final = 40
 DEFAULT_POINTS_PER_VNODE: Final = 4
 # An MD5 digest is 16 bytes, which is exactly four 32-bit points.
 MAX_POINTS_PER_VNODE: Final = 4
+# The most virtual nodes per average node a ring shared over the API may have: the
+# agent's configuration refuses more, and a client believes no more from the wire.
+# 25 times the default; a ring's memory and build time grow with it.
+MAX_VNODES: Final = 1000
 
 
 class _Digest(Protocol):
@@ -80,6 +86,21 @@ class VnodeFormula(enum.Enum):
     #: ``floor(((weight / total_weight) * vnodes) * node_count)`` in IEEE-754
     #: binary64, evaluated left to right, as npm ``hashring`` v3 computes it.
     FLOAT64 = "float64"
+
+
+class LookupRule(enum.Enum):
+    """Which continuum point owns a key whose point equals a continuum point.
+
+    Ketama libraries agree that a key belongs to the next point clockwise but not
+    on a key that lands exactly on a point: libketama and npm ``hashring`` give it
+    to that point, Go's ``serialx/hashring`` (Ringman's ring) and PyPI
+    ``uhashring`` to the one after it. Only such exact hits differ.
+    """
+
+    #: The first point greater than or equal to the key's (a lower bound); ketama.
+    AT_OR_AFTER = "at_or_after"
+    #: The first point strictly greater than the key's (an upper bound); serialx.
+    AFTER = "after"
 
 
 def key_bytes(key: str | bytes) -> bytes:

@@ -43,6 +43,107 @@ RING_NODE_SOURCE_REGISTERED: RingNodeSource.ValueType  # 2
 """RING_NODE_SOURCE_REGISTERED: a node added through AddNode."""
 Global___RingNodeSource: _TypeAlias = RingNodeSource  # noqa: Y015
 
+class _RingVnodeFormula:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RingVnodeFormulaEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RingVnodeFormula.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RING_VNODE_FORMULA_UNSPECIFIED: _RingVnodeFormula.ValueType  # 0
+    """RING_VNODE_FORMULA_UNSPECIFIED is read as RING_VNODE_FORMULA_EXACT."""
+    RING_VNODE_FORMULA_EXACT: _RingVnodeFormula.ValueType  # 1
+    """RING_VNODE_FORMULA_EXACT: floor(vnodes * n * w / W) in exact integers."""
+    RING_VNODE_FORMULA_FLOAT64: _RingVnodeFormula.ValueType  # 2
+    """RING_VNODE_FORMULA_FLOAT64: the same formula in IEEE-754 doubles, as npm
+    hashring evaluates it.
+    """
+
+class RingVnodeFormula(_RingVnodeFormula, metaclass=_RingVnodeFormulaEnumTypeWrapper):
+    """RingVnodeFormula is how a node's weight turns into its virtual-node count
+    (docs/ring.md, "Virtual-node counts").
+    """
+
+RING_VNODE_FORMULA_UNSPECIFIED: RingVnodeFormula.ValueType  # 0
+"""RING_VNODE_FORMULA_UNSPECIFIED is read as RING_VNODE_FORMULA_EXACT."""
+RING_VNODE_FORMULA_EXACT: RingVnodeFormula.ValueType  # 1
+"""RING_VNODE_FORMULA_EXACT: floor(vnodes * n * w / W) in exact integers."""
+RING_VNODE_FORMULA_FLOAT64: RingVnodeFormula.ValueType  # 2
+"""RING_VNODE_FORMULA_FLOAT64: the same formula in IEEE-754 doubles, as npm
+hashring evaluates it.
+"""
+Global___RingVnodeFormula: _TypeAlias = RingVnodeFormula  # noqa: Y015
+
+class _RingLookup:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RingLookupEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RingLookup.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RING_LOOKUP_UNSPECIFIED: _RingLookup.ValueType  # 0
+    """RING_LOOKUP_UNSPECIFIED is read as RING_LOOKUP_AT_OR_AFTER."""
+    RING_LOOKUP_AT_OR_AFTER: _RingLookup.ValueType  # 1
+    """RING_LOOKUP_AT_OR_AFTER: the first point greater than or equal to the key's
+    (ketama, npm hashring).
+    """
+    RING_LOOKUP_AFTER: _RingLookup.ValueType  # 2
+    """RING_LOOKUP_AFTER: the first point strictly greater than the key's (Go
+    serialx/hashring, as Ringman uses it; PyPI uhashring).
+    """
+
+class RingLookup(_RingLookup, metaclass=_RingLookupEnumTypeWrapper):
+    """RingLookup is which point owns a key whose point equals a ring point
+    (docs/ring.md, "Looking up a key").
+    """
+
+RING_LOOKUP_UNSPECIFIED: RingLookup.ValueType  # 0
+"""RING_LOOKUP_UNSPECIFIED is read as RING_LOOKUP_AT_OR_AFTER."""
+RING_LOOKUP_AT_OR_AFTER: RingLookup.ValueType  # 1
+"""RING_LOOKUP_AT_OR_AFTER: the first point greater than or equal to the key's
+(ketama, npm hashring).
+"""
+RING_LOOKUP_AFTER: RingLookup.ValueType  # 2
+"""RING_LOOKUP_AFTER: the first point strictly greater than the key's (Go
+serialx/hashring, as Ringman uses it; PyPI uhashring).
+"""
+Global___RingLookup: _TypeAlias = RingLookup  # noqa: Y015
+
+@_typing.final
+class RingSettings(_message.Message):
+    """RingSettings are the placement parameters of a ring, set per ring in the
+    agent's configuration (`rings`); a client needs them, with the nodes, to place
+    keys as the agent does. The checksum covers them.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VNODES_FIELD_NUMBER: _builtins.int
+    POINTS_PER_VNODE_FIELD_NUMBER: _builtins.int
+    VNODE_FORMULA_FIELD_NUMBER: _builtins.int
+    LOOKUP_FIELD_NUMBER: _builtins.int
+    vnodes: _builtins.int
+    """vnodes is the virtual-node count of a node of average weight (1 to 1000)."""
+    points_per_vnode: _builtins.int
+    """points_per_vnode is how many points each virtual node's MD5 digest gives (1 to 4)."""
+    vnode_formula: Global___RingVnodeFormula.ValueType
+    """vnode_formula is how weights turn into virtual-node counts."""
+    lookup: Global___RingLookup.ValueType
+    """lookup is which point owns a key that lands exactly on one."""
+    def __init__(
+        self,
+        *,
+        vnodes: _builtins.int = ...,
+        points_per_vnode: _builtins.int = ...,
+        vnode_formula: Global___RingVnodeFormula.ValueType = ...,
+        lookup: Global___RingLookup.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lookup", b"lookup", "points_per_vnode", b"points_per_vnode", "vnode_formula", b"vnode_formula", "vnodes", b"vnodes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RingSettings: _TypeAlias = RingSettings  # noqa: Y015
+
 @_typing.final
 class RingNode(_message.Message):
     """RingNode is one node of a ring."""
@@ -121,17 +222,24 @@ class RingSnapshot(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     CHECKSUM_FIELD_NUMBER: _builtins.int
     NODES_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """name of the ring."""
     version: _builtins.int
     """version grows by one on every change of the ring on the answering agent."""
     checksum: _builtins.int
-    """checksum identifies the node set and weights (docs/ring.md); equal checksums
-    on two agents mean they place every key identically.
+    """checksum identifies the settings, the node set and weights (docs/ring.md);
+    equal checksums on two agents mean they place every key identically.
     """
     @_builtins.property
     def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___RingNode]:
         """nodes sorted by id."""
+
+    @_builtins.property
+    def settings(self) -> Global___RingSettings:
+        """settings the ring places keys with; absent from agents that predate them,
+        which always use the defaults (40, 4, exact, at or after).
+        """
 
     def __init__(
         self,
@@ -140,10 +248,11 @@ class RingSnapshot(_message.Message):
         version: _builtins.int = ...,
         checksum: _builtins.int = ...,
         nodes: _abc.Iterable[Global___RingNode] | None = ...,
+        settings: Global___RingSettings | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checksum", b"checksum", "name", b"name", "nodes", b"nodes", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checksum", b"checksum", "name", b"name", "nodes", b"nodes", "settings", b"settings", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -294,6 +403,7 @@ class ListNodesResponse(_message.Message):
     NODES_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     CHECKSUM_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     """version of the ring."""
     checksum: _builtins.int
@@ -302,16 +412,21 @@ class ListNodesResponse(_message.Message):
     def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___RingNode]:
         """nodes sorted by id."""
 
+    @_builtins.property
+    def settings(self) -> Global___RingSettings:
+        """settings the ring places keys with (see RingSnapshot.settings)."""
+
     def __init__(
         self,
         *,
         nodes: _abc.Iterable[Global___RingNode] | None = ...,
         version: _builtins.int = ...,
         checksum: _builtins.int = ...,
+        settings: Global___RingSettings | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checksum", b"checksum", "nodes", b"nodes", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checksum", b"checksum", "nodes", b"nodes", "settings", b"settings", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -30,6 +30,8 @@ class RingStub:
     membership (members tagged with a ring name and a service port) and from nodes
     registered through this API. Placement is ketama-compatible, specified in
     docs/ring.md, so clients in any language can look keys up locally from GetRing.
+    Each ring places keys with its own settings (the agent's `rings` configuration,
+    for example Ringman's; the ketama defaults otherwise), carried in its snapshot.
     The ring name "" means "default".
 
     Limits: ring names 0 to 128 characters of [A-Za-z0-9._-]; keys 1 to 1024 bytes
@@ -85,6 +87,8 @@ class RingServicer:
     membership (members tagged with a ring name and a service port) and from nodes
     registered through this API. Placement is ketama-compatible, specified in
     docs/ring.md, so clients in any language can look keys up locally from GetRing.
+    Each ring places keys with its own settings (the agent's `rings` configuration,
+    for example Ringman's; the ketama defaults otherwise), carried in its snapshot.
     The ring name "" means "default".
 
     Limits: ring names 0 to 128 characters of [A-Za-z0-9._-]; keys 1 to 1024 bytes
@@ -195,6 +199,8 @@ class Ring:
     membership (members tagged with a ring name and a service port) and from nodes
     registered through this API. Placement is ketama-compatible, specified in
     docs/ring.md, so clients in any language can look keys up locally from GetRing.
+    Each ring places keys with its own settings (the agent's `rings` configuration,
+    for example Ringman's; the ketama defaults otherwise), carried in its snapshot.
     The ring name "" means "default".
 
     Limits: ring names 0 to 128 characters of [A-Za-z0-9._-]; keys 1 to 1024 bytes

@@ -31,6 +31,8 @@ class RingStub:
     membership (members tagged with a ring name and a service port) and from nodes
     registered through this API. Placement is ketama-compatible, specified in
     docs/ring.md, so clients in any language can look keys up locally from GetRing.
+    Each ring places keys with its own settings (the agent's `rings` configuration,
+    for example Ringman's; the ketama defaults otherwise), carried in its snapshot.
     The ring name "" means "default".
 
     Limits: ring names 0 to 128 characters of [A-Za-z0-9._-]; keys 1 to 1024 bytes
@@ -69,6 +71,8 @@ class RingAsyncStub(RingStub):
     membership (members tagged with a ring name and a service port) and from nodes
     registered through this API. Placement is ketama-compatible, specified in
     docs/ring.md, so clients in any language can look keys up locally from GetRing.
+    Each ring places keys with its own settings (the agent's `rings` configuration,
+    for example Ringman's; the ketama defaults otherwise), carried in its snapshot.
     The ring name "" means "default".
 
     Limits: ring names 0 to 128 characters of [A-Za-z0-9._-]; keys 1 to 1024 bytes
@@ -103,6 +107,8 @@ class RingServicer(metaclass=_abc_1.ABCMeta):
     membership (members tagged with a ring name and a service port) and from nodes
     registered through this API. Placement is ketama-compatible, specified in
     docs/ring.md, so clients in any language can look keys up locally from GetRing.
+    Each ring places keys with its own settings (the agent's `rings` configuration,
+    for example Ringman's; the ketama defaults otherwise), carried in its snapshot.
     The ring name "" means "default".
 
     Limits: ring names 0 to 128 characters of [A-Za-z0-9._-]; keys 1 to 1024 bytes
