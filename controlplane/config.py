@@ -17,12 +17,15 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controlplane.configerror import ConfigError
 from controlplane.logformat import LOG_FORMATS
-from controlplane.ring import MAX_VNODES, LookupRule, RingSettings, VnodeFormula
-from controlplane.ring.ketama import MAX_POINTS_PER_VNODE
+
+if TYPE_CHECKING:
+    # The ring is imported when a ring is configured (_ring_settings): it imports
+    # hashlib, and the agent must start without OpenSSL loaded (shell/nossl.py).
+    from controlplane.ring import LookupRule, RingSettings, VnodeFormula
 
 PROFILES = ("lan", "wan", "local")
 ROLES = ("server", "client")
@@ -292,6 +295,9 @@ def _ring_settings(name: str, table: Mapping[str, object]) -> RingSettings:
         raise ValueError(
             f"entry '{name}.{unknown[0]}' is not a ring setting (known: {', '.join(_RING_KEYS)})"
         )
+    from controlplane.ring import MAX_VNODES, LookupRule, RingSettings, VnodeFormula
+    from controlplane.ring.ketama import MAX_POINTS_PER_VNODE
+
     defaults = RingSettings()
 
     def number(key: str, default: int, high: int) -> int:
