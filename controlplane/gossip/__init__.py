@@ -22,7 +22,9 @@ Effects (``effects.py``): ``SendPacket(dest, data)``, ``StartPushPull(dest, requ
 join)``, ``MemberJoined(member)``, ``MemberUpdated(member)``, ``MemberLeft(member,
 left)``, ``MemberReaped(member)``, ``UserMessage(payload)``, ``NameConflict(name, claimant)``
 (another address claims this member's name), ``MergeRemoteState(data, join)`` (a
-peer's push-pull state of the layer above, for that layer). Events are never emitted about the
+peer's push-pull state of the layer above, for that layer), ``PingComplete(node, rtt,
+coordinate)`` (a direct ack carried the member's coordinate: the ``ack_coordinate``
+provider of the acker put it there). Events are never emitted about the
 local member itself.
 
 The shell calls ``tick`` no later than ``next_deadline()`` and again after every
@@ -38,6 +40,7 @@ from controlplane.gossip.effects import (
     MemberUpdated,
     MergeRemoteState,
     NameConflict,
+    PingComplete,
     SendPacket,
     StartPushPull,
     UserMessage,
@@ -72,6 +75,7 @@ __all__ = [
     "NameConflict",
     "NodeStatus",
     "PayloadTooLarge",
+    "PingComplete",
     "PushPullRejected",
     "SendPacket",
     "StartPushPull",

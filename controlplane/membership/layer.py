@@ -41,6 +41,7 @@ from controlplane.gossip.effects import (
     MemberUpdated,
     MergeRemoteState,
     NameConflict,
+    PingComplete,
     SendPacket,
     StartPushPull,
     UserMessage,
@@ -60,6 +61,7 @@ from controlplane.membership.buffers import (
 )
 from controlplane.membership.coalesce import MemberCoalescer, UserCoalescer
 from controlplane.membership.config import MembershipConfig
+from controlplane.membership.coordinate import CoordinateConfig, NetworkCoordinates
 from controlplane.membership.events import (
     ChannelDelivery,
     ChannelStateReceived,
@@ -277,6 +279,7 @@ class Membership:
         keyring: Keyring | None = None,
         label: str = "",
         snapshot: SnapshotState | None = None,
+        coordinate_rng: random.Random | None = None,
     ) -> None:
         check_node_name(name)
         meta = check_tags(tags, gossip_config.max_meta_size)
@@ -338,6 +341,16 @@ class Membership:
         self._rng = rng
         self._channel_providers: dict[str, StateProvider] = {}
         self._channel_seen: OrderedDict[tuple[str, str, int], None] = OrderedDict()
+        # serf.go Create: a Vivaldi client unless DisableCoordinates. Its own random
+        # stream (by default seeded from the name), so that turning coordinates on or off
+        # leaves the gossip's random choices as they were.
+        self.coordinates: NetworkCoordinates | None = None
+        if not config.disable_coordinates:
+            self.coordinates = NetworkCoordinates(
+                name,
+                CoordinateConfig(max_peers=core_config.max_nodes),
+                coordinate_rng if coordinate_rng is not None else random.Random(name),
+            )
         self._node = GossipNode(
             core_config,
             name,
@@ -348,6 +361,7 @@ class Membership:
             keyring=keyring,
             label=label,
             user_state=self.local_state,
+            ack_coordinate=(None if self.coordinates is None else self.coordinates.ack_coordinate),
         )
         self._add_member(
             _Member(name, address, dict(tags), MemberStatus.ALIVE, self._node.incarnation)
@@ -835,6 +849,12 @@ class Membership:
                 self._on_core_reaped(effect.member, now, out)
             elif isinstance(effect, UserMessage):
                 self._on_broadcast(effect.payload, now, out)
+            elif (
+                isinstance(effect, PingComplete)
+                and self.coordinates is not None
+                and effect.node in self._members
+            ):
+                self.coordinates.ping_complete(effect.node, effect.rtt, effect.coordinate)
         while self._deferred_states:
             serf = self._deferred_states.pop(0)
             serf.now, serf.out = now, out
@@ -1101,6 +1121,9 @@ class Membership:
     def _erase(self, state: _Member, now: float, out: list[Effect], *, pruned: bool) -> None:
         """serf.go eraseNode: forget the member and emit member-reap."""
         self._remove_member(state.name)
+        if self.coordinates is not None:
+            # serf.go handleReap: ForgetNode and the coordinate cache entry go with it.
+            self.coordinates.forget(state.name)
         self._pending_prunes.pop(state.name, None)
         if pruned:
             self.stats.members_pruned += 1
