@@ -122,6 +122,9 @@ class AgentConfig:
     reconnect_interval: float = 30.0
     reconnect_timeout: float = 24 * 3600.0
     tombstone_timeout: float = 24 * 3600.0
+    # Serf's DisableCoordinates (false): no Vivaldi coordinate, so no `rtt` and no
+    # `near` ordering.
+    disable_coordinates: bool = False
 
     @property
     def encryption_key(self) -> bytes | None:
@@ -731,6 +734,12 @@ SETTINGS: dict[str, Setting] = {
             _parse_float,
             _check_long_timeout,
             "seconds a member that left is kept as left before it is reaped (default 86400)",
+        ),
+        Setting(
+            "disable_coordinates",
+            _parse_bool,
+            _no_check,
+            "compute no network coordinates: no rtt estimates, no near ordering (default false)",
         ),
         Setting(
             "metrics_addr",

@@ -20,8 +20,9 @@ from __future__ import annotations
 import math
 import random
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from controlplane.errors import InvalidArgument
 from controlplane.wire.v1 import gossip_pb2 as pb
@@ -321,7 +322,23 @@ def to_wire(coordinate: Coordinate) -> pb.Coordinate:
     )
 
 
-def from_wire(message: pb.Coordinate) -> Coordinate:
+class CoordinateMessage(Protocol):
+    """The gossip wire's ``Coordinate`` or the public API's: the same four fields."""
+
+    @property
+    def vec(self) -> Iterable[float]: ...
+
+    @property
+    def error(self) -> float: ...
+
+    @property
+    def adjustment(self) -> float: ...
+
+    @property
+    def height(self) -> float: ...
+
+
+def from_wire(message: CoordinateMessage) -> Coordinate:
     """Unchecked: pass the result through :func:`check_coordinate` before any use."""
     return Coordinate(tuple(message.vec), message.error, message.adjustment, message.height)
 

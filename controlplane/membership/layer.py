@@ -61,7 +61,7 @@ from controlplane.membership.buffers import (
 )
 from controlplane.membership.coalesce import MemberCoalescer, UserCoalescer
 from controlplane.membership.config import MembershipConfig
-from controlplane.membership.coordinate import CoordinateConfig, NetworkCoordinates
+from controlplane.membership.coordinate import Coordinate, CoordinateConfig, NetworkCoordinates
 from controlplane.membership.events import (
     ChannelDelivery,
     ChannelStateReceived,
@@ -261,6 +261,10 @@ class PushPullMerge:
     @property
     def done(self) -> bool:
         return self.core.done and self.steps is None
+
+
+# Consul's name for the agent itself in ``?near=``.
+NEAR_AGENT = "_agent"
 
 
 class Membership:
@@ -643,6 +647,49 @@ class Membership:
         out: list[Effect] = []
         self._on_user_event(event, now, out)
         return event.lamport_time, out
+
+    def coordinate_of(self, name: str, field: str = "node") -> Coordinate:
+        """serf.go GetCachedCoordinate: ours, or the one a member sent in its last ack.
+
+        InvalidArgument for a bad name, NotFound for an unknown member or one not yet
+        probed, FailedPrecondition when coordinates are disabled."""
+        check_node_name(name, field)
+        if self.coordinates is None:
+            raise FailedPrecondition(
+                "network coordinates are disabled on this agent (disable_coordinates)"
+            )
+        coordinate = None
+        if name == self.name or name in self._members:
+            coordinate = self.coordinates.get(name)
+        if coordinate is None:
+            raise NotFound(f"{field}: no coordinate is known for member {name!r}")
+        return coordinate
+
+    def distances_from(
+        self, near: str, names: Iterable[str], field: str = "near"
+    ) -> dict[str, float]:
+        """Consul's ``?near=``: the estimated round trip (seconds) from member ``near``
+        (``"_agent"``: this agent) to each of ``names`` whose coordinate is known.
+
+        A bad name raises InvalidArgument naming ``field``. Empty, so that the caller
+        keeps its order, when coordinates are disabled or ``near`` has no known
+        coordinate (Consul's sortNodesByDistanceFrom leaves the list alone then)."""
+        source_name = self.name if near == NEAR_AGENT else near
+        check_node_name(source_name, field)
+        coordinates = self.coordinates
+        if coordinates is None:
+            return {}
+        source = None
+        if source_name == self.name or source_name in self._members:
+            source = coordinates.get(source_name)
+        if source is None:
+            return {}
+        distances = {}
+        for name in names:
+            target = coordinates.get(name)
+            if target is not None:
+                distances[name] = source.distance_to(target)
+        return distances
 
     def force_leave(self, name: str, prune: bool, now: float) -> list[Effect]:
         """Move a failed member to left everywhere (serf RemoveFailedNode); ``prune`` erases it.

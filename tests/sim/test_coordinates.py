@@ -1,13 +1,17 @@
 """Deterministic simulation of Vivaldi coordinates carried on probe acks: two sites
 with an injected delay between them; every member's RTT estimates converge on the
-injected round trips."""
+injected round trips, and `near` puts the servers of the asker's site first."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
+from controlplane.errors import FailedPrecondition, InvalidArgument, NotFound
 from controlplane.gossip import GossipConfig
 from controlplane.membership import MembershipConfig, MemberStatus
+from controlplane.pool import Server, nearest_first
 from controlplane.testing.membership_sim import MembershipSimCluster
 
 # One-way delay inside a site (the simulator's jitter range) and between sites.
@@ -76,3 +80,35 @@ def test_disabled_coordinates_send_and_learn_nothing() -> None:
     cluster = two_sites(1, MembershipConfig(disable_coordinates=True))
     cluster.run_for(20)
     assert all(layer.coordinates is None for layer in cluster.layers.values())
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_near_puts_the_servers_of_the_askers_site_first(seed: int) -> None:
+    cluster = two_sites(seed)
+    cluster.run_for(60)
+    servers = [
+        Server(name=n, address=f"10.9.0.{i}:7946") for i, n in enumerate(sorted(cluster.layers))
+    ]
+    random.Random(seed).shuffle(servers)
+    for observer in ("a1", "b0"):
+        layer = cluster.layers[observer]
+        for near, site in (("_agent", observer[0]), ("a2", "a"), ("b2", "b")):
+            names = [s.name for s in servers]
+            ordered = nearest_first(servers, layer.distances_from(near, names))
+            assert {s.name[0] for s in ordered[:3]} == {site}, (observer, near, ordered)
+
+
+def test_coordinate_of_names_the_field_and_the_reason() -> None:
+    cluster = two_sites(1)
+    layer = cluster.layers["a0"]
+    assert layer.coordinate_of("a0") == layer.coordinates.client.coordinate
+    with pytest.raises(NotFound, match="node: no coordinate is known for member 'zz'"):
+        layer.coordinate_of("zz")
+    with pytest.raises(InvalidArgument, match="node"):
+        layer.coordinate_of("bad name")
+    with pytest.raises(InvalidArgument, match="near"):
+        layer.distances_from("bad name", ["a1"])
+    off = two_sites(1, MembershipConfig(disable_coordinates=True)).layers["a0"]
+    with pytest.raises(FailedPrecondition, match="disable_coordinates"):
+        off.coordinate_of("a0")
+    assert off.distances_from("_agent", ["a1"]) == {}
