@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -201,11 +201,11 @@ class VivaldiStats:
     updates: int = 0
     # client.go ClientStats.Resets: the coordinate became invalid and restarted at the origin.
     resets: int = 0
-    # Samples refused, by reason (serf.coordinate.rejected in Serf's metrics).
-    rejected: dict[str, int] = field(default_factory=dict)
+    # Samples refused, by reason: "coordinate" or "rtt" (serf.coordinate.rejected).
+    rejected: Counter[str] = field(default_factory=Counter)
 
     def reject(self, reason: str) -> None:
-        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        self.rejected[reason] += 1
 
 
 class VivaldiClient:
