@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from controlplane.errors import InvalidArgument
+from controlplane.membership.config import InvalidConfig
 from controlplane.wire.v1 import gossip_pb2 as pb
 
 # coordinate.go zeroThreshold: below this two points are coincident, an RTT is zero.
@@ -36,10 +36,6 @@ MAX_RTT = 10.0
 # origin; a value this far out can only come from a broken or hostile peer, and
 # would otherwise drag this member's coordinate with it.
 MAX_COMPONENT = 100.0
-
-
-class InvalidCoordinateConfig(InvalidArgument, ValueError):
-    """A :class:`CoordinateConfig` field is out of range."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +66,7 @@ class CoordinateConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.dimensionality <= 64:
             # client.go NewClient: "dimensionality must be >0".
-            raise InvalidCoordinateConfig.for_field(
+            raise InvalidConfig.for_field(
                 "dimensionality", f"must be 1 to 64, got {self.dimensionality}"
             )
         positive = {
@@ -83,9 +79,9 @@ class CoordinateConfig:
         }
         for name, value in positive.items():
             if not value > 0:
-                raise InvalidCoordinateConfig.for_field(name, f"must be positive, got {value}")
+                raise InvalidConfig.for_field(name, f"must be positive, got {value}")
         if self.adjustment_window_size < 0 or self.height_min < 0:
-            raise InvalidCoordinateConfig.for_field(
+            raise InvalidConfig.for_field(
                 "adjustment_window_size" if self.adjustment_window_size < 0 else "height_min",
                 "must not be negative",
             )

@@ -9,11 +9,11 @@ from dataclasses import replace
 
 import pytest
 
+from controlplane.membership.config import InvalidConfig
 from controlplane.membership.coordinate import (
     MAX_COMPONENT,
     Coordinate,
     CoordinateConfig,
-    InvalidCoordinateConfig,
     RejectedSample,
     VivaldiClient,
     check_coordinate,
@@ -52,7 +52,7 @@ def test_defaults_are_serfs() -> None:
     "fields", [{"dimensionality": 0}, {"vivaldi_ce": 0.0}, {"latency_filter_size": 0}]
 )
 def test_config_rejects_out_of_range(fields: dict[str, float]) -> None:
-    with pytest.raises(InvalidCoordinateConfig, match=next(iter(fields))):
+    with pytest.raises(InvalidConfig, match=next(iter(fields))):
         CoordinateConfig(**fields)  # type: ignore[arg-type]
 
 
