@@ -329,6 +329,7 @@ def _membership(
             reconnect_timeout=config.reconnect_timeout,
             tombstone_timeout=config.tombstone_timeout,
             snapshot_records=snapshot_file is not None,
+            disable_coordinates=config.disable_coordinates,
         ),
         config.node,
         (config.advertise_address, config.port),
@@ -433,7 +434,11 @@ def build_components(config: AgentConfig, hooks: AgentHooks) -> Components:
         return (address, view.epoch) if address else None
 
     heartbeats = HeartbeatRpcs(
-        layer, HeartbeatTracker(random.Random()), loop.time, leader=leader_address_and_epoch
+        layer,
+        HeartbeatTracker(random.Random()),
+        loop.time,
+        leader=leader_address_and_epoch,
+        distances=layer.distances_from,
     )
     # Every view of the members (rings, election, heartbeat server lists) follows
     # member events one member at a time: a fleet's churn costs what changed.
@@ -475,7 +480,10 @@ def build_components(config: AgentConfig, hooks: AgentHooks) -> Components:
         observer,
     )
     SERVER_POOL.add_to_server(
-        ServerPoolServicer(ServerPoolRpcs(pools), heartbeats), server, access, observer
+        ServerPoolServicer(ServerPoolRpcs(pools, layer.distances_from), heartbeats),
+        server,
+        access,
+        observer,
     )
     RING.add_to_server(RingServicer(rings), server, access, observer)
     KEYRING.add_to_server(KeyringServicer(keys), server, access, observer)

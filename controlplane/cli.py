@@ -343,6 +343,32 @@ def cmd_event(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_rtt(args: argparse.Namespace, out: TextIO) -> int:
+    """serf rtt: the round trip between two members estimated from their network
+    coordinates, as the agent knows them; the second member defaults to the agent."""
+    from controlplane.gossip.names import valid_name
+    from controlplane.membership.coordinate import from_wire
+
+    for node in (args.node_a, args.node_b):
+        if node is not None and not valid_name(node):
+            raise UsageError(f"rtt: {node!r:.160} is not a member name")
+    with _client(args) as client:
+        first = client.coordinate(args.node_a)
+        second = client.coordinate(args.node_b or "")
+    a, b = from_wire(first.coordinate), from_wire(second.coordinate)
+    if not a.is_compatible_with(b):
+        print(
+            f"{PREFIX}rtt: the coordinates of {first.node} and {second.node} differ in size",
+            file=sys.stderr,
+        )
+        return EXIT_REMOTE_FAILURE
+    out.write(
+        f"Estimated {first.node} <-> {second.node} rtt: {a.distance_to(b) * 1000.0:.3f} ms"
+        " (using LAN coordinates)\n"
+    )
+    return EXIT_OK
+
+
 def cmd_tags(args: argparse.Namespace, out: TextIO) -> int:
     """Without --set or --delete, shows the agent's tags; otherwise changes them."""
     changes = _parse_pairs(args.set, "--set")
@@ -736,6 +762,14 @@ def build_parser() -> argparse.ArgumentParser:
     force.add_argument("name", help="member name")
     force.add_argument("--prune", action="store_true", help="erase it from the list at once")
     force.set_defaults(run=cmd_force_leave)
+
+    rtt = commands.add_parser(
+        "rtt", help="estimate the round trip time between two members from their coordinates"
+    )
+    _add_client_flags(rtt)
+    rtt.add_argument("node_a", metavar="A", help="member name")
+    rtt.add_argument("node_b", metavar="B", nargs="?", help="member name (default: the agent)")
+    rtt.set_defaults(run=cmd_rtt)
 
     event = commands.add_parser("event", help="fire a user event")
     _add_client_flags(event)

@@ -132,6 +132,9 @@ class AgentConfig:
     tombstone_timeout: float = 24 * 3600.0
     # Placement settings of named rings (docs/ring.md); other rings use the defaults.
     rings: Mapping[str, RingSettings] = field(default_factory=dict)
+    # Serf's DisableCoordinates (false): no Vivaldi coordinate, so no `rtt` and no
+    # `near` ordering.
+    disable_coordinates: bool = False
 
     @property
     def encryption_key(self) -> bytes | None:
@@ -837,6 +840,12 @@ SETTINGS: dict[str, Setting] = {
             _no_check,
             "placement of a named ring, NAME.KEY=VALUE with KEY vnodes, points_per_vnode,"
             " vnode_formula or lookup (repeatable; docs/ring.md)",
+        ),
+        Setting(
+            "disable_coordinates",
+            _parse_bool,
+            _no_check,
+            "compute no network coordinates: no rtt estimates, no near ordering (default false)",
         ),
         Setting(
             "metrics_addr",

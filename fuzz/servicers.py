@@ -150,11 +150,17 @@ def _servicers(layer: Membership) -> list[tuple[PublicService, object]]:
     membership = MembershipService(layer, runtime, EventHub(), default_port=7946, leave=_leave)
     leader = LeaderRpcs(layer, lambda: None, EventHub(), _election_status)
     pools = PoolRegistry(_clock, pinger=_pinger, rng=random.Random(0))
-    heartbeats = HeartbeatRpcs(layer, HeartbeatTracker(random.Random(0)), _clock, lambda: None)
+    heartbeats = HeartbeatRpcs(
+        layer,
+        HeartbeatTracker(random.Random(0)),
+        _clock,
+        lambda: None,
+        distances=layer.distances_from,
+    )
     rings = RingService(RingDirectory(layer.name), layer, lambda channel, data: None, _clock)
     return [
         (MEMBERSHIP, MembershipServicer(membership, leader, _describe, _monitor)),
-        (SERVER_POOL, ServerPoolServicer(ServerPoolRpcs(pools), heartbeats)),
+        (SERVER_POOL, ServerPoolServicer(ServerPoolRpcs(pools, layer.distances_from), heartbeats)),
         (RING, RingServicer(rings)),
     ]
 
@@ -239,6 +245,9 @@ def seeds() -> list[bytes]:
             name="deploy", payload=b"v2"
         ),
         "Membership/ForceLeave": membership_pb2.ForceLeaveRequest(name="node-9"),
+        "Membership/GetCoordinate": membership_pb2.GetCoordinateRequest(node="node-9"),
+        "ServerPool/FindServer": server_pool_pb2.FindServerRequest(pool="db", near="_agent"),
+        "ServerPool/ListServers": server_pool_pb2.ListServersRequest(pool="db", near="node-9"),
         "Ring/AddNode": ring_pb2.AddNodeRequest(ring="web", address="10.0.0.5", port=80),
         "Ring/GetNode": ring_pb2.GetNodeRequest(ring="web", key="user-1"),
         "ServerPool/RefreshServerLists": server_pool_pb2.RefreshServerListsRequest(
@@ -251,7 +260,7 @@ def seeds() -> list[bytes]:
             pool="db", address="10.0.0.7:9000"
         ),
         "ServerPool/Heartbeat": server_pool_pb2.HeartbeatRequest(
-            client_id="client-1", api_version=server_pool_pb2.ApiVersion(major=1)
+            client_id="client-1", api_version=server_pool_pb2.ApiVersion(major=1), near="_agent"
         ),
     }
     out = [bytes((i,)) for i in range(len(rpcs.table))]

@@ -71,6 +71,7 @@ METHOD_SCOPES: Mapping[str, Scope] = {
     "Membership/Leave": Scope.OPERATOR,
     "Membership/ListMembers": Scope.READ,
     "Membership/GetLocalMember": Scope.READ,
+    "Membership/GetCoordinate": Scope.READ,
     "Membership/UpdateTags": Scope.WRITE,
     "Membership/ForceLeave": Scope.OPERATOR,
     "Membership/FireUserEvent": Scope.WRITE,

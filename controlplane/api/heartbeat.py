@@ -25,11 +25,11 @@ from typing import Any, Protocol
 import grpc.aio
 
 from controlplane.api.paging import filters_digest, page_request, take_page
-from controlplane.api.server_pool import seconds_to_duration
+from controlplane.api.server_pool import DistanceSource, near_distances, seconds_to_duration
 from controlplane.errors import InvalidArgument
 from controlplane.heartbeat.tracker import HeartbeatClient, HeartbeatTracker
 from controlplane.membership import MemberEvent, MemberInfo, MemberStatus
-from controlplane.pool import ApiVersion, is_api_compatible
+from controlplane.pool import ApiVersion, is_api_compatible, nearest_first
 from controlplane.v1 import server_pool_pb2 as pb
 
 ROLE_TAG = "role"
@@ -243,8 +243,10 @@ class HeartbeatRpcs:
         tracker: HeartbeatTracker,
         clock: Callable[[], float],
         leader: LeaderLookup,
+        distances: DistanceSource | None = None,
     ) -> None:
         self._layer = layer
+        self._distances = distances
         self._tracker = tracker
         self._clock = clock
         self._leader = leader
@@ -309,6 +311,14 @@ class HeartbeatRpcs:
         response = pb.HeartbeatResponse.FromString(
             self._ordered(request.client_id, self._servers.servers(version))
         )
+        if request.near:
+            # Nearest first; the stable sort keeps the client's shuffle among servers
+            # at equal distance (and among those of unknown distance, last).
+            servers = list(response.servers)
+            distances = near_distances(self._distances, request.near, [s.name for s in servers])
+            if distances:
+                del response.servers[:]
+                response.servers.extend(nearest_first(servers, distances))
         response.num_nodes = self._layer.alive_count()
         leader = self._leader()
         if leader is not None:

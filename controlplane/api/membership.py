@@ -354,6 +354,21 @@ class MembershipService:
     ) -> pb.GetLocalMemberResponse:
         return pb.GetLocalMemberResponse(member=member_to_proto(self._layer.local_member()))
 
+    async def GetCoordinate(
+        self, request: pb.GetCoordinateRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetCoordinateResponse:
+        name = request.node or self._layer.name
+        coordinate = self._layer.coordinate_of(name, "node")
+        return pb.GetCoordinateResponse(
+            node=name,
+            coordinate=pb.Coordinate(
+                vec=coordinate.vec,
+                error=coordinate.error,
+                adjustment=coordinate.adjustment,
+                height=coordinate.height,
+            ),
+        )
+
     async def Join(
         self, request: pb.JoinRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.JoinResponse:

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from controlplane.client.health import HealthStatus, check_health_async
 from controlplane.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from controlplane.errors import Unavailable as UnavailableError
 from controlplane.gossip.names import name_or_default, valid_name
+from controlplane.membership.layer import NEAR_AGENT
 from controlplane.pool import (
     ApiVersion,
     FailureVerdict,
@@ -33,6 +34,7 @@ from controlplane.pool import (
     RebalanceResult,
     Server,
     ServerPool,
+    nearest_first,
     parse_address,
 )
 from controlplane.v1 import server_pool_pb2 as pb
@@ -272,11 +274,33 @@ class PoolRegistry:
                         log.exception("periodic rebalance of pool %s failed", name)
 
 
+DistanceSource = Callable[[str, Iterable[str]], Mapping[str, float]]
+"""Estimated round trips from a member (``near``) to the named servers, in seconds,
+for the servers whose distance is known (``Membership.distances_from``); raises
+InvalidArgument for a bad ``near``."""
+
+
+def near_distances(
+    source: DistanceSource | None, near: str, names: Iterable[str]
+) -> Mapping[str, float]:
+    """The ``near`` field of a request: checked, then the distances from that member
+    (empty without a coordinate source, so the order stays as it was)."""
+    if near != NEAR_AGENT and not valid_name(near):
+        raise InvalidArgument.for_field(
+            "near", f"must be a member name or {NEAR_AGENT!r}, got {near!r:.160}"
+        )
+    return {} if source is None else source(near, names)
+
+
 class ServerPoolRpcs:
     """The pool RPCs of the ServerPool service (Heartbeat lives with membership)."""
 
-    def __init__(self, registry: PoolRegistry) -> None:
+    def __init__(self, registry: PoolRegistry, distances: DistanceSource | None = None) -> None:
         self._registry = registry
+        self._distances = distances
+
+    def _near(self, near: str, servers: Iterable[Server]) -> Mapping[str, float]:
+        return near_distances(self._distances, near, [server.name for server in servers])
 
     async def RefreshServerLists(
         self, request: pb.RefreshServerListsRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -349,7 +373,11 @@ class ServerPoolRpcs:
     ) -> pb.FindServerResponse:
         entry = self._registry.get(pool_name(request.pool))
         datacenter = datacenter_from_request(request.datacenter)
-        server = entry.pool.find_server(self._registry.now(), datacenter)
+        if request.near:
+            distances = self._near(request.near, entry.pool.servers())
+            server = entry.pool.find_nearest(self._registry.now(), distances, datacenter)
+        else:
+            server = entry.pool.find_server(self._registry.now(), datacenter)
         if server is None:
             where = f" in datacenter {datacenter!r}" if datacenter else ""
             raise UnavailableError(
@@ -392,9 +420,14 @@ class ServerPoolRpcs:
     ) -> pb.ListServersResponse:
         entry = self._registry.get(pool_name(request.pool))
         now = self._registry.now()
+        primaries, backups = entry.pool.primary_servers(), entry.pool.backup_servers()
+        if request.near:
+            distances = self._near(request.near, entry.pool.servers())
+            primaries = tuple(nearest_first(primaries, distances))
+            backups = tuple(nearest_first(backups, distances))
         return pb.ListServersResponse(
-            primaries=[server_to_proto(s) for s in entry.pool.primary_servers()],
-            backups=[server_to_proto(s) for s in entry.pool.backup_servers()],
+            primaries=[server_to_proto(s) for s in primaries],
+            backups=[server_to_proto(s) for s in backups],
             ejected=[server_to_proto(s) for s in entry.pool.ejected_servers(now)],
             offline=entry.pool.is_offline,
             num_nodes=entry.pool.num_nodes,

@@ -72,6 +72,11 @@ class MembershipServicer(membership_pb2_grpc.MembershipServicer):
     ) -> membership_pb2.GetLocalMemberResponse:
         return await self._members.GetLocalMember(request, context)
 
+    async def GetCoordinate(
+        self, request: membership_pb2.GetCoordinateRequest, context: Context
+    ) -> membership_pb2.GetCoordinateResponse:
+        return await self._members.GetCoordinate(request, context)
+
     async def UpdateTags(
         self, request: membership_pb2.UpdateTagsRequest, context: Context
     ) -> membership_pb2.UpdateTagsResponse:

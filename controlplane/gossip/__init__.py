@@ -25,7 +25,9 @@ left)``, ``MemberReaped(member)``, ``UserMessage(payload)``, ``NameConflict(name
 timeout)`` (memberlist's TCP fallback ping, answered with ``node.stream_ping_response``;
 the peer's side is ``node.answer_stream_ping(request) -> bytes``), ``ReachedOnlyByStream(name,
 address)`` (that ping answered where UDP did not), ``MergeRemoteState(data, join)`` (a
-peer's push-pull state of the layer above, for that layer). Events are never emitted about the
+peer's push-pull state of the layer above, for that layer), ``PingComplete(node, rtt,
+coordinate)`` (a direct ack carried the member's coordinate: the ``ack_coordinate``
+provider of the acker put it there). Events are never emitted about the
 local member itself.
 
 The shell calls ``tick`` no later than ``next_deadline()`` and again after every
@@ -41,6 +43,7 @@ from controlplane.gossip.effects import (
     MemberUpdated,
     MergeRemoteState,
     NameConflict,
+    PingComplete,
     ReachedOnlyByStream,
     SendPacket,
     StartPushPull,
@@ -78,6 +81,7 @@ __all__ = [
     "NameConflict",
     "NodeStatus",
     "PayloadTooLarge",
+    "PingComplete",
     "PushPullRejected",
     "ReachedOnlyByStream",
     "SendPacket",

@@ -252,8 +252,8 @@ def encode_indirect_ping(
     ).SerializeToString()
 
 
-def encode_ack(seq_no: int) -> bytes:
-    return pb.Message(ack=pb.Ack(seq_no=seq_no)).SerializeToString()
+def encode_ack(seq_no: int, coordinate: pb.Coordinate | None = None) -> bytes:
+    return pb.Message(ack=pb.Ack(seq_no=seq_no, coordinate=coordinate)).SerializeToString()
 
 
 def encode_nack(seq_no: int) -> bytes:

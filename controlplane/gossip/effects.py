@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controlplane.gossip.state import Address, Member
+from controlplane.wire.v1 import gossip_pb2 as pb
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +120,18 @@ class MergeRemoteState:
     join: bool
 
 
+@dataclass(frozen=True, slots=True)
+class PingComplete:
+    """A direct probe of ``node`` was acked after ``rtt`` seconds, and the ack carried
+    the member's network coordinate (memberlist's ``NotifyPingComplete``). Unchecked:
+    the layer that uses the coordinate validates it. Only reported when the ack had one,
+    so a shell without coordinates never sees it."""
+
+    node: str
+    rtt: float
+    coordinate: pb.Coordinate
+
+
 MemberEvent = MemberJoined | MemberUpdated | MemberLeft | MemberReaped
 Effect = (
     SendPacket
@@ -132,4 +145,5 @@ Effect = (
     | UserMessage
     | NameConflict
     | MergeRemoteState
+    | PingComplete
 )

@@ -27,6 +27,7 @@ from controlplane.gossip.effects import (
     MemberUpdated,
     MergeRemoteState,
     NameConflict,
+    PingComplete,
     ReachedOnlyByStream,
     SendPacket,
     StartPushPull,
@@ -82,6 +83,10 @@ UserStateProvider = Callable[[bool], bytes]
 for with the exchange's join flag each time the core builds a push-pull state: a
 query, built only when an exchange starts or is answered. The peer's state comes
 back as a :class:`MergeRemoteState` effect."""
+
+AckCoordinateProvider = Callable[[], pb.Coordinate | None]
+"""The coordinate the core puts in its ack of a direct ping (memberlist's
+``AckPayload``), or None for none; asked for once per ack."""
 
 
 # States of a probe's stream ping (memberlist's TCP fallback, GossipConfig.tcp_pings).
@@ -162,6 +167,7 @@ class GossipNode:
         label: str = "",
         user_state: UserStateProvider | None = None,
         record_cache: dict[tuple[object, ...], bytes] | None = None,
+        ack_coordinate: AckCoordinateProvider | None = None,
     ) -> None:
         if not valid_name(name):
             # Its peers would drop every message naming it.
@@ -177,6 +183,7 @@ class GossipNode:
         self._label = label.encode()
         self._header = codec.frame_header(label, keyring is not None)
         self._user_state = user_state
+        self._ack_coordinate = ack_coordinate
         # Push-pull record encodings shared by the cores a simulator runs in one process
         # (an encoding depends only on the record's fields): each is built once, not once
         # per core. None in an agent, whose core is alone.
@@ -859,8 +866,11 @@ class GossipNode:
             if ping.target and ping.target != self.name:
                 self.stats.drop("wrong_target")
                 return
-            self._send(src, [codec.encode_ack(ping.seq_no)], effects)
+            coordinate = self._ack_coordinate() if self._ack_coordinate is not None else None
+            self._send(src, [codec.encode_ack(ping.seq_no, coordinate)], effects)
         elif kind == "ack":
+            if message.ack.HasField("coordinate"):
+                self._ping_complete(src, message.ack, now, effects)
             self._on_ack(src, message.ack.seq_no, now, effects)
         elif kind == "alive":
             alive = message.alive
@@ -932,6 +942,13 @@ class GossipNode:
             self._awareness.apply_delta(max(pending.expected_nacks - pending.nacks_at_suspicion, 0))
         else:
             self._awareness.apply_delta(1)
+
+    def _ping_complete(self, src: Address, ack: pb.Ack, now: float, effects: list[Effect]) -> None:
+        """memberlist's NotifyPingComplete: only the answer to our own direct ping, from
+        the address we pinged, measures a round trip to the member that sent the ack."""
+        pending = self._pending.get(ack.seq_no)
+        if isinstance(pending, _Probe) and src == pending.target_address:
+            effects.append(PingComplete(pending.target, now - pending.sent, ack.coordinate))
 
     def _on_indirect_ping(
         self, src: Address, request: pb.IndirectPing, now: float, effects: list[Effect]

@@ -62,6 +62,9 @@ class MembershipConfig:
     snapshot_records: bool = True
     # serf/snapshot.go snapshotSizeLimit 128 KiB: the smallest snapshot that gets compacted.
     snapshot_min_compact_size: int = 128 * 1024
+    # serf config.go DisableCoordinates (false): no Vivaldi coordinate is computed, sent
+    # in acks or learned from them.
+    disable_coordinates: bool = False
 
     def __post_init__(self) -> None:
         non_negative = {

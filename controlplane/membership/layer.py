@@ -41,6 +41,7 @@ from controlplane.gossip.effects import (
     MemberUpdated,
     MergeRemoteState,
     NameConflict,
+    PingComplete,
     ReachedOnlyByStream,
     SendPacket,
     StartPushPull,
@@ -62,6 +63,7 @@ from controlplane.membership.buffers import (
 )
 from controlplane.membership.coalesce import MemberCoalescer, UserCoalescer
 from controlplane.membership.config import MembershipConfig
+from controlplane.membership.coordinate import Coordinate, CoordinateConfig, NetworkCoordinates
 from controlplane.membership.events import (
     ChannelDelivery,
     ChannelStateReceived,
@@ -265,6 +267,10 @@ class PushPullMerge:
         return self.core.done and self.steps is None
 
 
+# Consul's name for the agent itself in ``?near=``.
+NEAR_AGENT = "_agent"
+
+
 class Membership:
     """One agent's Serf layer. All methods are non-blocking and pure; see the module docstring."""
 
@@ -281,6 +287,7 @@ class Membership:
         keyring: Keyring | None = None,
         label: str = "",
         snapshot: SnapshotState | None = None,
+        coordinate_rng: random.Random | None = None,
     ) -> None:
         check_node_name(name)
         meta = check_tags(tags, gossip_config.max_meta_size)
@@ -342,6 +349,16 @@ class Membership:
         self._rng = rng
         self._channel_providers: dict[str, StateProvider] = {}
         self._channel_seen: OrderedDict[tuple[str, str, int], None] = OrderedDict()
+        # serf.go Create: a Vivaldi client unless DisableCoordinates. Its own random
+        # stream (by default seeded from the name), so that turning coordinates on or off
+        # leaves the gossip's random choices as they were.
+        self.coordinates: NetworkCoordinates | None = None
+        if not config.disable_coordinates:
+            self.coordinates = NetworkCoordinates(
+                name,
+                CoordinateConfig(max_peers=core_config.max_nodes),
+                coordinate_rng if coordinate_rng is not None else random.Random(name),
+            )
         self._node = GossipNode(
             core_config,
             name,
@@ -352,6 +369,7 @@ class Membership:
             keyring=keyring,
             label=label,
             user_state=self.local_state,
+            ack_coordinate=(None if self.coordinates is None else self.coordinates.ack_coordinate),
         )
         self._add_member(
             _Member(name, address, dict(tags), MemberStatus.ALIVE, self._node.incarnation)
@@ -642,6 +660,49 @@ class Membership:
         self._on_user_event(event, now, out)
         return event.lamport_time, out
 
+    def coordinate_of(self, name: str, field: str = "node") -> Coordinate:
+        """serf.go GetCachedCoordinate: ours, or the one a member sent in its last ack.
+
+        InvalidArgument for a bad name, NotFound for an unknown member or one not yet
+        probed, FailedPrecondition when coordinates are disabled."""
+        check_node_name(name, field)
+        if self.coordinates is None:
+            raise FailedPrecondition(
+                "network coordinates are disabled on this agent (disable_coordinates)"
+            )
+        coordinate = None
+        if name == self.name or name in self._members:
+            coordinate = self.coordinates.get(name)
+        if coordinate is None:
+            raise NotFound(f"{field}: no coordinate is known for member {name!r}")
+        return coordinate
+
+    def distances_from(
+        self, near: str, names: Iterable[str], field: str = "near"
+    ) -> dict[str, float]:
+        """Consul's ``?near=``: the estimated round trip (seconds) from member ``near``
+        (``"_agent"``: this agent) to each of ``names`` whose coordinate is known.
+
+        A bad name raises InvalidArgument naming ``field``. Empty, so that the caller
+        keeps its order, when coordinates are disabled or ``near`` has no known
+        coordinate (Consul's sortNodesByDistanceFrom leaves the list alone then)."""
+        source_name = self.name if near == NEAR_AGENT else near
+        check_node_name(source_name, field)
+        coordinates = self.coordinates
+        if coordinates is None:
+            return {}
+        source = None
+        if source_name == self.name or source_name in self._members:
+            source = coordinates.get(source_name)
+        if source is None:
+            return {}
+        distances = {}
+        for name in names:
+            target = coordinates.get(name)
+            if target is not None:
+                distances[name] = source.distance_to(target)
+        return distances
+
     def force_leave(self, name: str, prune: bool, now: float) -> list[Effect]:
         """Move a failed member to left everywhere (serf RemoveFailedNode); ``prune`` erases it.
 
@@ -849,6 +910,12 @@ class Membership:
                 self._on_core_reaped(effect.member, now, out)
             elif isinstance(effect, UserMessage):
                 self._on_broadcast(effect.payload, now, out)
+            elif (
+                isinstance(effect, PingComplete)
+                and self.coordinates is not None
+                and effect.node in self._members
+            ):
+                self.coordinates.ping_complete(effect.node, effect.rtt, effect.coordinate)
         while self._deferred_states:
             serf = self._deferred_states.pop(0)
             serf.now, serf.out = now, out
@@ -1115,6 +1182,9 @@ class Membership:
     def _erase(self, state: _Member, now: float, out: list[Effect], *, pruned: bool) -> None:
         """serf.go eraseNode: forget the member and emit member-reap."""
         self._remove_member(state.name)
+        if self.coordinates is not None:
+            # serf.go handleReap: ForgetNode and the coordinate cache entry go with it.
+            self.coordinates.forget(state.name)
         self._pending_prunes.pop(state.name, None)
         if pruned:
             self.stats.members_pruned += 1

@@ -294,6 +294,23 @@ class AgentCollector(Collector):
         yield _by_reason("serf_dropped", "Membership input refused, by reason.", membership.dropped)
         yield _gauge("serf_lamport_time", "The membership Lamport clock.", layer.lamport_time)
         yield _gauge("serf_event_lamport_time", "The user-event Lamport clock.", layer.event_time)
+        if layer.coordinates is not None:
+            vivaldi = layer.coordinates.stats
+            yield _counter(
+                "serf_coordinate_updates",
+                "Round trips applied to this agent's network coordinate.",
+                vivaldi.updates,
+            )
+            yield _by_reason(
+                "serf_coordinate_rejected",
+                "Coordinates or round trips from acks refused, by reason.",
+                vivaldi.rejected,
+            )
+            yield _counter(
+                "serf_coordinate_resets",
+                "Times this agent's coordinate became invalid and restarted at the origin.",
+                vivaldi.resets,
+            )
 
         lag = agent.loop_lag.stats
         yield _gauge("controlplane_loop_lag_max_seconds", "Longest event-loop delay seen.", lag.max)

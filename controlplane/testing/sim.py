@@ -62,7 +62,9 @@ class SimNetwork:
     """Seeded datagram fate: loss, delay with jitter, duplication, reordering, partitions.
 
     ``delay`` is the one-way latency range in seconds; ``reorder`` is the chance a
-    datagram takes an extra ``reorder_delay`` (so later ones overtake it).
+    datagram takes an extra ``reorder_delay`` (so later ones overtake it);
+    ``set_link_delay`` adds a fixed one-way delay between two sets of addresses (a
+    topology of sites whose members are near each other and far from the others).
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class SimNetwork:
         # Addresses whose datagrams are all lost, both ways, while streams to them work
         # (a firewall that filters UDP only).
         self.udp_blocked: set[Address] = set()
+        self._link_delay: dict[tuple[Address, Address], float] = {}
         self.sent = 0
         self.lost = 0
 
@@ -100,6 +103,25 @@ class SimNetwork:
 
     def heal(self) -> None:
         self._group = {}
+
+    def set_link_delay(
+        self, side_a: Iterable[Address], side_b: Iterable[Address], one_way: float
+    ) -> None:
+        """Datagrams between any address of ``side_a`` and any of ``side_b`` (both ways)
+        take ``one_way`` seconds more; 0 removes the extra delay."""
+        if not 0.0 <= one_way <= 60.0:
+            raise ValueError(f"one_way must be 0 to 60 s, got {one_way}")
+        side_b = list(side_b)
+        for a in side_a:
+            for b in side_b:
+                for link in ((a, b), (b, a)):
+                    if one_way:
+                        self._link_delay[link] = one_way
+                    else:
+                        self._link_delay.pop(link, None)
+
+    def link_delay(self, src: Address, dst: Address) -> float:
+        return self._link_delay.get((src, dst), 0.0)
 
     def connected(self, src: Address, dst: Address) -> bool:
         return self._group.get(src, 0) == self._group.get(dst, 0)
@@ -119,7 +141,7 @@ class SimNetwork:
         ):
             self.lost += 1
             return []
-        delay = self.latency()
+        delay = self.latency() + self.link_delay(src, dst)
         if self.reorder and self._rng.random() < self.reorder:
             delay += self.reorder_delay * self._rng.random()
         if self.duplicate and self._rng.random() < self.duplicate:
@@ -351,6 +373,12 @@ class SimCluster:
 
     def unblock_udp(self, name: str) -> None:
         self.network.udp_blocked.discard(self.members[name].address)
+
+    def set_link_delay(self, side_a: Sequence[str], side_b: Sequence[str], one_way: float) -> None:
+        """Extra one-way delay between two groups of members (given by name)."""
+        self.network.set_link_delay(
+            [self.address_of(n) for n in side_a], [self.address_of(n) for n in side_b], one_way
+        )
 
     def at(self, when: float, action: Callable[[], None]) -> None:
         """Run ``action`` at virtual time ``when``."""

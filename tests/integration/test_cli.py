@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -249,3 +250,36 @@ def test_a_bad_regex_is_one_clean_line(agent: AgentProcess) -> None:
     assert wait_until(lambda: "serving on" in agent.log(), timeout=5)
     assert "re2" not in agent.log().lower()
     assert "Error parsing" not in agent.log()
+
+
+def test_rtt_between_agents_from_their_coordinates(
+    pair: tuple[AgentProcess, AgentProcess],
+) -> None:
+    first, second = pair
+    assert cli("join", "--addr", second.target, first.target).returncode == 0
+    estimate = re.compile(
+        r"Estimated (\S+) <-> (\S+) rtt: (\d+\.\d{3}) ms \(using LAN coordinates\)\n"
+    )
+
+    def probed_a_few_times() -> bool:
+        # Each probe moves the coordinates; a few acks make the estimate settle.
+        answer = cli("rtt", "--addr", first.target, "cli-2")
+        match = estimate.fullmatch(answer.stdout)
+        return answer.returncode == 0 and match is not None and float(match[3]) > 0.05
+
+    assert wait_until(probed_a_few_times, timeout=20)
+    for target, args in ((first, ["cli-2"]), (second, ["cli-1", "cli-2"])):
+        answer = cli("rtt", "--addr", target.target, *args)
+        assert answer.returncode == 0, answer.stderr
+        match = estimate.fullmatch(answer.stdout)
+        assert match is not None, answer.stdout
+        assert {match[1], match[2]} == {"cli-1", "cli-2"}
+        # Loopback: well under a few milliseconds.
+        assert 0.0 < float(match[3]) < 20.0, answer.stdout
+
+    unknown = cli("rtt", "--addr", first.target, "nobody")
+    assert unknown.returncode == 1
+    assert unknown.stderr.startswith("controlplane: NOT_FOUND: node: ")
+    bad = cli("rtt", "--addr", first.target, "no such node")
+    assert bad.returncode == 2
+    assert bad.stderr.count("\n") == 1

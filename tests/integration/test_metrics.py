@@ -82,6 +82,12 @@ def test_a_kill_moves_the_failure_counters_and_a_return_counts_as_a_flap(cluster
     survivors = addresses[:2]
     assert metric(survivors[0], "serf_members", status="alive") == 3
     assert ("controlplane_loop_lag_max_seconds", frozenset()) in scrape(survivors[0])
+    # Probe acks carry coordinates: every agent has applied some round trips.
+    assert wait_until(
+        lambda: all(metric(a, "serf_coordinate_updates_total") > 0 for a in addresses),
+        timeout=10,
+    )
+    assert metric(survivors[0], "serf_coordinate_resets_total") == 0
     suspected_before = sum(metric(a, "memberlist_msg_suspect_total") for a in survivors)
 
     agents[2].kill()

@@ -308,6 +308,12 @@ def test_members_and_local_member(node_run: NodeRun) -> None:
     assert observed.document["local_member"] == local["name"] == "node-a"
     assert (local["address"], local["port"]) == (HOST_A, port)
 
+    own = observed.ok("Membership.GetCoordinate")
+    assert own["node"] == "node-a"
+    assert len(own["coordinate"]["vec"]) == 8
+    assert 0 < own["coordinate"]["error"] <= 1.5
+    assert_status(observed.call("Membership.GetCoordinate[unknown]"), "NOT_FOUND")
+
     tagged = observed.ok("Membership.ListMembers[tags ring=cache]")["members"]
     assert member_names(tagged) == ["node-b"]
     mine = observed.ok("Membership.ListMembers[alive, local name]")["members"]

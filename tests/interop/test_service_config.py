@@ -59,6 +59,7 @@ IDEMPOTENT = {
         "Membership": [
             "ListMembers",
             "GetLocalMember",
+            "GetCoordinate",
             "GetLeader",
             "WatchMembers",
             "WatchEvents",

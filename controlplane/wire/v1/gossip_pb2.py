@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!controlplane/wire/v1/gossip.proto\x12\x16\x63ontrolplane.gossip.v1\"\x1c\n\x0bPingRequest\x12\r\n\x05\x66rame\x18\x01 \x01(\x0c\"\x1d\n\x0cPingResponse\x12\r\n\x05\x66rame\x18\x01 \x01(\x0c\"\x1d\n\rAttendRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x10\n\x0e\x41ttendResponse\" \n\x0fPushPullRequest\x12\r\n\x05\x66rame\x18\x01 \x01(\x0c\"!\n\x10PushPullResponse\x12\r\n\x05\x66rame\x18\x01 \x01(\x0c\"\x81\x01\n\rPushPullState\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0c\n\x04join\x18\x02 \x01(\x08\x12\x34\n\x07members\x18\x03 \x03(\x0b\x32#.controlplane.gossip.v1.MemberState\x12\x12\n\nuser_state\x18\x04 \x01(\x0c\"\xa6\x01\n\x0bMemberState\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x07\x61\x64\x64ress\x18\x02 \x01(\x0b\x32\x1f.controlplane.gossip.v1.Address\x12\x0c\n\x04meta\x18\x03 \x01(\x0c\x12\x13\n\x0bincarnation\x18\x04 \x01(\r\x12\x34\n\x06status\x18\x05 \x01(\x0e\x32$.controlplane.gossip.v1.MemberStatus\"%\n\x07\x41\x64\x64ress\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\"U\n\x06Packet\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x31\n\x08messages\x18\x02 \x03(\x0b\x32\x1f.controlplane.gossip.v1.Message\"\xa1\x03\n\x07Message\x12,\n\x04ping\x18\x01 \x01(\x0b\x32\x1c.controlplane.gossip.v1.PingH\x00\x12=\n\rindirect_ping\x18\x02 \x01(\x0b\x32$.controlplane.gossip.v1.IndirectPingH\x00\x12*\n\x03\x61\x63k\x18\x03 \x01(\x0b\x32\x1b.controlplane.gossip.v1.AckH\x00\x12,\n\x04nack\x18\x04 \x01(\x0b\x32\x1c.controlplane.gossip.v1.NackH\x00\x12\x32\n\x07suspect\x18\x05 \x01(\x0b\x32\x1f.controlplane.gossip.v1.SuspectH\x00\x12.\n\x05\x61live\x18\x06 \x01(\x0b\x32\x1d.controlplane.gossip.v1.AliveH\x00\x12,\n\x04\x64\x65\x61\x64\x18\x07 \x01(\x0b\x32\x1c.controlplane.gossip.v1.DeadH\x00\x12\x35\n\x04user\x18\x08 \x01(\x0b\x32%.controlplane.gossip.v1.UserBroadcastH\x00\x42\x06\n\x04\x62ody\";\n\x04Ping\x12\x0e\n\x06seq_no\x18\x01 \x01(\r\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x13\n\x0bsource_node\x18\x03 \x01(\t\"\x8a\x01\n\x0cIndirectPing\x12\x0e\n\x06seq_no\x18\x01 \x01(\r\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x37\n\x0etarget_address\x18\x03 \x01(\x0b\x32\x1f.controlplane.gossip.v1.Address\x12\x0c\n\x04nack\x18\x04 \x01(\x08\x12\x13\n\x0bsource_node\x18\x05 \x01(\t\"&\n\x03\x41\x63k\x12\x0e\n\x06seq_no\x18\x01 \x01(\r\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\"\x16\n\x04Nack\x12\x0e\n\x06seq_no\x18\x01 \x01(\r\"?\n\x07Suspect\x12\x13\n\x0bincarnation\x18\x01 \x01(\r\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x11\n\tfrom_node\x18\x03 \x01(\t\"j\n\x05\x41live\x12\x13\n\x0bincarnation\x18\x01 \x01(\r\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x30\n\x07\x61\x64\x64ress\x18\x03 \x01(\x0b\x32\x1f.controlplane.gossip.v1.Address\x12\x0c\n\x04meta\x18\x04 \x01(\x0c\"<\n\x04\x44\x65\x61\x64\x12\x13\n\x0bincarnation\x18\x01 \x01(\r\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x11\n\tfrom_node\x18\x03 \x01(\t\" \n\rUserBroadcast\x12\x0f\n\x07payload\x18\x01 \x01(\x0c*\x91\x01\n\x0cMemberStatus\x12\x1d\n\x19MEMBER_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13MEMBER_STATUS_ALIVE\x10\x01\x12\x19\n\x15MEMBER_STATUS_SUSPECT\x10\x02\x12\x16\n\x12MEMBER_STATUS_DEAD\x10\x03\x12\x16\n\x12MEMBER_STATUS_LEFT\x10\x04\x32\x95\x02\n\x06Gossip\x12]\n\x08PushPull\x12\'.controlplane.gossip.v1.PushPullRequest\x1a(.controlplane.gossip.v1.PushPullResponse\x12Y\n\x06\x41ttend\x12%.controlplane.gossip.v1.AttendRequest\x1a&.controlplane.gossip.v1.AttendResponse0\x01\x12Q\n\x04Ping\x12#.controlplane.gossip.v1.PingRequest\x1a$.controlplane.gossip.v1.PingResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!controlplane/wire/v1/gossip.proto\x12\x16\x63ontrolplane.gossip.v1\"\x1c\n\x0bPingRequest\x12\r\n\x05\x66rame\x18\x01 \x01(\x0c\"\x1d\n\x0cPingResponse\x12\r\n\x05\x66rame\x18\x01 \x01(\x0c\"\x1d\n\rAttendRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x10\n\x0e\x41ttendResponse\" \n\x0fPushPullRequest\x12\r\n\x05\x66rame\x18\x01 \x01(\x0c\"!\n\x10PushPullResponse\x12\r\n\x05\x66rame\x18\x01 \x01(\x0c\"\x81\x01\n\rPushPullState\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0c\n\x04join\x18\x02 \x01(\x08\x12\x34\n\x07members\x18\x03 \x03(\x0b\x32#.controlplane.gossip.v1.MemberState\x12\x12\n\nuser_state\x18\x04 \x01(\x0c\"\xa6\x01\n\x0bMemberState\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x07\x61\x64\x64ress\x18\x02 \x01(\x0b\x32\x1f.controlplane.gossip.v1.Address\x12\x0c\n\x04meta\x18\x03 \x01(\x0c\x12\x13\n\x0bincarnation\x18\x04 \x01(\r\x12\x34\n\x06status\x18\x05 \x01(\x0e\x32$.controlplane.gossip.v1.MemberStatus\"%\n\x07\x41\x64\x64ress\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\"U\n\x06Packet\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x31\n\x08messages\x18\x02 \x03(\x0b\x32\x1f.controlplane.gossip.v1.Message\"\xa1\x03\n\x07Message\x12,\n\x04ping\x18\x01 \x01(\x0b\x32\x1c.controlplane.gossip.v1.PingH\x00\x12=\n\rindirect_ping\x18\x02 \x01(\x0b\x32$.controlplane.gossip.v1.IndirectPingH\x00\x12*\n\x03\x61\x63k\x18\x03 \x01(\x0b\x32\x1b.controlplane.gossip.v1.AckH\x00\x12,\n\x04nack\x18\x04 \x01(\x0b\x32\x1c.controlplane.gossip.v1.NackH\x00\x12\x32\n\x07suspect\x18\x05 \x01(\x0b\x32\x1f.controlplane.gossip.v1.SuspectH\x00\x12.\n\x05\x61live\x18\x06 \x01(\x0b\x32\x1d.controlplane.gossip.v1.AliveH\x00\x12,\n\x04\x64\x65\x61\x64\x18\x07 \x01(\x0b\x32\x1c.controlplane.gossip.v1.DeadH\x00\x12\x35\n\x04user\x18\x08 \x01(\x0b\x32%.controlplane.gossip.v1.UserBroadcastH\x00\x42\x06\n\x04\x62ody\";\n\x04Ping\x12\x0e\n\x06seq_no\x18\x01 \x01(\r\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x13\n\x0bsource_node\x18\x03 \x01(\t\"\x8a\x01\n\x0cIndirectPing\x12\x0e\n\x06seq_no\x18\x01 \x01(\r\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x37\n\x0etarget_address\x18\x03 \x01(\x0b\x32\x1f.controlplane.gossip.v1.Address\x12\x0c\n\x04nack\x18\x04 \x01(\x08\x12\x13\n\x0bsource_node\x18\x05 \x01(\t\"^\n\x03\x41\x63k\x12\x0e\n\x06seq_no\x18\x01 \x01(\r\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x36\n\ncoordinate\x18\x03 \x01(\x0b\x32\".controlplane.gossip.v1.Coordinate\"L\n\nCoordinate\x12\x0b\n\x03vec\x18\x01 \x03(\x01\x12\r\n\x05\x65rror\x18\x02 \x01(\x01\x12\x12\n\nadjustment\x18\x03 \x01(\x01\x12\x0e\n\x06height\x18\x04 \x01(\x01\"\x16\n\x04Nack\x12\x0e\n\x06seq_no\x18\x01 \x01(\r\"?\n\x07Suspect\x12\x13\n\x0bincarnation\x18\x01 \x01(\r\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x11\n\tfrom_node\x18\x03 \x01(\t\"j\n\x05\x41live\x12\x13\n\x0bincarnation\x18\x01 \x01(\r\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x30\n\x07\x61\x64\x64ress\x18\x03 \x01(\x0b\x32\x1f.controlplane.gossip.v1.Address\x12\x0c\n\x04meta\x18\x04 \x01(\x0c\"<\n\x04\x44\x65\x61\x64\x12\x13\n\x0bincarnation\x18\x01 \x01(\r\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x11\n\tfrom_node\x18\x03 \x01(\t\" \n\rUserBroadcast\x12\x0f\n\x07payload\x18\x01 \x01(\x0c*\x91\x01\n\x0cMemberStatus\x12\x1d\n\x19MEMBER_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13MEMBER_STATUS_ALIVE\x10\x01\x12\x19\n\x15MEMBER_STATUS_SUSPECT\x10\x02\x12\x16\n\x12MEMBER_STATUS_DEAD\x10\x03\x12\x16\n\x12MEMBER_STATUS_LEFT\x10\x04\x32\x95\x02\n\x06Gossip\x12]\n\x08PushPull\x12\'.controlplane.gossip.v1.PushPullRequest\x1a(.controlplane.gossip.v1.PushPullResponse\x12Y\n\x06\x41ttend\x12%.controlplane.gossip.v1.AttendRequest\x1a&.controlplane.gossip.v1.AttendResponse0\x01\x12Q\n\x04Ping\x12#.controlplane.gossip.v1.PingRequest\x1a$.controlplane.gossip.v1.PingResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'controlplane.wire.v1.gossip_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MEMBERSTATUS']._serialized_start=1623
-  _globals['_MEMBERSTATUS']._serialized_end=1768
+  _globals['_MEMBERSTATUS']._serialized_start=1757
+  _globals['_MEMBERSTATUS']._serialized_end=1902
   _globals['_PINGREQUEST']._serialized_start=61
   _globals['_PINGREQUEST']._serialized_end=89
   _globals['_PINGRESPONSE']._serialized_start=91
@@ -60,17 +60,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INDIRECTPING']._serialized_start=1149
   _globals['_INDIRECTPING']._serialized_end=1287
   _globals['_ACK']._serialized_start=1289
-  _globals['_ACK']._serialized_end=1327
-  _globals['_NACK']._serialized_start=1329
-  _globals['_NACK']._serialized_end=1351
-  _globals['_SUSPECT']._serialized_start=1353
-  _globals['_SUSPECT']._serialized_end=1416
-  _globals['_ALIVE']._serialized_start=1418
-  _globals['_ALIVE']._serialized_end=1524
-  _globals['_DEAD']._serialized_start=1526
-  _globals['_DEAD']._serialized_end=1586
-  _globals['_USERBROADCAST']._serialized_start=1588
-  _globals['_USERBROADCAST']._serialized_end=1620
-  _globals['_GOSSIP']._serialized_start=1771
-  _globals['_GOSSIP']._serialized_end=2048
+  _globals['_ACK']._serialized_end=1383
+  _globals['_COORDINATE']._serialized_start=1385
+  _globals['_COORDINATE']._serialized_end=1461
+  _globals['_NACK']._serialized_start=1463
+  _globals['_NACK']._serialized_end=1485
+  _globals['_SUSPECT']._serialized_start=1487
+  _globals['_SUSPECT']._serialized_end=1550
+  _globals['_ALIVE']._serialized_start=1552
+  _globals['_ALIVE']._serialized_end=1658
+  _globals['_DEAD']._serialized_start=1660
+  _globals['_DEAD']._serialized_end=1720
+  _globals['_USERBROADCAST']._serialized_start=1722
+  _globals['_USERBROADCAST']._serialized_end=1754
+  _globals['_GOSSIP']._serialized_start=1905
+  _globals['_GOSSIP']._serialized_end=2182
 # @@protoc_insertion_point(module_scope)

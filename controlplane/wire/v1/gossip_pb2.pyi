@@ -501,23 +501,72 @@ class Ack(_message.Message):
 
     SEQ_NO_FIELD_NUMBER: _builtins.int
     PAYLOAD_FIELD_NUMBER: _builtins.int
+    COORDINATE_FIELD_NUMBER: _builtins.int
     seq_no: _builtins.int
     """Sequence number of the Ping or IndirectPing being answered."""
     payload: _builtins.bytes
     """Optional opaque payload, at most 512 bytes; unused by version 1."""
+    @_builtins.property
+    def coordinate(self) -> Global___Coordinate:
+        """The acker's network coordinate (Serf's ping delegate AckPayload), sent in
+        answer to a direct Ping only and absent when the acker has coordinates
+        disabled. The prober feeds it with the measured round trip into its own
+        coordinate. Optional: an agent that predates it skips the field.
+        """
+
     def __init__(
         self,
         *,
         seq_no: _builtins.int = ...,
         payload: _builtins.bytes = ...,
+        coordinate: Global___Coordinate | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["coordinate", b"coordinate"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload", "seq_no", b"seq_no"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["coordinate", b"coordinate", "payload", b"payload", "seq_no", b"seq_no"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Ack: _TypeAlias = Ack  # noqa: Y015
+
+@_typing.final
+class Coordinate(_message.Message):
+    """Coordinate is a Vivaldi network coordinate (Serf's coordinate.Coordinate).
+    A receiver drops one whose vec length differs from its own dimensionality,
+    or with a NaN, infinite or out-of-bounds component.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VEC_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    ADJUSTMENT_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    error: _builtins.float
+    """Confidence in the position: 1.5 when new, smaller as samples agree."""
+    adjustment: _builtins.float
+    """Seconds added to every distance from this node (may be negative)."""
+    height: _builtins.float
+    """Seconds above the Euclidean space: the node's own access-link delay."""
+    @_builtins.property
+    def vec(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Euclidean position, seconds per axis (8 axes by default)."""
+
+    def __init__(
+        self,
+        *,
+        vec: _abc.Iterable[_builtins.float] | None = ...,
+        error: _builtins.float = ...,
+        adjustment: _builtins.float = ...,
+        height: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjustment", b"adjustment", "error", b"error", "height", b"height", "vec", b"vec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Coordinate: _TypeAlias = Coordinate  # noqa: Y015
 
 @_typing.final
 class Nack(_message.Message):

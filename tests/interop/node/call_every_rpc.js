@@ -227,6 +227,8 @@ async function main() {
   const local = await M("GetLocalMember", {});
   const localName = local.code === "OK" ? local.response.member.name : "";
   const members = await M("ListMembers", {});
+  await M("GetCoordinate", {});
+  await M("GetCoordinate", { node: "no-such-node" }, "Membership.GetCoordinate[unknown]");
   await M("ListMembers", { tags: { ring: MEMBER_RING } }, "Membership.ListMembers[tags ring=cache]");
   await M(
     "ListMembers",

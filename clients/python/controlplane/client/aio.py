@@ -256,6 +256,21 @@ class AsyncClient:
         )
         return response.member
 
+    async def coordinate(
+        self,
+        node: str = "",
+        *,
+        timeout: float | None = None,
+    ) -> membership_pb2.GetCoordinateResponse:
+        """A member's network coordinate as the answering agent knows it (``node``
+        empty: the agent's own); NotFound while it is not known."""
+        request = membership_pb2.GetCoordinateRequest(node=node)
+        return await self._unary(
+            "Membership/GetCoordinate",
+            lambda s, t: s.membership.GetCoordinate(request, timeout=t),
+            timeout,
+        )
+
     async def join(
         self, addresses: Sequence[str], *, replay_events: bool = False, timeout: float | None = None
     ) -> int:
@@ -396,10 +411,11 @@ class AsyncClient:
         return response
 
     async def find_server(
-        self, pool: str = "", *, timeout: float | None = None
+        self, pool: str = "", *, near: str = "", timeout: float | None = None
     ) -> server_pool_pb2.FindServerResponse:
-        """The head of a pool held by the answering agent."""
-        request = server_pool_pb2.FindServerRequest(pool=pool)
+        """The head of a pool held by the answering agent; with ``near`` (a member
+        name, or ``"_agent"``), the usable server nearest to that member."""
+        request = server_pool_pb2.FindServerRequest(pool=pool, near=near)
         return await self._unary(
             "ServerPool/FindServer",
             lambda s, t: s.server_pool.FindServer(request, timeout=t),
@@ -407,9 +423,10 @@ class AsyncClient:
         )
 
     async def list_servers(
-        self, pool: str = "", *, timeout: float | None = None
+        self, pool: str = "", *, near: str = "", timeout: float | None = None
     ) -> server_pool_pb2.ListServersResponse:
-        request = server_pool_pb2.ListServersRequest(pool=pool)
+        """A pool held by the answering agent; with ``near``, nearest first."""
+        request = server_pool_pb2.ListServersRequest(pool=pool, near=near)
         return await self._unary(
             "ServerPool/ListServers",
             lambda s, t: s.server_pool.ListServers(request, timeout=t),

@@ -22,6 +22,7 @@ _TABLE: dict[str, bool] = {
     # Membership
     "Membership/ListMembers": True,
     "Membership/GetLocalMember": True,
+    "Membership/GetCoordinate": True,
     "Membership/GetLeader": True,
     "Membership/WatchMembers": True,
     "Membership/WatchEvents": True,

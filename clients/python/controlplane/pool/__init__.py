@@ -33,6 +33,7 @@ from controlplane.pool.interval import (
 )
 from controlplane.pool.outlier import EjectionPolicy
 from controlplane.pool.pool import (
+    Distances,
     FailureVerdict,
     Pinger,
     PingResults,
@@ -45,6 +46,7 @@ from controlplane.pool.pool import (
     Resolver,
     SeedFailure,
     ServerPool,
+    nearest_first,
 )
 from controlplane.pool.server import ApiVersion, Server, is_api_compatible, parse_address
 
@@ -54,6 +56,7 @@ __all__ = [
     "REBALANCE_JITTER_FRACTION",
     "REBALANCE_MAX_JITTER_SECONDS",
     "ApiVersion",
+    "Distances",
     "EjectionPolicy",
     "FailureVerdict",
     "InvalidAddressError",
@@ -76,6 +79,7 @@ __all__ = [
     "Server",
     "ServerPool",
     "is_api_compatible",
+    "nearest_first",
     "parse_address",
     "rebalance_interval",
     "rebalance_interval_base",

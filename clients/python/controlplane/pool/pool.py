@@ -18,7 +18,10 @@ Nomad's client ``RPCProxy`` (``client/rpcproxy/rpcproxy.go``):
 Beyond Consul and Nomad: outlier ejection after consecutive failures (Envoy's
 defaults, see :mod:`controlplane.pool.outlier`), servers that announce
 ``draining`` sink behind every other server, and re-discovery from seed
-addresses through an injected resolver when no known server is left.
+addresses through an injected resolver when no known server is left; and
+nearest-first ordering by estimated round trip (Consul's ``?near=``,
+:func:`nearest_first`): with distances set (``set_distances``) a rebalance
+shuffles only among servers at equal distance.
 
 The pool is pure: it reads no clock (``now`` is passed in, seconds on a
 monotonic clock), draws randomness only from the injected ``random.Random``,
@@ -38,6 +41,7 @@ import enum
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 from controlplane.pool.errors import (
     InvalidConfigError,
@@ -50,6 +54,7 @@ from controlplane.pool.outlier import EjectionPolicy, ServerHealth, check_now
 from controlplane.pool.server import ApiVersion, Server, is_api_compatible, parse_address
 
 __all__ = [
+    "Distances",
     "FailureVerdict",
     "PingResults",
     "Pinger",
@@ -62,7 +67,12 @@ __all__ = [
     "Resolver",
     "SeedFailure",
     "ServerPool",
+    "nearest_first",
 ]
+
+Distances = Mapping[str, float]
+"""Estimated round trip in seconds to each server, by server name; a server not in
+the mapping has an unknown distance."""
 
 Pinger = Callable[[Server], bool]
 """Checks one server; returns True if it answered. Exceptions propagate."""
@@ -240,6 +250,23 @@ def _dedupe_by_name(servers: Iterable[Server]) -> list[Server]:
     return list(unique.values())
 
 
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+_NamedT = TypeVar("_NamedT", bound=_Named)
+
+
+def nearest_first(servers: Iterable[_NamedT], distances: Distances) -> list[_NamedT]:
+    """``servers`` nearest first, those of unknown distance after them (Consul's
+    sortNodesByDistanceFrom). The sort is stable: servers at equal distance, and
+    those of unknown distance, keep their order, so a shuffle done before survives
+    within each group of equal distance."""
+    unknown = float("inf")
+    return sorted(servers, key=lambda server: distances.get(server.name, unknown))
+
+
 _NOTHING_REFRESHED = RefreshResult(added=(), removed=(), incompatible=())
 
 
@@ -279,6 +306,7 @@ class ServerPool:
         self._num_nodes = 0
         self._leader_address: str | None = None
         self._last_refreshed_at: float | None = None
+        self._distances: Distances = {}
 
     # ----------------------------------------------------------------- reading
 
@@ -591,14 +619,48 @@ class ServerPool:
                 break
         return self.apply_pings(plan, results, now)
 
+    def set_distances(self, distances: Distances) -> None:
+        """Estimated round trips to servers (seconds, by name; empty: none known).
+        Rebalances then order servers nearest first and shuffle only among those at
+        equal distance; servers of unknown distance come after the others."""
+        checked: dict[str, float] = {}
+        for name, seconds in distances.items():
+            if not isinstance(seconds, int | float) or not 0.0 <= seconds < float("inf"):
+                raise InvalidServerError("distances", f"{name!r}: must be seconds >= 0")
+            checked[name] = float(seconds)
+        self._distances = checked
+
+    def find_nearest(
+        self, now: float, distances: Distances, datacenter: str | None = None
+    ) -> Server | None:
+        """Like `find_server`, but within the most preferred group of selectable
+        servers (primaries, then backups, then draining) the nearest one; servers
+        of unknown distance only when no server of that group has a known one."""
+        now = check_now(now)
+        demoted = self._demoted_tiers
+        ranked = [
+            entry
+            for entry in self._ranked(now)
+            if datacenter is None or entry[0].datacenter == datacenter
+        ]
+        if not ranked:
+            return None
+        best = min((tier in demoted, tier) for _, tier in ranked)
+        group = [server for server, tier in ranked if (tier in demoted, tier) == best]
+        return nearest_first(group, distances)[0]
+
     def plan_rebalance(self, now: float) -> RebalancePlan:
         """The shuffled order to ping in (``ping_order``); nothing changes until the
-        results come back through `apply_pings` (or `commit_rebalance`)."""
+        results come back through `apply_pings` (or `commit_rebalance`). With
+        distances set, the order is nearest first, shuffled among equal distances."""
         check_now(now)
         shuffled_primaries = list(self._primaries)
         self._rng.shuffle(shuffled_primaries)
         shuffled_backups = list(self._backups)
         self._rng.shuffle(shuffled_backups)
+        if self._distances:
+            shuffled_primaries = nearest_first(shuffled_primaries, self._distances)
+            shuffled_backups = nearest_first(shuffled_backups, self._distances)
         primary_names = {s.name for s in shuffled_primaries}
         entries = [(s, _tier_of(s, True)) for s in shuffled_primaries] + [
             (s, _tier_of(s, False)) for s in shuffled_backups if s.name not in primary_names

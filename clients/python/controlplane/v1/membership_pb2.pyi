@@ -471,6 +471,96 @@ class GetLocalMemberResponse(_message.Message):
 Global___GetLocalMemberResponse: _TypeAlias = GetLocalMemberResponse  # noqa: Y015
 
 @_typing.final
+class GetCoordinateRequest(_message.Message):
+    """GetCoordinateRequest names the member."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_FIELD_NUMBER: _builtins.int
+    node: _builtins.str
+    """node is the member's name; empty means the answering agent itself."""
+    def __init__(
+        self,
+        *,
+        node: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node", b"node"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCoordinateRequest: _TypeAlias = GetCoordinateRequest  # noqa: Y015
+
+@_typing.final
+class GetCoordinateResponse(_message.Message):
+    """GetCoordinateResponse holds a member's coordinate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_FIELD_NUMBER: _builtins.int
+    COORDINATE_FIELD_NUMBER: _builtins.int
+    node: _builtins.str
+    """node is the member's name (the agent's own when the request left it empty)."""
+    @_builtins.property
+    def coordinate(self) -> Global___Coordinate:
+        """coordinate is the member's network coordinate."""
+
+    def __init__(
+        self,
+        *,
+        node: _builtins.str = ...,
+        coordinate: Global___Coordinate | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["coordinate", b"coordinate"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["coordinate", b"coordinate", "node", b"node"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCoordinateResponse: _TypeAlias = GetCoordinateResponse  # noqa: Y015
+
+@_typing.final
+class Coordinate(_message.Message):
+    """Coordinate is a Vivaldi network coordinate (Serf's coordinate.Coordinate). The
+    estimated round trip between two coordinates a and b, in seconds, is
+    |a.vec - b.vec| + a.height + b.height, plus a.adjustment + b.adjustment when
+    that sum stays positive (docs/api.md).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VEC_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    ADJUSTMENT_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    error: _builtins.float
+    """error is the confidence in the position: 1.5 when new, smaller as samples agree."""
+    adjustment: _builtins.float
+    """adjustment is added to every distance from this member, in seconds."""
+    height: _builtins.float
+    """height is the member's distance above the Euclidean space, in seconds."""
+    @_builtins.property
+    def vec(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """vec is the Euclidean position, seconds per axis."""
+
+    def __init__(
+        self,
+        *,
+        vec: _abc.Iterable[_builtins.float] | None = ...,
+        error: _builtins.float = ...,
+        adjustment: _builtins.float = ...,
+        height: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjustment", b"adjustment", "error", b"error", "height", b"height", "vec", b"vec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Coordinate: _TypeAlias = Coordinate  # noqa: Y015
+
+@_typing.final
 class UpdateTagsRequest(_message.Message):
     """UpdateTagsRequest changes the local agent's tags; deletions apply after sets."""
 

@@ -64,6 +64,11 @@ class MembershipStub:
                 request_serializer=controlplane_dot_v1_dot_membership__pb2.GetLocalMemberRequest.SerializeToString,
                 response_deserializer=controlplane_dot_v1_dot_membership__pb2.GetLocalMemberResponse.FromString,
                 _registered_method=True)
+        self.GetCoordinate = channel.unary_unary(
+                '/controlplane.v1.Membership/GetCoordinate',
+                request_serializer=controlplane_dot_v1_dot_membership__pb2.GetCoordinateRequest.SerializeToString,
+                response_deserializer=controlplane_dot_v1_dot_membership__pb2.GetCoordinateResponse.FromString,
+                _registered_method=True)
         self.UpdateTags = channel.unary_unary(
                 '/controlplane.v1.Membership/UpdateTags',
                 request_serializer=controlplane_dot_v1_dot_membership__pb2.UpdateTagsRequest.SerializeToString,
@@ -156,6 +161,17 @@ class MembershipServicer:
 
     def GetLocalMember(self, request, context):
         """GetLocalMember describes the local agent as a member.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCoordinate(self, request, context):
+        """GetCoordinate returns a member's Vivaldi network coordinate as the local
+        agent knows it (Serf's GetCachedCoordinate): its own, or the one the member
+        sent in its last ack to the agent's probe. NOT_FOUND for an unknown member
+        or one whose coordinate is not known yet; FAILED_PRECONDITION when the
+        agent runs with coordinates disabled.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -264,6 +280,11 @@ def add_MembershipServicer_to_server(servicer, server):
                     servicer.GetLocalMember,
                     request_deserializer=controlplane_dot_v1_dot_membership__pb2.GetLocalMemberRequest.FromString,
                     response_serializer=controlplane_dot_v1_dot_membership__pb2.GetLocalMemberResponse.SerializeToString,
+            ),
+            'GetCoordinate': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCoordinate,
+                    request_deserializer=controlplane_dot_v1_dot_membership__pb2.GetCoordinateRequest.FromString,
+                    response_serializer=controlplane_dot_v1_dot_membership__pb2.GetCoordinateResponse.SerializeToString,
             ),
             'UpdateTags': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateTags,
@@ -434,6 +455,33 @@ class Membership:
             '/controlplane.v1.Membership/GetLocalMember',
             controlplane_dot_v1_dot_membership__pb2.GetLocalMemberRequest.SerializeToString,
             controlplane_dot_v1_dot_membership__pb2.GetLocalMemberResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCoordinate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/controlplane.v1.Membership/GetCoordinate',
+            controlplane_dot_v1_dot_membership__pb2.GetCoordinateRequest.SerializeToString,
+            controlplane_dot_v1_dot_membership__pb2.GetCoordinateResponse.FromString,
             options,
             channel_credentials,
             insecure,

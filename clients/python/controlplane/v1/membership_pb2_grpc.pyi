@@ -58,6 +58,13 @@ class MembershipStub:
     """
     GetLocalMember: _grpc.UnaryUnaryMultiCallable[_membership_pb2.GetLocalMemberRequest, _membership_pb2.GetLocalMemberResponse]
     """GetLocalMember describes the local agent as a member."""
+    GetCoordinate: _grpc.UnaryUnaryMultiCallable[_membership_pb2.GetCoordinateRequest, _membership_pb2.GetCoordinateResponse]
+    """GetCoordinate returns a member's Vivaldi network coordinate as the local
+    agent knows it (Serf's GetCachedCoordinate): its own, or the one the member
+    sent in its last ack to the agent's probe. NOT_FOUND for an unknown member
+    or one whose coordinate is not known yet; FAILED_PRECONDITION when the
+    agent runs with coordinates disabled.
+    """
     UpdateTags: _grpc.UnaryUnaryMultiCallable[_membership_pb2.UpdateTagsRequest, _membership_pb2.UpdateTagsResponse]
     """UpdateTags sets and deletes tags of the local agent and gossips the change."""
     ForceLeave: _grpc.UnaryUnaryMultiCallable[_membership_pb2.ForceLeaveRequest, _membership_pb2.ForceLeaveResponse]
@@ -128,6 +135,13 @@ class MembershipAsyncStub(MembershipStub):
     """
     GetLocalMember: _aio.UnaryUnaryMultiCallable[_membership_pb2.GetLocalMemberRequest, _membership_pb2.GetLocalMemberResponse]  # type: ignore[assignment]
     """GetLocalMember describes the local agent as a member."""
+    GetCoordinate: _aio.UnaryUnaryMultiCallable[_membership_pb2.GetCoordinateRequest, _membership_pb2.GetCoordinateResponse]  # type: ignore[assignment]
+    """GetCoordinate returns a member's Vivaldi network coordinate as the local
+    agent knows it (Serf's GetCachedCoordinate): its own, or the one the member
+    sent in its last ack to the agent's probe. NOT_FOUND for an unknown member
+    or one whose coordinate is not known yet; FAILED_PRECONDITION when the
+    agent runs with coordinates disabled.
+    """
     UpdateTags: _aio.UnaryUnaryMultiCallable[_membership_pb2.UpdateTagsRequest, _membership_pb2.UpdateTagsResponse]  # type: ignore[assignment]
     """UpdateTags sets and deletes tags of the local agent and gossips the change."""
     ForceLeave: _aio.UnaryUnaryMultiCallable[_membership_pb2.ForceLeaveRequest, _membership_pb2.ForceLeaveResponse]  # type: ignore[assignment]
@@ -219,6 +233,19 @@ class MembershipServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_membership_pb2.GetLocalMemberResponse, _abc.Awaitable[_membership_pb2.GetLocalMemberResponse]]:
         """GetLocalMember describes the local agent as a member."""
+
+    @_abc_1.abstractmethod
+    def GetCoordinate(
+        self,
+        request: _membership_pb2.GetCoordinateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_membership_pb2.GetCoordinateResponse, _abc.Awaitable[_membership_pb2.GetCoordinateResponse]]:
+        """GetCoordinate returns a member's Vivaldi network coordinate as the local
+        agent knows it (Serf's GetCachedCoordinate): its own, or the one the member
+        sent in its last ack to the agent's probe. NOT_FOUND for an unknown member
+        or one whose coordinate is not known yet; FAILED_PRECONDITION when the
+        agent runs with coordinates disabled.
+        """
 
     @_abc_1.abstractmethod
     def UpdateTags(

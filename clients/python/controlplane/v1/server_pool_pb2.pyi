@@ -118,8 +118,16 @@ class HeartbeatRequest(_message.Message):
     CLIENT_ID_FIELD_NUMBER: _builtins.int
     API_VERSION_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    NEAR_FIELD_NUMBER: _builtins.int
     client_id: _builtins.str
     """client_id identifies the client across heartbeats: 1 to 128 characters."""
+    near: _builtins.str
+    """near, when set, orders the servers nearest first by the round trip estimated
+    from network coordinates (Consul's ?near=): a member name, or "_agent" for
+    the answering agent. Servers whose coordinate is unknown follow; servers at
+    equal distance keep the per-client shuffled order. Ignored when near has no
+    known coordinate or the agent runs with coordinates disabled.
+    """
     @_builtins.property
     def api_version(self) -> Global___ApiVersion:
         """api_version is the client's API version, used to filter the servers returned."""
@@ -134,10 +142,11 @@ class HeartbeatRequest(_message.Message):
         client_id: _builtins.str = ...,
         api_version: Global___ApiVersion | None = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        near: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["api_version", b"api_version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_version", b"api_version", "client_id", b"client_id", "metadata", b"metadata"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_version", b"api_version", "client_id", b"client_id", "metadata", b"metadata", "near", b"near"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -448,21 +457,29 @@ class FindServerRequest(_message.Message):
 
     POOL_FIELD_NUMBER: _builtins.int
     DATACENTER_FIELD_NUMBER: _builtins.int
+    NEAR_FIELD_NUMBER: _builtins.int
     pool: _builtins.str
     """pool name; "" is "default"."""
     datacenter: _builtins.str
     """datacenter, when set, asks for the first usable server of that datacenter
     (primary or backup) instead of the pool's head.
     """
+    near: _builtins.str
+    """near, when set, asks for the usable server nearest to this member by
+    estimated round trip (a member name, or "_agent" for the answering agent)
+    among the servers the pool would offer first: primaries before backups,
+    draining ones last. Servers of unknown distance come after the known ones.
+    """
     def __init__(
         self,
         *,
         pool: _builtins.str = ...,
         datacenter: _builtins.str = ...,
+        near: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["datacenter", b"datacenter", "pool", b"pool"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["datacenter", b"datacenter", "near", b"near", "pool", b"pool"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -611,16 +628,23 @@ class ListServersRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     POOL_FIELD_NUMBER: _builtins.int
+    NEAR_FIELD_NUMBER: _builtins.int
     pool: _builtins.str
     """pool name; "" is "default"."""
+    near: _builtins.str
+    """near, when set, lists primaries and backups each nearest first by estimated
+    round trip from this member (a member name, or "_agent" for the answering
+    agent); servers of unknown distance follow in their pool order.
+    """
     def __init__(
         self,
         *,
         pool: _builtins.str = ...,
+        near: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["pool", b"pool"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["near", b"near", "pool", b"pool"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
