@@ -338,6 +338,11 @@ class Queries:
         self._handle(message, now, out)
         return query_id, deadline, out
 
+    def lamport_time_of(self, query_id: int) -> int | None:
+        """The Lamport time of an open query this member asked."""
+        asked = self._asked.get(query_id)
+        return None if asked is None else asked.lamport_time
+
     def cancel(self, query_id: int) -> None:
         """Stop collecting for a query (its caller went away); no QueryDone follows."""
         self._asked.pop(query_id, None)
