@@ -716,6 +716,7 @@ class Agent:
         gossip.failed = layer.status_count(MemberStatus.FAILED)
         gossip.member_time = layer.lamport_time
         gossip.event_time = layer.event_time
+        gossip.query_time = parts.queries.queries.lamport_time
         gossip.broadcast_queue = node.broadcast_queue_depth
         gossip.health_score = node.health_score
         gossip.incarnation = node.incarnation

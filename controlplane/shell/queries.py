@@ -245,7 +245,6 @@ class QueryDriver:
         self._label = label
         self._asked: dict[int, asyncio.Queue[AskedEffect]] = {}
         self._watchers: list[_Watcher] = []
-        self._received: dict[int, QueryReceived] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
@@ -301,10 +300,6 @@ class QueryDriver:
         """Send the one response to received query ``handle``; raises
         FailedPrecondition (unknown, answered or finished) or InvalidArgument."""
         self._apply(self.queries.respond(handle, payload, self._runtime.now))
-        self._received.pop(handle, None)
-
-    def received(self, handle: int) -> QueryReceived | None:
-        return self._received.get(handle)
 
     # ----------------------------------------------------------- inputs
 
@@ -350,7 +345,6 @@ class QueryDriver:
         self._schedule()
 
     def _deliver(self, query: QueryReceived) -> None:
-        self._received[query.handle] = query
         for watcher in self._watchers:
             if watcher.names and query.name not in watcher.names:
                 continue
@@ -375,10 +369,6 @@ class QueryDriver:
     def _schedule(self) -> None:
         if self._closed:
             return
-        # Received queries that nobody answers are forgotten when the layer forgets them.
-        for handle, query in list(self._received.items()):
-            if query.deadline <= self._runtime.now:
-                del self._received[handle]
         deadline = self.queries.next_deadline()
         if self._timer is not None:
             if self._timer_at == deadline:

@@ -95,6 +95,9 @@ def test_a_tag_filtered_query_reaches_exactly_the_matching_members(
         assert sorted(getattr(m.ack, "from") for m in others if m.HasField("ack")) == sorted(ROLES)
         assert not any(m.HasField("response") for m in others)
 
+        # Two queries asked: the query Lamport clock stamped 1 and 2 and moved on.
+        assert client.info().gossip.query_time == 3
+
         with pytest.raises(InvalidArgument, match="relay_factor"):
             list(client.query("who", relay_factor=6))
         with pytest.raises(InvalidArgument, match="RE2"):

@@ -1318,6 +1318,7 @@ class GossipInfo(_message.Message):
     INCARNATION_FIELD_NUMBER: _builtins.int
     ENCRYPTED_FIELD_NUMBER: _builtins.int
     TLS_FIELD_NUMBER: _builtins.int
+    QUERY_TIME_FIELD_NUMBER: _builtins.int
     members: _builtins.int
     """members is every member known, failed and left ones included."""
     alive: _builtins.int
@@ -1342,6 +1343,8 @@ class GossipInfo(_message.Message):
     """encrypted says gossip is sealed with a keyring."""
     tls: _builtins.str
     """tls is one line saying what TLS is on, as the agent logs it at start."""
+    query_time: _builtins.int
+    """query_time is the query Lamport clock (Serf's query_time)."""
     def __init__(
         self,
         *,
@@ -1357,10 +1360,11 @@ class GossipInfo(_message.Message):
         incarnation: _builtins.int = ...,
         encrypted: _builtins.bool = ...,
         tls: _builtins.str = ...,
+        query_time: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alive", b"alive", "broadcast_queue", b"broadcast_queue", "encrypted", b"encrypted", "event_time", b"event_time", "failed", b"failed", "health_score", b"health_score", "incarnation", b"incarnation", "leaving", b"leaving", "left", b"left", "member_time", b"member_time", "members", b"members", "tls", b"tls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alive", b"alive", "broadcast_queue", b"broadcast_queue", "encrypted", b"encrypted", "event_time", b"event_time", "failed", b"failed", "health_score", b"health_score", "incarnation", b"incarnation", "leaving", b"leaving", "left", b"left", "member_time", b"member_time", "members", b"members", "query_time", b"query_time", "tls", b"tls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
