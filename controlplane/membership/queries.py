@@ -34,7 +34,7 @@ from controlplane.errors import FailedPrecondition, InvalidArgument, ResourceExh
 from controlplane.gossip import codec
 from controlplane.gossip.state import Address
 from controlplane.membership.events import MemberStatus
-from controlplane.membership.lamport import LamportClock, within_reach
+from controlplane.membership.lamport import MAX_LAMPORT_CATCH_UP, LamportClock, within_reach
 from controlplane.membership.validation import (
     MAX_EVENT_NAME_SIZE,
     compile_pattern,
@@ -289,6 +289,21 @@ class Queries:
     @property
     def lamport_time(self) -> int:
         return self._clock.time()
+
+    def local_state(self) -> bytes:
+        """This member's part of a push-pull state on channel ``query``: its clock."""
+        return wire.QueryState(lamport_time=self._clock.time()).SerializeToString()
+
+    def merge_state(self, data: bytes) -> None:
+        """A peer's query state (serf delegate.go MergeRemoteState: queryClock.Witness(
+        QueryLTime - 1)); a clock beyond the catch-up bound of push-pull is not believed."""
+        state = codec.parse(wire.QueryState, data)
+        if state is None:
+            self.stats.drop("state_decode")
+        elif not within_reach(state.lamport_time, self._clock.time(), MAX_LAMPORT_CATCH_UP):
+            self.stats.drop("lamport_out_of_range")
+        elif state.lamport_time > 0:
+            self._clock.witness(state.lamport_time - 1)
 
     def outstanding(self) -> int:
         return len(self._asked)

@@ -250,7 +250,7 @@ class QueryDriver:
         self._timer_at = float("inf")
         self._closed = False
         self.direct_dropped = 0
-        runtime.on_channel(CHANNEL, self._on_channel)
+        runtime.on_channel(CHANNEL, self._on_channel, self.queries.local_state)
         runtime.on_direct(self._on_direct)
 
     async def close(self) -> None:
@@ -304,8 +304,12 @@ class QueryDriver:
     # ----------------------------------------------------------- inputs
 
     def _on_channel(self, effect: ChannelDelivery | ChannelStateReceived) -> None:
-        if isinstance(effect, ChannelDelivery) and not self._closed:
+        if self._closed:
+            return
+        if isinstance(effect, ChannelDelivery):
             self._apply(self.queries.receive_query(effect.payload, self._runtime.now))
+        else:
+            self.queries.merge_state(effect.state)
 
     def _on_direct(self, source: Address, data: bytes) -> None:
         if self._closed:

@@ -16,7 +16,7 @@ from functools import partial
 from typing import TypeVar
 
 from controlplane.gossip.state import Address
-from controlplane.membership import ChannelDelivery
+from controlplane.membership import ChannelDelivery, ChannelStateReceived
 from controlplane.membership.queries import (
     CHANNEL,
     BroadcastQuery,
@@ -48,7 +48,9 @@ class QuerySimCluster(MembershipSimCluster):
 
     def _make_member(self, name: str, address: Address, meta: bytes) -> SimMember:
         member = super()._make_member(name, address, meta)
-        self.queries[name] = Queries(self.layers[name], random.Random(self._rng.getrandbits(64)))
+        queries = Queries(self.layers[name], random.Random(self._rng.getrandbits(64)))
+        self.queries[name] = queries
+        self.layers[name].add_channel(CHANNEL, queries.local_state)
         self.query_effects.setdefault(name, [])
         return member
 
@@ -95,6 +97,8 @@ class QuerySimCluster(MembershipSimCluster):
         for effect in effects:
             if isinstance(effect, ChannelDelivery) and effect.channel == CHANNEL:
                 self._apply_queries(member, queries.receive_query(effect.payload, self.now))
+            elif isinstance(effect, ChannelStateReceived) and effect.channel == CHANNEL:
+                queries.merge_state(effect.state)
 
     def _apply_queries(self, member: SimMember, effects: Sequence[QueryEffect]) -> None:
         now = self.now

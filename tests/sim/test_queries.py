@@ -7,6 +7,7 @@ from functools import partial
 from controlplane.gossip import GossipConfig
 from controlplane.membership.queries import QueryAck, QueryDone, QueryReceived, QueryResponse
 from controlplane.testing.query_sim import QuerySimCluster
+from controlplane.wire.v1 import query_pb2 as wire
 
 
 def cluster_of(count: int, seed: int = 3, **kwargs: object) -> QuerySimCluster:
@@ -86,3 +87,18 @@ def test_answers_after_the_deadline_are_not_collected() -> None:
     assert acks(cluster, "m0") == ["m0"]
     assert cluster.effects_of("m0", QueryDone) == [QueryDone(query_id, 1, 1)]
     assert cluster.queries["m0"].stats.dropped.get("late_or_unknown", 0) >= 3
+
+
+def test_a_joining_member_learns_the_query_clock_and_its_queries_are_not_too_old() -> None:
+    cluster = cluster_of(3)
+    # The cluster's query clock is far ahead of a newcomer's 1: past the query buffer.
+    far = wire.QueryMessage(lamport_time=5000, id=1, origin="m1", name="old", timeout_ms=1000)
+    cluster.queries["m0"].receive_query(far.SerializeToString(), cluster.now)
+    assert cluster.queries["m0"].lamport_time == 5001
+    cluster.start("m9", tags={"role": "db"}, seeds=["m0"])
+    names = ["m0", "m1", "m2", "m9"]
+    assert cluster.run_until_true(lambda: cluster.converged(names), timeout=60) is not None
+    assert cluster.queries["m9"].lamport_time >= 5000
+    cluster.ask("m9", "who", b"n", filter_nodes=["m0"], request_ack=True, relay_factor=1)
+    cluster.run_for(10)
+    assert acks(cluster, "m9") == ["m0"]

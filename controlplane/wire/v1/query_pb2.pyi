@@ -183,3 +183,29 @@ class QueryDatagram(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___QueryDatagram: _TypeAlias = QueryDatagram  # noqa: Y015
+
+@_typing.final
+class QueryState(_message.Message):
+    """QueryState is the "query" channel's part of a push-pull state: the query
+    Lamport clock, so that a member that joins asks with a current time (serf
+    messagePushPull.QueryLTime); a query far older than the others' clocks would be
+    dropped as too old.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LAMPORT_TIME_FIELD_NUMBER: _builtins.int
+    lamport_time: _builtins.int
+    """The sender's query Lamport clock (the time its next query would carry)."""
+    def __init__(
+        self,
+        *,
+        lamport_time: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lamport_time", b"lamport_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryState: _TypeAlias = QueryState  # noqa: Y015

@@ -229,3 +229,14 @@ def test_a_relay_forwards_to_the_origin_it_knows_only_once() -> None:
     # An origin this member does not know: nothing is sent anywhere.
     assert queries.receive_reply(relayed("unknown-origin"), 0.2) == []
     assert queries.stats.dropped == {"unknown_origin": 1}
+
+
+def test_the_push_pull_state_carries_the_query_clock_within_bounds() -> None:
+    _, queries = make()
+    assert wire.QueryState.FromString(queries.local_state()).lamport_time == 1
+    queries.merge_state(wire.QueryState(lamport_time=900).SerializeToString())
+    assert queries.lamport_time == 900  # serf: Witness(QueryLTime - 1)
+    queries.merge_state(wire.QueryState(lamport_time=2**40).SerializeToString())
+    queries.merge_state(b"\xff\xff")
+    assert queries.lamport_time == 900
+    assert queries.stats.dropped == {"lamport_out_of_range": 1, "state_decode": 1}
