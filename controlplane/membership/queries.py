@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -260,14 +260,19 @@ class QueryStats:
     """Counters for metrics and tests."""
 
     asked: int = 0
+    # New queries that matched this member's filters, and those that did not.
     received: int = 0
-    duplicates: int = 0
     filtered: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    # Acks and responses collected for queries this member asked.
+    acks: int = 0
+    responses: int = 0
+    # Answers forwarded for other members (relays).
     relayed: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
 
     def drop(self, reason: str) -> None:
-        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        self.dropped[reason] += 1
 
 
 class Queries:
@@ -540,12 +545,14 @@ class Queries:
                 self.stats.duplicates += 1
                 return
             asked.acks.add(responder)
+            self.stats.acks += 1
             out.append(QueryAck(reply.id, responder))
         else:
             if responder in asked.responses:
                 self.stats.duplicates += 1
                 return
             asked.responses.add(responder)
+            self.stats.responses += 1
             out.append(QueryResponse(reply.id, responder, reply.payload))
 
     # ------------------------------------------------------------------ time

@@ -6,6 +6,7 @@ import json
 import shlex
 import sys
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,14 +41,31 @@ HANDLER = shlex.join(
 )
 
 
+def metric(address: str, sample: str) -> float:
+    """One sample of an agent's /metrics, by its exposition name with labels."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            name, _, number = line.rpartition(" ")
+            if name == sample:
+                return float(number)
+    return 0.0
+
+
 @pytest.fixture
-def agents(tmp_path: Path) -> Iterator[dict[str, AgentProcess]]:
+def metrics_address() -> str:
+    return f"{HOSTS[1]}:{free_port(HOSTS[1])}"
+
+
+@pytest.fixture
+def agents(tmp_path: Path, metrics_address: str) -> Iterator[dict[str, AgentProcess]]:
     port = free_port(HOSTS[0], *HOSTS[1:])
     started: dict[str, AgentProcess] = {}
     try:
         for index, (name, role) in enumerate(ROLES.items()):
             args = ["--profile", "local", "--drain-period", "0", "--tag", f"role={role}"]
             args += ["--query-handler", f"who={HANDLER}"]
+            if name == "node-2":
+                args += ["--metrics-addr", metrics_address]
             if index:
                 args += ["--join", f"{HOSTS[0]}:{port}"]
             started[name] = start_agent(
@@ -69,7 +87,7 @@ def client_of(agent: AgentProcess) -> Client:
 
 
 def test_a_tag_filtered_query_reaches_exactly_the_matching_members(
-    agents: dict[str, AgentProcess],
+    agents: dict[str, AgentProcess], metrics_address: str
 ) -> None:
     with client_of(agents["node-2"]) as client:
         messages = list(
@@ -97,6 +115,12 @@ def test_a_tag_filtered_query_reaches_exactly_the_matching_members(
 
         # Two queries asked: the query Lamport clock stamped 1 and 2 and moved on.
         assert client.info().gossip.query_time == 3
+        assert metric(metrics_address, "serf_queries_asked_total") == 2
+        assert metric(metrics_address, "serf_query_acks_total") == 5
+        assert metric(metrics_address, "serf_query_responses_total") == 2
+        assert metric(metrics_address, "serf_query_lamport_time") == 3
+        # node-2 (role db) matched only the second query, which has no handler.
+        assert metric(metrics_address, 'controlplane_query_handlers_total{result="started"}') == 0
 
         with pytest.raises(InvalidArgument, match="relay_factor"):
             list(client.query("who", relay_factor=6))
@@ -105,7 +129,7 @@ def test_a_tag_filtered_query_reaches_exactly_the_matching_members(
 
 
 def test_a_client_handler_answers_and_the_cli_prints_like_serf(
-    agents: dict[str, AgentProcess],
+    agents: dict[str, AgentProcess], metrics_address: str
 ) -> None:
     answered: list[pb.WatchQueriesResponse] = []
     errors: list[BaseException] = []
