@@ -20,6 +20,7 @@ import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from controlplane.errors import ControlPlaneError, ResourceExhausted
 from controlplane.gossip.direct import DirectFrameError, open_direct, seal_direct
 from controlplane.gossip.keyring import Keyring
 from controlplane.membership import ChannelDelivery, ChannelStateReceived
@@ -284,8 +285,8 @@ class QueryDriver:
     # --------------------------------------------------------- answering
 
     def watch(self, names: Iterable[str]) -> _Watcher:
-        from controlplane.errors import ResourceExhausted
-
+        """A new watcher of received queries (all, or those named); ResourceExhausted
+        beyond MAX_WATCHERS."""
         if len(self._watchers) >= MAX_WATCHERS:
             raise ResourceExhausted(f"{MAX_WATCHERS} clients watch queries on this agent already")
         watcher = _Watcher(frozenset(names))
@@ -367,7 +368,7 @@ class QueryDriver:
             return
         try:
             self.respond(query.handle, response)
-        except Exception as error:  # answered by a client first, or past its timeout
+        except ControlPlaneError as error:  # answered by a client first, or past its timeout
             log.debug("query %r: the handler's response was not sent: %s", query.name, error)
 
     def _schedule(self) -> None:
