@@ -52,6 +52,7 @@ from controlplane.api.hub import EventHub
 from controlplane.api.keyring import CHANNEL as KEYRING_CHANNEL
 from controlplane.api.keyring import KeyringFile, KeyringService
 from controlplane.api.membership import Event, LeaderRpcs, MembershipService, leader_address
+from controlplane.api.queries import QueryRpcs
 from controlplane.api.reflection import add_reflection
 from controlplane.api.ring import CHANNEL as RING_CHANNEL
 from controlplane.api.ring import RegistrationStore, RingService
@@ -91,6 +92,7 @@ from controlplane.shell.heap import HeapSettler
 from controlplane.shell.logstream import LogStream
 from controlplane.shell.looplag import LoopLagProbe
 from controlplane.shell.pushpull import MAX_MESSAGE_BYTES, GossipServicer, PushPullClient
+from controlplane.shell.queries import QueryDriver, QueryHandlers
 from controlplane.shell.runtime import GossipRuntime
 from controlplane.shell.snapshot import SnapshotFile, read_snapshot, snapshot_path
 from controlplane.shell.tls import AgentTls
@@ -222,6 +224,8 @@ class Components:
     rings: RingService
     keys: KeyringService
     election: ElectionDriver
+    # Serf queries: asked through the API, answered by handlers and watching clients.
+    queries: QueryDriver
     heartbeats: HeartbeatRpcs
     # Streams to the next members in name order, and the ones we serve (shell/attend.py).
     attendance: Attendance
@@ -440,6 +444,12 @@ def build_components(config: AgentConfig, hooks: AgentHooks) -> Components:
         leader=leader_address_and_epoch,
         distances=layer.distances_from,
     )
+    queries = QueryDriver(
+        runtime,
+        QueryHandlers(config.query_handlers, config.query_handler_timeout, config.node),
+        keyring=keyring,
+        label=config.cluster_label,
+    )
     # Every view of the members (rings, election, heartbeat server lists) follows
     # member events one member at a time: a fleet's churn costs what changed.
     attendance = Attendance(config.node, push_pull.open_channel, runtime.probe_now)
@@ -474,7 +484,7 @@ def build_components(config: AgentConfig, hooks: AgentHooks) -> Components:
         lambda: election.history,
     )
     MEMBERSHIP.add_to_server(
-        MembershipServicer(members, leader, hooks.describe, hooks.monitor),
+        MembershipServicer(members, leader, hooks.describe, hooks.monitor, QueryRpcs(queries)),
         server,
         access,
         observer,
@@ -510,6 +520,7 @@ def build_components(config: AgentConfig, hooks: AgentHooks) -> Components:
         rings=rings,
         keys=keys,
         election=election,
+        queries=queries,
         heartbeats=heartbeats,
         attendance=attendance,
         attend_server=attend_server,
@@ -713,6 +724,7 @@ class Agent:
         gossip.failed = layer.status_count(MemberStatus.FAILED)
         gossip.member_time = layer.lamport_time
         gossip.event_time = layer.event_time
+        gossip.query_time = parts.queries.queries.lamport_time
         gossip.broadcast_queue = node.broadcast_queue_depth
         gossip.health_score = node.health_score
         gossip.incarnation = node.incarnation
@@ -871,6 +883,7 @@ class Agent:
         self.events.close()
         self.leader_changes.close()
         parts.election.close()
+        await parts.queries.close()
         parts.rings.close()
         await parts.attendance.close()
         parts.attend_server.release()

@@ -113,6 +113,7 @@ def _add_agent_flags(parser: argparse.ArgumentParser) -> None:
         "join": ("--join", "ADDR"),
         "tags": ("--tag", "KEY=VALUE"),
         "rings": ("--ring", "NAME.KEY=VALUE"),
+        "query_handlers": ("--query-handler", "NAME=COMMAND"),
     }
     for setting in SETTINGS.values():
         help_text = f"{setting.help}; env {setting.env}"
@@ -366,6 +367,57 @@ def cmd_rtt(args: argparse.Namespace, out: TextIO) -> int:
         f"Estimated {first.node} <-> {second.node} rtt: {a.distance_to(b) * 1000.0:.3f} ms"
         " (using LAN coordinates)\n"
     )
+    return 0
+
+
+def cmd_query(args: argparse.Namespace, out: TextIO) -> int:
+    """`serf query`: dispatch, then print acks and responses as they arrive."""
+    filter_tags = _parse_pairs(args.tag, "--tag")
+    if args.query_timeout is not None and not 0 < args.query_timeout <= 300:
+        raise UsageError(
+            f"--timeout must be more than 0 and at most 300 s, got {args.query_timeout}"
+        )
+    if not 0 <= args.relay_factor <= 5:
+        raise UsageError(f"--relay-factor must be 0 to 5, got {args.relay_factor}")
+    text = args.format == "text"
+    acks: list[str] = []
+    responses: dict[str, str] = {}
+    with _client(args) as client:
+        stream = client.query(
+            args.name,
+            (args.payload or "").encode(),
+            filter_nodes=args.node or (),
+            filter_tags=filter_tags,
+            request_ack=not args.no_ack,
+            relay_factor=args.relay_factor,
+            timeout=args.query_timeout,
+        )
+        try:
+            for message in stream:
+                kind = message.WhichOneof("body")
+                if kind == "ack":
+                    member = getattr(message.ack, "from")
+                    acks.append(member)
+                    if text:
+                        out.write(f"Ack from '{member}'\n")
+                elif kind == "response":
+                    member = getattr(message.response, "from")
+                    payload = message.response.payload.decode(errors="replace")
+                    responses[member] = payload
+                    if text:
+                        out.write(f"Response from '{member}': {payload}\n")
+                elif kind == "dispatched":
+                    if text:
+                        out.write(f"Query '{args.name}' dispatched\n")
+                elif kind == "done":
+                    break
+                out.flush()
+        except KeyboardInterrupt:
+            pass
+    if text:
+        out.write(f"Total Acks: {len(acks)}\nTotal Responses: {len(responses)}\n")
+    else:
+        out.write(json.dumps({"acks": acks, "responses": responses}) + "\n")
     return EXIT_OK
 
 
@@ -668,7 +720,9 @@ def _event_json(event: membership_pb2.Event) -> dict[str, Any]:
 # -------------------------------------------------------------------- parser
 
 
-def _add_client_flags(parser: argparse.ArgumentParser, *, with_format: bool = False) -> None:
+def _add_client_flags(
+    parser: argparse.ArgumentParser, *, with_format: bool = False, with_timeout: bool = True
+) -> None:
     parser.add_argument(
         "--addr",
         default=os.environ.get("CONTROLPLANE_ADDR", DEFAULT_ADDR),
@@ -704,9 +758,12 @@ def _add_client_flags(parser: argparse.ArgumentParser, *, with_format: bool = Fa
         default=os.environ.get("CONTROLPLANE_TLS_SERVER_NAME", ""),
         help="name expected in the agent's certificate (default: the host of --addr)",
     )
-    parser.add_argument(
-        "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait for the agent"
-    )
+    if with_timeout:
+        parser.add_argument(
+            "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait for the agent"
+        )
+    else:
+        parser.set_defaults(timeout=DEFAULT_TIMEOUT)
     if with_format:
         parser.add_argument(
             "--format", choices=["text", "json"], default="text", help="output format"
@@ -777,6 +834,39 @@ def build_parser() -> argparse.ArgumentParser:
     event.add_argument("payload", nargs="?", default="", help="event payload (default empty)")
     event.add_argument("--coalesce", action="store_true", help="allow coalescing by name")
     event.set_defaults(run=cmd_event)
+
+    query = commands.add_parser(
+        "query", help="ask members a query and print their acks and responses"
+    )
+    # --timeout is the query's, as in `serf query`.
+    _add_client_flags(query, with_format=True, with_timeout=False)
+    query.add_argument("name", help="query name")
+    query.add_argument("payload", nargs="?", default="", help="query payload (default empty)")
+    query.add_argument(
+        "--node", action="append", metavar="NAME", help="only this member answers (repeatable)"
+    )
+    query.add_argument(
+        "--tag",
+        action="append",
+        metavar="KEY=REGEX",
+        help="only members whose tag matches the RE2 expression answer (repeatable)",
+    )
+    query.add_argument("--no-ack", action="store_true", help="do not ask members for acks")
+    query.add_argument(
+        "--relay-factor",
+        type=int,
+        default=0,
+        metavar="K",
+        help="members that also carry each answer back, 0 to 5 (default 0)",
+    )
+    query.add_argument(
+        "--timeout",
+        dest="query_timeout",
+        type=float,
+        metavar="SECONDS",
+        help="how long to collect answers, at most 300 (default: Serf's, grows with the cluster)",
+    )
+    query.set_defaults(run=cmd_query)
 
     monitor = commands.add_parser(
         "monitor", help="stream events, or the agent's log with --log-level, until interrupted"

@@ -135,6 +135,10 @@ class AgentConfig:
     # Serf's DisableCoordinates (false): no Vivaldi coordinate, so no `rtt` and no
     # `near` ordering.
     disable_coordinates: bool = False
+    # Query handlers (docs/queries.md): query name (or "*") -> command, run without a
+    # shell, as Serf's agent runs its event handlers; killed after the timeout.
+    query_handlers: Mapping[str, str] = field(default_factory=dict)
+    query_handler_timeout: float = 5.0
 
     @property
     def encryption_key(self) -> bytes | None:
@@ -254,6 +258,51 @@ def _parse_tags(raw: object) -> dict[str, str]:
 _RING_KEYS = ("lookup", "points_per_vnode", "vnode_formula", "vnodes")
 # More named rings than any deployment needs; each costs an empty snapshot.
 MAX_CONFIGURED_RINGS = 100
+
+
+# Query handlers an agent may have; each names one query (or "*").
+MAX_QUERY_HANDLERS = 64
+QUERY_NAME_MAX = 128
+
+
+def _parse_query_handlers(raw: object) -> dict[str, str]:
+    """`query_handlers`: a TOML table (`[query_handlers] deploy = "/usr/bin/deploy"`),
+    or NAME=COMMAND items (flags, environment). The command is split as a POSIX shell
+    splits words (quotes work) but is never given to a shell."""
+    import shlex
+
+    if isinstance(raw, Mapping):
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+            raise ValueError("must map query names to command strings")
+        handlers = dict(raw)
+    elif isinstance(raw, list | tuple) and all(isinstance(item, str) for item in raw):
+        handlers = {}
+        for item in raw:
+            name, sep, command = item.partition("=")
+            if not sep:
+                raise ValueError(f"must be NAME=COMMAND items, got {item[:80]!r}")
+            handlers[name.strip()] = command.strip()
+    elif isinstance(raw, str):
+        return _parse_query_handlers([raw])
+    else:
+        raise ValueError("must be a table of query names to commands, or NAME=COMMAND items")
+    if len(handlers) > MAX_QUERY_HANDLERS:
+        raise ValueError(f"may name at most {MAX_QUERY_HANDLERS} handlers, got {len(handlers)}")
+    for name, command in handlers.items():
+        if not 1 <= len(name.encode()) <= QUERY_NAME_MAX:
+            raise ValueError(f"query name {name[:80]!r} must be 1 to {QUERY_NAME_MAX} bytes or *")
+        try:
+            argv = shlex.split(command)
+        except ValueError as error:
+            raise ValueError(f"command of {name!r} cannot be split: {error}") from None
+        if not argv:
+            raise ValueError(f"command of {name!r} is empty")
+    return handlers
+
+
+def _check_handler_timeout(value: float) -> None:
+    if not 0 < value <= 300:
+        raise ValueError(f"must be more than 0 and at most 300 seconds, got {value:g}")
 
 
 def _parse_rings(raw: object) -> dict[str, RingSettings]:
@@ -846,6 +895,19 @@ SETTINGS: dict[str, Setting] = {
             _parse_bool,
             _no_check,
             "compute no network coordinates: no rtt estimates, no near ordering (default false)",
+        ),
+        Setting(
+            "query_handlers",
+            _parse_query_handlers,
+            _no_check,
+            "query handler NAME=COMMAND, NAME a query name or *; the command runs without a"
+            " shell, payload on stdin, stdout is the response (repeatable; docs/queries.md)",
+        ),
+        Setting(
+            "query_handler_timeout",
+            _parse_float,
+            _check_handler_timeout,
+            "seconds a query handler may run before it is killed (default 5)",
         ),
         Setting(
             "metrics_addr",

@@ -38,6 +38,7 @@ with atheris.instrument_imports(include=["controlplane"]):
     from controlplane.api.heartbeat import HeartbeatRpcs
     from controlplane.api.hub import EventHub
     from controlplane.api.membership import LeaderRpcs, MembershipService
+    from controlplane.api.queries import QueryRpcs
     from controlplane.api.ring import RingService
     from controlplane.api.server_pool import PoolRegistry, ServerPoolRpcs
     from controlplane.api.servicers import MembershipServicer, RingServicer, ServerPoolServicer
@@ -47,6 +48,7 @@ with atheris.instrument_imports(include=["controlplane"]):
     from controlplane.membership import Membership
     from controlplane.pool import Server
     from controlplane.rings.directory import RingDirectory
+    from controlplane.shell.queries import QueryDriver, QueryHandlers
     from controlplane.shell.runtime import parse_address
     from fuzz import _cores
     from fuzz.runner import main
@@ -100,11 +102,23 @@ class OfflineRuntime:
     addresses as the real runtime does (``parse_address``) and counts those that parse
     as contacted; effects are dropped."""
 
-    def __init__(self) -> None:
+    def __init__(self, layer: Membership | None = None) -> None:
         self.now = _cores.NOW
+        self.layer = layer
+        self.udp = self
 
     def apply(self, effects: Sequence[object]) -> None:
         list(effects)
+
+    # Queries: broadcasts, datagrams and channel routes go nowhere.
+    def send(self, *args: object) -> None:
+        pass
+
+    def on_channel(self, *args: object) -> None:
+        pass
+
+    def on_direct(self, *args: object) -> None:
+        pass
 
     async def join(self, addresses: Sequence[str], default_port: int, *, replay: bool) -> int:
         contacted = 0
@@ -146,7 +160,7 @@ def _describe() -> Any:
 
 
 def _servicers(layer: Membership) -> list[tuple[PublicService, object]]:
-    runtime: Any = OfflineRuntime()
+    runtime: Any = OfflineRuntime(layer)
     membership = MembershipService(layer, runtime, EventHub(), default_port=7946, leave=_leave)
     leader = LeaderRpcs(layer, lambda: None, EventHub(), _election_status)
     pools = PoolRegistry(_clock, pinger=_pinger, rng=random.Random(0))
@@ -158,8 +172,10 @@ def _servicers(layer: Membership) -> list[tuple[PublicService, object]]:
         distances=layer.distances_from,
     )
     rings = RingService(RingDirectory(layer.name), layer, lambda channel, data: None, _clock)
+    # No handlers: a fuzzed query never starts a process.
+    queries = QueryRpcs(QueryDriver(runtime, QueryHandlers({}, 1.0, layer.name)))
     return [
-        (MEMBERSHIP, MembershipServicer(membership, leader, _describe, _monitor)),
+        (MEMBERSHIP, MembershipServicer(membership, leader, _describe, _monitor, queries)),
         (SERVER_POOL, ServerPoolServicer(ServerPoolRpcs(pools, layer.distances_from), heartbeats)),
         (RING, RingServicer(rings)),
     ]
@@ -248,6 +264,11 @@ def seeds() -> list[bytes]:
         "Membership/GetCoordinate": membership_pb2.GetCoordinateRequest(node="node-9"),
         "ServerPool/FindServer": server_pool_pb2.FindServerRequest(pool="db", near="_agent"),
         "ServerPool/ListServers": server_pool_pb2.ListServersRequest(pool="db", near="node-9"),
+        "Membership/Query": membership_pb2.QueryRequest(
+            name="uptime", payload=b"x", filter_tags={"role": "^web$"}, request_ack=True
+        ),
+        "Membership/WatchQueries": membership_pb2.WatchQueriesRequest(names=["uptime"]),
+        "Membership/RespondQuery": membership_pb2.RespondQueryRequest(id=1, payload=b"up"),
         "Ring/AddNode": ring_pb2.AddNodeRequest(ring="web", address="10.0.0.5", port=80),
         "Ring/GetNode": ring_pb2.GetNodeRequest(ring="web", key="user-1"),
         "ServerPool/RefreshServerLists": server_pool_pb2.RefreshServerListsRequest(

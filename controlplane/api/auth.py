@@ -81,6 +81,11 @@ METHOD_SCOPES: Mapping[str, Scope] = {
     "Membership/WatchLeader": Scope.READ,
     "Membership/GetInfo": Scope.READ,
     "Membership/Monitor": Scope.READ,
+    # A query makes every matching member run its handlers (commands); a watcher of
+    # queries answers in the agent's name: all three change what others are told.
+    "Membership/Query": Scope.WRITE,
+    "Membership/WatchQueries": Scope.WRITE,
+    "Membership/RespondQuery": Scope.WRITE,
     # Heartbeat records the caller in ListClients, but that is the caller's own entry,
     # bounded and expiring; every client sends it, so it needs no more than read.
     "ServerPool/Heartbeat": Scope.READ,

@@ -31,6 +31,7 @@ from controlplane.membership import (
     MemberStatus,
     UserEvent,
 )
+from controlplane.membership.validation import compile_pattern
 from controlplane.shell.runtime import GossipRuntime
 from controlplane.v1 import membership_pb2 as pb
 
@@ -115,39 +116,8 @@ def event_to_proto(event: Event) -> pb.Event:
     )
 
 
-@functools.cache
-def _re2() -> tuple[Any, Any]:
-    """google-re2 and its UTF-8 options, imported by the first filter: an agent that is
-    never asked to filter does not load the library."""
-    import re2
-
-    options = re2.Options()
-    options.encoding = re2.Options.Encoding.UTF8
-    # A bad pattern is the client's error, answered as INVALID_ARGUMENT: RE2 must not also
-    # print it to the agent's stderr.
-    options.log_errors = False
-    return re2, options
-
-
 def _compile(field: str, pattern: str) -> Any:
-    if len(pattern) > PATTERN_MAX:
-        raise InvalidArgument.for_field(
-            field, f"must be at most {PATTERN_MAX} characters, got {len(pattern)}"
-        )
-    re2, utf8 = _re2()
-    try:
-        # Compiled and matched as UTF-8 bytes, which has the same meaning for UTF-8
-        # text (the encoding is explicit) and costs the wrapper of google-re2 less
-        # than half of what str matching does, a difference thousands of members show.
-        return re2.compile(pattern.encode(), utf8)
-    except re2.error as error:
-        # google-re2 reports its message as bytes: b'missing ]: ['.
-        reason = error.args[0] if error.args else ""
-        if isinstance(reason, bytes):
-            reason = reason.decode(errors="replace")
-        raise InvalidArgument.for_field(
-            field, f"is not a valid RE2 regular expression: {reason}"
-        ) from None
+    return compile_pattern(field, pattern, PATTERN_MAX)
 
 
 def _no_unspecified(field: str, values: Iterable[int]) -> set[int]:

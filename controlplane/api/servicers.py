@@ -19,6 +19,7 @@ import grpc.aio
 from controlplane.api.heartbeat import HeartbeatRpcs
 from controlplane.api.keyring import KeyringService
 from controlplane.api.membership import LeaderRpcs, MembershipService
+from controlplane.api.queries import QueryRpcs
 from controlplane.api.ring import RingService
 from controlplane.api.server_pool import ServerPoolRpcs
 from controlplane.v1 import (
@@ -46,11 +47,13 @@ class MembershipServicer(membership_pb2_grpc.MembershipServicer):
         monitor: Callable[
             [membership_pb2.MonitorRequest], AsyncIterator[membership_pb2.MonitorResponse]
         ],
+        queries: QueryRpcs,
     ) -> None:
         self._members = members
         self._leader = leader
         self._describe = describe
         self._monitor = monitor
+        self._queries = queries
 
     async def Join(
         self, request: membership_pb2.JoinRequest, context: Context
@@ -130,6 +133,23 @@ class MembershipServicer(membership_pb2_grpc.MembershipServicer):
     ) -> AsyncIterator[membership_pb2.MonitorResponse]:
         async for response in self._monitor(request):
             yield response
+
+    async def Query(
+        self, request: membership_pb2.QueryRequest, context: Context
+    ) -> AsyncIterator[membership_pb2.QueryResponse]:
+        async for response in self._queries.Query(request, context):
+            yield response
+
+    async def WatchQueries(
+        self, request: membership_pb2.WatchQueriesRequest, context: Context
+    ) -> AsyncIterator[membership_pb2.WatchQueriesResponse]:
+        async for response in self._queries.WatchQueries(request, context):
+            yield response
+
+    async def RespondQuery(
+        self, request: membership_pb2.RespondQueryRequest, context: Context
+    ) -> membership_pb2.RespondQueryResponse:
+        return await self._queries.RespondQuery(request, context)
 
 
 class ServerPoolServicer(server_pool_pb2_grpc.ServerPoolServicer):

@@ -268,8 +268,7 @@ class ElectionDriver:
             log.debug("dropped a direct datagram from %s: %s", source, error)
             return
         if channel != CHANNEL:
-            self.direct_dropped += 1
-            return
+            return  # another subsystem's datagram (queries)
         self._receive(payload, source)
 
     def _receive(self, payload: bytes, origin: object) -> None:

@@ -43,6 +43,7 @@ from controlplane.shell.runtime import Event
 if TYPE_CHECKING:
     from controlplane.agent import Agent
     from controlplane.election import LeaderView
+    from controlplane.shell.queries import QueryDriver
 
 # Latency buckets in seconds: from a cached answer on loopback (well under a
 # millisecond) to a Watch or a call waiting for a leader.
@@ -311,6 +312,7 @@ class AgentCollector(Collector):
                 "Times this agent's coordinate became invalid and restarted at the origin.",
                 vivaldi.resets,
             )
+        yield from _query_families(parts.queries)
 
         lag = agent.loop_lag.stats
         yield _gauge("controlplane_loop_lag_max_seconds", "Longest event-loop delay seen.", lag.max)
@@ -358,6 +360,40 @@ class AgentCollector(Collector):
         yield sizes
         yield versions
         yield from self._rpcs.families()
+
+
+def _query_families(driver: QueryDriver) -> Iterator[Metric]:
+    """Serf's query telemetry (serf.queries, serf.query_acks, serf.query_responses) and
+    what the agent's handlers did."""
+    stats = driver.queries.stats
+    yield _counter(
+        "serf_queries",
+        "New queries this agent received, whether its filters matched or not.",
+        stats.received + stats.filtered,
+    )
+    yield _counter("serf_queries_asked", "Queries asked through this agent.", stats.asked)
+    yield _counter("serf_query_acks", "Acks collected for queries this agent asked.", stats.acks)
+    yield _counter(
+        "serf_query_responses",
+        "Responses collected for queries this agent asked.",
+        stats.responses,
+    )
+    yield _counter("serf_query_relayed", "Answers this agent forwarded for others.", stats.relayed)
+    yield _by_reason("serf_query_dropped", "Query input refused, by reason.", stats.dropped)
+    yield _gauge("serf_query_lamport_time", "The query Lamport clock.", driver.queries.lamport_time)
+    handlers = driver.handlers.stats
+    family = CounterMetricFamily(
+        "controlplane_query_handlers", "Query handler processes, by outcome.", labels=["result"]
+    )
+    for result, count in (
+        ("started", handlers.started),
+        ("responded", handlers.responded),
+        ("failed", handlers.failed),
+        ("timed_out", handlers.timed_out),
+        ("skipped_busy", handlers.skipped_busy),
+    ):
+        family.add_metric([result], count)
+    yield family
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -149,8 +149,9 @@ class GossipRuntime:
         self._conflict_handlers: list[ConflictHandler] = []
         self._listeners: list[EventListener] = []
         self._channel_handlers: dict[str, ChannelHandler] = {}
-        # Direct datagrams (gossip/direct.py) go here, never to the gossip core.
-        self._direct_handler: DirectHandler | None = None
+        # Direct datagrams (gossip/direct.py) go here, never to the gossip core; each
+        # subsystem opens the frame and keeps the datagrams of its own channel.
+        self._direct_handlers: list[DirectHandler] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         self._tasks: set[asyncio.Task[None]] = set()
@@ -213,14 +214,16 @@ class GossipRuntime:
     # ------------------------------------------------------------------ inputs
 
     def on_direct(self, handler: DirectHandler) -> None:
-        """Routes datagrams framed as direct (``gossip/direct.py``) to `handler`."""
-        self._direct_handler = handler
+        """Routes datagrams framed as direct (``gossip/direct.py``) to `handler`
+        (beside the handlers already routed to)."""
+        self._direct_handlers.append(handler)
 
     def _on_datagram(self, source: Address, data: bytes) -> None:
         if self._closed:
             return
-        if self._direct_handler is not None and is_direct(data):
-            self._direct_handler(source, data)
+        if self._direct_handlers and is_direct(data):
+            for handler in self._direct_handlers:
+                handler(source, data)
             return
         dropped = self.layer.node.stats.dropped
         before = mismatch_counts(dropped)

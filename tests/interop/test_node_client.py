@@ -421,6 +421,33 @@ def test_leader_info_and_keyring_answers(node_run: NodeRun) -> None:
     assert "--encrypt" in observed.call("Keyring.ListKeys")["message"]
 
 
+def test_a_query_is_watched_answered_and_collected(node_run: NodeRun) -> None:
+    observed = node_run.result()
+    watched = observed.call("Membership.WatchQueries")
+    assert watched["code"] == "OK", watched
+    query = watched["messages"][0]
+    assert (query["name"], query["origin"]) == ("node-interop-query", "node-a")
+    assert base64.b64decode(query["payload"]) == b"ping"
+    assert duration_seconds(query["remaining"]) <= 3
+    observed.ok("Membership.RespondQuery")
+    asked = observed.call("Membership.Query")
+    assert asked["code"] == "OK", asked
+    assert asked.get("ended_by_server"), asked
+    messages = asked["messages"]
+    assert messages[0]["body"] == "dispatched"
+    assert messages[-1]["body"] == "done"
+    assert [m["ack"]["from"] for m in messages if m["body"] == "ack"] == ["node-a"]
+    responses = [m["response"] for m in messages if m["body"] == "response"]
+    assert [(r["from"], base64.b64decode(r["payload"])) for r in responses] == [("node-a", b"pong")]
+    assert (messages[-1]["done"]["acks"], messages[-1]["done"]["responses"]) == (1, 1)
+    assert_status(observed.call("Membership.RespondQuery[again]"), "FAILED_PRECONDITION")
+    assert_status(
+        observed.call("Membership.Query[relay factor 9]"),
+        "INVALID_ARGUMENT",
+        field_name="relay_factor",
+    )
+
+
 def test_heartbeat_lists_servers_and_interval(node_run: NodeRun) -> None:
     observed = node_run.result()
     a, b = observed.agent_a, observed.agent_b

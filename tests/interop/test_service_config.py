@@ -67,6 +67,7 @@ IDEMPOTENT = {
             "GetInfo",
             "GetLeaderHistory",
             "Monitor",
+            "WatchQueries",
         ],
         "ServerPool": ["Heartbeat", "FindServer", "ListServers", "ListClients"],
         "Ring": ["GetNode", "GetNodes", "ListNodes", "GetRing", "WatchRing"],

@@ -434,3 +434,42 @@ def test_a_bad_ring_flag_exits_2_in_one_line(capsys: pytest.CaptureFixture[str])
             " got 9"
         )
     ]
+
+
+def test_query_handlers_come_from_flags_files_and_the_environment() -> None:
+    parser = cli.build_parser()
+    args = parser.parse_args(
+        ["agent", "--query-handler", "who=/bin/echo 'a b'", "--query-handler", "*=/bin/true"]
+    )
+    config = cli.agent_config(args, {})
+    assert config.query_handlers == {"who": "/bin/echo 'a b'", "*": "/bin/true"}
+    assert config.query_handler_timeout == 5.0
+    from_file = build_config(
+        file_values={"query_handlers": {"deploy": "/usr/bin/deploy --now"}},
+        environ={"CONTROLPLANE_QUERY_HANDLER_TIMEOUT": "2"},
+    )
+    assert from_file.query_handlers == {"deploy": "/usr/bin/deploy --now"}
+    assert from_file.query_handler_timeout == 2.0
+    # One handler from the environment: commas belong to the command.
+    env = build_config(environ={"CONTROLPLANE_QUERY_HANDLERS": "who=/bin/echo a,b"})
+    assert env.query_handlers == {"who": "/bin/echo a,b"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (["who"], "NAME=COMMAND"),
+        (["who="], "is empty"),
+        (["=cmd"], "1 to 128 bytes"),
+        (["who=echo 'unclosed"], "cannot be split"),
+        ([f"q{i}=true" for i in range(65)], "at most 64"),
+    ],
+)
+def test_bad_query_handlers_are_one_line(raw: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_config(flags={"query_handlers": raw})
+
+
+def test_the_handler_timeout_is_bounded() -> None:
+    with pytest.raises(ConfigError, match="at most 300"):
+        build_config(flags={"query_handler_timeout": "301"})

@@ -17,7 +17,9 @@ The header, flag included, is the AES-GCM associated data, as for packets. An
 agent that does not know the flag drops the datagram (unknown frame flags).
 Direct datagrams are never re-sent by their receiver. Only changes of
 leadership (a leadership that begins, a Release) travel as gossip broadcasts
-(a ChannelMessage on channel "election", membership.proto).
+(a ChannelMessage on channel "election", membership.proto). Query acks and
+responses use direct datagrams too, on channel "query" (query.proto); a relay
+that forwards one sends a datagram of its own.
 """
 
 from google.protobuf import descriptor as _descriptor
@@ -46,7 +48,8 @@ class DirectMessage(_message.Message):
     channel: _builtins.str
     """The subsystem, as in ChannelMessage.channel: 1 to 32 bytes of [a-z0-9_-]."""
     payload: _builtins.bytes
-    """The subsystem's payload (for "election": a serialized ElectionMessage);
+    """The subsystem's payload (for "election": a serialized ElectionMessage, for
+    "query": a serialized QueryDatagram);
     the whole datagram must fit in one UDP packet (1,400 bytes by default).
     """
     def __init__(

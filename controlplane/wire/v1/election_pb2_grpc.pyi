@@ -17,7 +17,9 @@ The header, flag included, is the AES-GCM associated data, as for packets. An
 agent that does not know the flag drops the datagram (unknown frame flags).
 Direct datagrams are never re-sent by their receiver. Only changes of
 leadership (a leadership that begins, a Release) travel as gossip broadcasts
-(a ChannelMessage on channel "election", membership.proto).
+(a ChannelMessage on channel "election", membership.proto). Query acks and
+responses use direct datagrams too, on channel "query" (query.proto); a relay
+that forwards one sends a datagram of its own.
 """
 
 from collections import abc as _abc

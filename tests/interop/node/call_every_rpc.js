@@ -304,6 +304,58 @@ async function main() {
     label: "Membership.Monitor[bad level]",
   });
 
+  // Queries: the agent asks itself (filter_nodes: its own name) while this client
+  // watches; RespondQuery answers, and the Query stream carries the response, then
+  // ends with done when the timeout passes.
+  const QUERY = "node-interop-query";
+  const watchRequest = { names: [QUERY] };
+  const watchedQuery = new Promise((resolve) => {
+    const call = membership.WatchQueries(watchRequest, { deadline: deadline(STREAM_DEADLINE_MS) });
+    const messages = [];
+    const rpc = "Membership.WatchQueries";
+    call.on("data", (message) => {
+      messages.push(message);
+      results[rpc] = { rpc, request: watchRequest, code: "OK", messages, cancelled_by_client: true };
+      call.cancel();
+      resolve(message);
+    });
+    call.on("error", (error) => {
+      if (error.code === grpc.status.CANCELLED && messages.length > 0) return;
+      results[rpc] = { rpc, request: watchRequest, ...failure(error), messages };
+      resolve(null);
+    });
+  });
+  await sleep(500); // the watch is registered before the query goes out
+  const asked = stream(
+    membership,
+    "Membership",
+    "Query",
+    {
+      name: QUERY,
+      payload: Buffer.from("ping").toString("base64"),
+      filter_nodes: [localName],
+      request_ack: true,
+      timeout: { seconds: 3, nanos: 0 },
+    },
+    { count: 100 },
+  );
+  const received = await watchedQuery;
+  const pong = Buffer.from("pong").toString("base64");
+  if (received) {
+    await M("RespondQuery", { id: received.id, payload: pong });
+  } else {
+    results["Membership.RespondQuery"] = {
+      rpc: "Membership.RespondQuery",
+      code: "NOT_CALLED",
+      note: "WatchQueries received no query",
+    };
+  }
+  await asked;
+  await M("RespondQuery", { id: received ? received.id : "0", payload: pong }, "Membership.RespondQuery[again]");
+  await stream(membership, "Membership", "Query", { name: QUERY, relay_factor: 9 }, {
+    label: "Membership.Query[relay factor 9]",
+  });
+
   // ---------------------------------------------------------------- ServerPool
   results["ServerPool.(streams)"] = {
     rpc: "ServerPool",

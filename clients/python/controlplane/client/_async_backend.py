@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
+from controlplane.v1 import membership_pb2
+
 T = TypeVar("T")
 M_co = TypeVar("M_co", covariant=True)
+
+QueryHandler = Callable[[membership_pb2.WatchQueriesResponse], Awaitable[bytes | None]]
+"""Answers one query (`AsyncClient.answer_queries`): the response, or None for none."""
 
 CANCELLED: tuple[type[BaseException], ...] = (asyncio.CancelledError,)
 """What a cancelled wait raises (nothing on threads)."""

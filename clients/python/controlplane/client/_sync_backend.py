@@ -14,10 +14,24 @@ from threading import Lock as Mutex
 from time import sleep
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["CANCELLED", "Background", "Event", "Mutex", "Stream", "run_blocking", "sleep"]
+from controlplane.v1 import membership_pb2
+
+__all__ = [
+    "CANCELLED",
+    "Background",
+    "Event",
+    "Mutex",
+    "QueryHandler",
+    "Stream",
+    "run_blocking",
+    "sleep",
+]
 
 T = TypeVar("T")
 M_co = TypeVar("M_co", covariant=True)
+
+QueryHandler = Callable[[membership_pb2.WatchQueriesResponse], bytes | None]
+"""Answers one query (`Client.answer_queries`): the response, or None for none."""
 
 # Threads are not cancelled: no exception stands for it.
 CANCELLED: tuple[type[BaseException], ...] = ()

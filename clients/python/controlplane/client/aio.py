@@ -30,6 +30,7 @@ from controlplane.client._async_backend import (
     Background,
     Event,
     Mutex,
+    QueryHandler,
     Stream,
     run_blocking,
     sleep,
@@ -62,6 +63,7 @@ from controlplane.client.views import (
 from controlplane.errors import (
     ControlPlaneError,
     DeadlineExceeded,
+    FailedPrecondition,
     ResourceExhausted,
     Unavailable,
 )
@@ -379,20 +381,92 @@ class AsyncClient:
         """One agent's log lines at `level` and above (`serf monitor`), until the
         caller stops iterating. The lines are that agent's: the stream does not move
         to another agent, and a failure ends it with the mapped error."""
+        request = membership_pb2.MonitorRequest(log_level=level)
+        server = await self._stream_server("Membership/Monitor")
+        call = self._stubs(server.address).membership.Monitor(request)
+        async for response in self._one_agent_stream("Membership/Monitor", server, call):  # noqa: UP028, RUF100
+            yield response
+
+    async def query(
+        self,
+        name: str,
+        payload: bytes = b"",
+        *,
+        filter_nodes: Sequence[str] = (),
+        filter_tags: Mapping[str, str] | None = None,
+        request_ack: bool = False,
+        relay_factor: int = 0,
+        timeout: float | None = None,
+    ) -> AsyncIterator[membership_pb2.QueryResponse]:
+        """Asks the members a query (`serf query`) through one agent and yields
+        their acks and responses as they arrive, then a last message with `done`
+        set when `timeout` (default: Serf's, which grows with the cluster) passed.
+        Each member acks (with `request_ack`) and responds at most once; only the
+        members named in `filter_nodes` and whose tags match every RE2 expression
+        of `filter_tags` answer. Never repeated on another agent (it would run the
+        members' handlers twice): a failure ends the stream with the mapped error."""
+        request = membership_pb2.QueryRequest(
+            name=name,
+            payload=payload,
+            filter_nodes=filter_nodes,
+            filter_tags=filter_tags or {},
+            request_ack=request_ack,
+            relay_factor=relay_factor,
+        )
+        if timeout is not None:
+            request.timeout.FromNanoseconds(round(timeout * 1e9))
+        server = await self._stream_server("Membership/Query")
+        call = self._stubs(server.address).membership.Query(request)
+        async for response in self._one_agent_stream("Membership/Query", server, call):  # noqa: UP028, RUF100
+            yield response
+
+    async def answer_queries(self, handler: QueryHandler, names: Sequence[str] = ()) -> None:
+        """Answers the queries one agent receives (all, or those named in `names`),
+        as Serf's RPC clients do: `handler` gets each query and returns the response
+        (at most 1024 bytes) or None for none. Queries are handled one at a time,
+        until the caller cancels, the handler raises, or the agent goes away (the
+        mapped error). A query answered already (by the agent's own handler, another
+        client) or past its timeout is skipped."""
+        request = membership_pb2.WatchQueriesRequest(names=names)
+        # Responses must reach the agent that received the queries: both calls go to it.
+        server = await self._stream_server("Membership/WatchQueries")
+        call = self._stubs(server.address).membership.WatchQueries(request)
+        async for query in self._one_agent_stream("Membership/WatchQueries", server, call):
+            answer = await handler(query)
+            if answer is None:
+                continue
+            respond = membership_pb2.RespondQueryRequest(id=query.id, payload=answer)
+            try:
+                await self._stubs(server.address).membership.RespondQuery(
+                    respond, timeout=self._options.timeout
+                )
+            except grpc.RpcError as error:
+                verdict = classify(error, "Membership/RespondQuery", server, deadline_passed=False)
+                if not isinstance(verdict.error, FailedPrecondition):
+                    raise verdict.error from None
+
+    async def _stream_server(self, method: str) -> Server:
+        """The agent a one-agent stream goes to."""
         self._check_open()
         server = await self._next_server([])
         if server is None:
-            raise exhausted("Membership/Monitor", [], None)
-        request = membership_pb2.MonitorRequest(log_level=level)
-        call = self._stubs(server.address).membership.Monitor(request)
+            raise exhausted(method, [], None)
+        return server
+
+    async def _one_agent_stream(
+        self,
+        method: str,
+        server: Server,
+        call: Stream[T],
+    ) -> AsyncIterator[T]:
+        """The messages of a stream from `server`, never moved to another agent; a
+        failure ends it with the mapped error."""
         try:
             # The blocking client's copy must catch the error too: no `yield from`.
             async for response in call:  # noqa: UP028, RUF100
                 yield response
         except grpc.RpcError as error:
-            raise classify(
-                error, "Membership/Monitor", server, deadline_passed=False
-            ).error from None
+            raise classify(error, method, server, deadline_passed=False).error from None
         finally:
             call.cancel()
 

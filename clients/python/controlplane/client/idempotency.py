@@ -35,6 +35,11 @@ _TABLE: dict[str, bool] = {
     "Membership/UpdateTags": False,
     "Membership/ForceLeave": False,
     "Membership/FireUserEvent": False,
+    # A repeated query would run the members' handlers twice; a response goes to the
+    # one agent that received the query. Watching queries changes nothing.
+    "Membership/Query": False,
+    "Membership/RespondQuery": False,
+    "Membership/WatchQueries": True,
     # ServerPool
     "ServerPool/Heartbeat": True,
     "ServerPool/FindServer": True,

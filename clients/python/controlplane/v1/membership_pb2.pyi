@@ -1408,6 +1408,7 @@ class GossipInfo(_message.Message):
     INCARNATION_FIELD_NUMBER: _builtins.int
     ENCRYPTED_FIELD_NUMBER: _builtins.int
     TLS_FIELD_NUMBER: _builtins.int
+    QUERY_TIME_FIELD_NUMBER: _builtins.int
     members: _builtins.int
     """members is every member known, failed and left ones included."""
     alive: _builtins.int
@@ -1432,6 +1433,8 @@ class GossipInfo(_message.Message):
     """encrypted says gossip is sealed with a keyring."""
     tls: _builtins.str
     """tls is one line saying what TLS is on, as the agent logs it at start."""
+    query_time: _builtins.int
+    """query_time is the query Lamport clock (Serf's query_time)."""
     def __init__(
         self,
         *,
@@ -1447,10 +1450,11 @@ class GossipInfo(_message.Message):
         incarnation: _builtins.int = ...,
         encrypted: _builtins.bool = ...,
         tls: _builtins.str = ...,
+        query_time: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alive", b"alive", "broadcast_queue", b"broadcast_queue", "encrypted", b"encrypted", "event_time", b"event_time", "failed", b"failed", "health_score", b"health_score", "incarnation", b"incarnation", "leaving", b"leaving", "left", b"left", "member_time", b"member_time", "members", b"members", "tls", b"tls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alive", b"alive", "broadcast_queue", b"broadcast_queue", "encrypted", b"encrypted", "event_time", b"event_time", "failed", b"failed", "health_score", b"health_score", "incarnation", b"incarnation", "leaving", b"leaving", "left", b"left", "member_time", b"member_time", "members", b"members", "query_time", b"query_time", "tls", b"tls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1601,3 +1605,329 @@ class MonitorResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MonitorResponse: _TypeAlias = MonitorResponse  # noqa: Y015
+
+@_typing.final
+class QueryRequest(_message.Message):
+    """QueryRequest asks the members a question (serf QueryParam)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class FilterTagsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PAYLOAD_FIELD_NUMBER: _builtins.int
+    FILTER_NODES_FIELD_NUMBER: _builtins.int
+    FILTER_TAGS_FIELD_NUMBER: _builtins.int
+    REQUEST_ACK_FIELD_NUMBER: _builtins.int
+    RELAY_FACTOR_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The query name: 1 to 128 bytes of UTF-8; handlers are chosen by it."""
+    payload: _builtins.bytes
+    """The payload; name, filters and payload together at most 1024 bytes encoded."""
+    request_ack: _builtins.bool
+    """Members ack as soon as they receive the query."""
+    relay_factor: _builtins.int
+    """How many other members also carry each answer back to this agent: 0 to 5."""
+    @_builtins.property
+    def filter_nodes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """When not empty, only these members answer (at most 64 names)."""
+
+    @_builtins.property
+    def filter_tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Only members whose tag values match every RE2 expression answer (tag name
+        to expression, at most 16 tags, expressions at most 256 characters). As in
+        Serf, an expression matches anywhere in the value: anchor it (^web$) to match
+        the whole value.
+        """
+
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """How long to collect, at most 300 s; unset: Serf's default, the gossip interval
+        times 16 times ceil(log10(members + 1)).
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        payload: _builtins.bytes = ...,
+        filter_nodes: _abc.Iterable[_builtins.str] | None = ...,
+        filter_tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        request_ack: _builtins.bool = ...,
+        relay_factor: _builtins.int = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter_nodes", b"filter_nodes", "filter_tags", b"filter_tags", "name", b"name", "payload", b"payload", "relay_factor", b"relay_factor", "request_ack", b"request_ack", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryRequest: _TypeAlias = QueryRequest  # noqa: Y015
+
+@_typing.final
+class QueryResponse(_message.Message):
+    """QueryResponse is one message of the Query stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACK_FIELD_NUMBER: _builtins.int
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    DONE_FIELD_NUMBER: _builtins.int
+    DISPATCHED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ack(self) -> Global___QueryAck:
+        """A member received the query (sent when request_ack is set)."""
+
+    @_builtins.property
+    def response(self) -> Global___QueryMemberResponse:
+        """A member's response."""
+
+    @_builtins.property
+    def done(self) -> Global___QueryDone:
+        """The timeout passed: the last message of the stream."""
+
+    @_builtins.property
+    def dispatched(self) -> Global___QueryDispatched:
+        """The query went out: the first message of the stream."""
+
+    def __init__(
+        self,
+        *,
+        ack: Global___QueryAck | None = ...,
+        response: Global___QueryMemberResponse | None = ...,
+        done: Global___QueryDone | None = ...,
+        dispatched: Global___QueryDispatched | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "body", b"body", "dispatched", b"dispatched", "done", b"done", "response", b"response"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "body", b"body", "dispatched", b"dispatched", "done", b"done", "response", b"response"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["ack", "response", "done", "dispatched"]  # noqa: Y015
+    _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
+
+Global___QueryResponse: _TypeAlias = QueryResponse  # noqa: Y015
+
+@_typing.final
+class QueryDispatched(_message.Message):
+    """QueryDispatched says that the query went out."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LAMPORT_TIME_FIELD_NUMBER: _builtins.int
+    lamport_time: _builtins.int
+    """The Lamport time of the query."""
+    def __init__(
+        self,
+        *,
+        lamport_time: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lamport_time", b"lamport_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryDispatched: _TypeAlias = QueryDispatched  # noqa: Y015
+
+@_typing.final
+class QueryAck(_message.Message):
+    """QueryAck says that a member received a query."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_FIELD_NUMBER: _builtins.int
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from", b"from"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryAck: _TypeAlias = QueryAck  # noqa: Y015
+
+@_typing.final
+class QueryMemberResponse(_message.Message):
+    """QueryMemberResponse is one member's response to a query."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_FIELD_NUMBER: _builtins.int
+    PAYLOAD_FIELD_NUMBER: _builtins.int
+    payload: _builtins.bytes
+    """The response (at most 1024 bytes)."""
+    def __init__(
+        self,
+        *,
+        payload: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from", b"from", "payload", b"payload"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryMemberResponse: _TypeAlias = QueryMemberResponse  # noqa: Y015
+
+@_typing.final
+class QueryDone(_message.Message):
+    """QueryDone ends a Query stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACKS_FIELD_NUMBER: _builtins.int
+    RESPONSES_FIELD_NUMBER: _builtins.int
+    LAMPORT_TIME_FIELD_NUMBER: _builtins.int
+    acks: _builtins.int
+    """How many members acked."""
+    responses: _builtins.int
+    """How many members responded."""
+    lamport_time: _builtins.int
+    """The Lamport time of the query."""
+    def __init__(
+        self,
+        *,
+        acks: _builtins.int = ...,
+        responses: _builtins.int = ...,
+        lamport_time: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "lamport_time", b"lamport_time", "responses", b"responses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryDone: _TypeAlias = QueryDone  # noqa: Y015
+
+@_typing.final
+class WatchQueriesRequest(_message.Message):
+    """WatchQueriesRequest chooses the queries to receive."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Query names to receive; empty: every query (at most 64 names)."""
+
+    def __init__(
+        self,
+        *,
+        names: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["names", b"names"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchQueriesRequest: _TypeAlias = WatchQueriesRequest  # noqa: Y015
+
+@_typing.final
+class WatchQueriesResponse(_message.Message):
+    """WatchQueriesResponse is one query this agent received."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    PAYLOAD_FIELD_NUMBER: _builtins.int
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    LAMPORT_TIME_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """Identifies the query in RespondQuery."""
+    name: _builtins.str
+    """The query name."""
+    payload: _builtins.bytes
+    """The query payload."""
+    origin: _builtins.str
+    """The member that asked."""
+    lamport_time: _builtins.int
+    """The query's Lamport time."""
+    @_builtins.property
+    def remaining(self) -> _duration_pb2.Duration:
+        """How long a response is still accepted."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        name: _builtins.str = ...,
+        payload: _builtins.bytes = ...,
+        origin: _builtins.str = ...,
+        lamport_time: _builtins.int = ...,
+        remaining: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["remaining", b"remaining"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "lamport_time", b"lamport_time", "name", b"name", "origin", b"origin", "payload", b"payload", "remaining", b"remaining"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchQueriesResponse: _TypeAlias = WatchQueriesResponse  # noqa: Y015
+
+@_typing.final
+class RespondQueryRequest(_message.Message):
+    """RespondQueryRequest answers a query received in WatchQueries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PAYLOAD_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """The id from WatchQueriesResponse."""
+    payload: _builtins.bytes
+    """The response, at most 1024 bytes."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        payload: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "payload", b"payload"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RespondQueryRequest: _TypeAlias = RespondQueryRequest  # noqa: Y015
+
+@_typing.final
+class RespondQueryResponse(_message.Message):
+    """RespondQueryResponse is empty: the response was sent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RespondQueryResponse: _TypeAlias = RespondQueryResponse  # noqa: Y015

@@ -119,6 +119,21 @@ class MembershipStub:
                 request_serializer=controlplane_dot_v1_dot_membership__pb2.MonitorRequest.SerializeToString,
                 response_deserializer=controlplane_dot_v1_dot_membership__pb2.MonitorResponse.FromString,
                 _registered_method=True)
+        self.Query = channel.unary_stream(
+                '/controlplane.v1.Membership/Query',
+                request_serializer=controlplane_dot_v1_dot_membership__pb2.QueryRequest.SerializeToString,
+                response_deserializer=controlplane_dot_v1_dot_membership__pb2.QueryResponse.FromString,
+                _registered_method=True)
+        self.WatchQueries = channel.unary_stream(
+                '/controlplane.v1.Membership/WatchQueries',
+                request_serializer=controlplane_dot_v1_dot_membership__pb2.WatchQueriesRequest.SerializeToString,
+                response_deserializer=controlplane_dot_v1_dot_membership__pb2.WatchQueriesResponse.FromString,
+                _registered_method=True)
+        self.RespondQuery = channel.unary_unary(
+                '/controlplane.v1.Membership/RespondQuery',
+                request_serializer=controlplane_dot_v1_dot_membership__pb2.RespondQueryRequest.SerializeToString,
+                response_deserializer=controlplane_dot_v1_dot_membership__pb2.RespondQueryResponse.FromString,
+                _registered_method=True)
 
 
 class MembershipServicer:
@@ -258,6 +273,36 @@ class MembershipServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Query(self, request, context):
+        """Query asks every member, or those that match the node and tag filters, and
+        streams their acks and responses until the timeout, then a final message with
+        the counts (Serf's `serf query`). Each member answers at most once with an ack
+        and once with a response. Members answer through their query handlers
+        (agent setting `query_handlers`) or through clients in WatchQueries.
+        RESOURCE_EXHAUSTED when 64 queries are already open on the agent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchQueries(self, request, context):
+        """WatchQueries streams the queries this agent receives (all, or those with the
+        given names) so that a client can answer them with RespondQuery, as Serf's RPC
+        clients do with the "query" event stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RespondQuery(self, request, context):
+        """RespondQuery sends this agent's one response to a query received in
+        WatchQueries. FAILED_PRECONDITION when the query is unknown, already answered
+        (by a handler or another client) or past its timeout.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MembershipServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -335,6 +380,21 @@ def add_MembershipServicer_to_server(servicer, server):
                     servicer.Monitor,
                     request_deserializer=controlplane_dot_v1_dot_membership__pb2.MonitorRequest.FromString,
                     response_serializer=controlplane_dot_v1_dot_membership__pb2.MonitorResponse.SerializeToString,
+            ),
+            'Query': grpc.unary_stream_rpc_method_handler(
+                    servicer.Query,
+                    request_deserializer=controlplane_dot_v1_dot_membership__pb2.QueryRequest.FromString,
+                    response_serializer=controlplane_dot_v1_dot_membership__pb2.QueryResponse.SerializeToString,
+            ),
+            'WatchQueries': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchQueries,
+                    request_deserializer=controlplane_dot_v1_dot_membership__pb2.WatchQueriesRequest.FromString,
+                    response_serializer=controlplane_dot_v1_dot_membership__pb2.WatchQueriesResponse.SerializeToString,
+            ),
+            'RespondQuery': grpc.unary_unary_rpc_method_handler(
+                    servicer.RespondQuery,
+                    request_deserializer=controlplane_dot_v1_dot_membership__pb2.RespondQueryRequest.FromString,
+                    response_serializer=controlplane_dot_v1_dot_membership__pb2.RespondQueryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -752,6 +812,87 @@ class Membership:
             '/controlplane.v1.Membership/Monitor',
             controlplane_dot_v1_dot_membership__pb2.MonitorRequest.SerializeToString,
             controlplane_dot_v1_dot_membership__pb2.MonitorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Query(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/controlplane.v1.Membership/Query',
+            controlplane_dot_v1_dot_membership__pb2.QueryRequest.SerializeToString,
+            controlplane_dot_v1_dot_membership__pb2.QueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchQueries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/controlplane.v1.Membership/WatchQueries',
+            controlplane_dot_v1_dot_membership__pb2.WatchQueriesRequest.SerializeToString,
+            controlplane_dot_v1_dot_membership__pb2.WatchQueriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RespondQuery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/controlplane.v1.Membership/RespondQuery',
+            controlplane_dot_v1_dot_membership__pb2.RespondQueryRequest.SerializeToString,
+            controlplane_dot_v1_dot_membership__pb2.RespondQueryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -104,6 +104,24 @@ class MembershipStub:
     level. A reader that falls behind loses the oldest lines (at most 1000 wait),
     and the next line it reads says how many.
     """
+    Query: _grpc.UnaryStreamMultiCallable[_membership_pb2.QueryRequest, _membership_pb2.QueryResponse]
+    """Query asks every member, or those that match the node and tag filters, and
+    streams their acks and responses until the timeout, then a final message with
+    the counts (Serf's `serf query`). Each member answers at most once with an ack
+    and once with a response. Members answer through their query handlers
+    (agent setting `query_handlers`) or through clients in WatchQueries.
+    RESOURCE_EXHAUSTED when 64 queries are already open on the agent.
+    """
+    WatchQueries: _grpc.UnaryStreamMultiCallable[_membership_pb2.WatchQueriesRequest, _membership_pb2.WatchQueriesResponse]
+    """WatchQueries streams the queries this agent receives (all, or those with the
+    given names) so that a client can answer them with RespondQuery, as Serf's RPC
+    clients do with the "query" event stream.
+    """
+    RespondQuery: _grpc.UnaryUnaryMultiCallable[_membership_pb2.RespondQueryRequest, _membership_pb2.RespondQueryResponse]
+    """RespondQuery sends this agent's one response to a query received in
+    WatchQueries. FAILED_PRECONDITION when the query is unknown, already answered
+    (by a handler or another client) or past its timeout.
+    """
 
 @_typing.type_check_only
 class MembershipAsyncStub(MembershipStub):
@@ -180,6 +198,24 @@ class MembershipAsyncStub(MembershipStub):
     `serf monitor` does, until the client cancels. The agent's own log keeps its
     level. A reader that falls behind loses the oldest lines (at most 1000 wait),
     and the next line it reads says how many.
+    """
+    Query: _aio.UnaryStreamMultiCallable[_membership_pb2.QueryRequest, _membership_pb2.QueryResponse]  # type: ignore[assignment]
+    """Query asks every member, or those that match the node and tag filters, and
+    streams their acks and responses until the timeout, then a final message with
+    the counts (Serf's `serf query`). Each member answers at most once with an ack
+    and once with a response. Members answer through their query handlers
+    (agent setting `query_handlers`) or through clients in WatchQueries.
+    RESOURCE_EXHAUSTED when 64 queries are already open on the agent.
+    """
+    WatchQueries: _aio.UnaryStreamMultiCallable[_membership_pb2.WatchQueriesRequest, _membership_pb2.WatchQueriesResponse]  # type: ignore[assignment]
+    """WatchQueries streams the queries this agent receives (all, or those with the
+    given names) so that a client can answer them with RespondQuery, as Serf's RPC
+    clients do with the "query" event stream.
+    """
+    RespondQuery: _aio.UnaryUnaryMultiCallable[_membership_pb2.RespondQueryRequest, _membership_pb2.RespondQueryResponse]  # type: ignore[assignment]
+    """RespondQuery sends this agent's one response to a query received in
+    WatchQueries. FAILED_PRECONDITION when the query is unknown, already answered
+    (by a handler or another client) or past its timeout.
     """
 
 class MembershipServicer(metaclass=_abc_1.ABCMeta):
@@ -344,6 +380,42 @@ class MembershipServicer(metaclass=_abc_1.ABCMeta):
         `serf monitor` does, until the client cancels. The agent's own log keeps its
         level. A reader that falls behind loses the oldest lines (at most 1000 wait),
         and the next line it reads says how many.
+        """
+
+    @_abc_1.abstractmethod
+    def Query(
+        self,
+        request: _membership_pb2.QueryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_membership_pb2.QueryResponse], _abc.AsyncIterator[_membership_pb2.QueryResponse]]:
+        """Query asks every member, or those that match the node and tag filters, and
+        streams their acks and responses until the timeout, then a final message with
+        the counts (Serf's `serf query`). Each member answers at most once with an ack
+        and once with a response. Members answer through their query handlers
+        (agent setting `query_handlers`) or through clients in WatchQueries.
+        RESOURCE_EXHAUSTED when 64 queries are already open on the agent.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchQueries(
+        self,
+        request: _membership_pb2.WatchQueriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_membership_pb2.WatchQueriesResponse], _abc.AsyncIterator[_membership_pb2.WatchQueriesResponse]]:
+        """WatchQueries streams the queries this agent receives (all, or those with the
+        given names) so that a client can answer them with RespondQuery, as Serf's RPC
+        clients do with the "query" event stream.
+        """
+
+    @_abc_1.abstractmethod
+    def RespondQuery(
+        self,
+        request: _membership_pb2.RespondQueryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_membership_pb2.RespondQueryResponse, _abc.Awaitable[_membership_pb2.RespondQueryResponse]]:
+        """RespondQuery sends this agent's one response to a query received in
+        WatchQueries. FAILED_PRECONDITION when the query is unknown, already answered
+        (by a handler or another client) or past its timeout.
         """
 
 def add_MembershipServicer_to_server(servicer: MembershipServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

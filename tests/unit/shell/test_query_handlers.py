@@ -1,0 +1,93 @@
+"""Query handler processes: no shell, payload on stdin, Serf's environment, the
+response limit, the timeout and the concurrency bound."""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import sys
+
+import pytest
+
+from controlplane.membership.queries import QUERY_RESPONSE_SIZE_LIMIT, QueryReceived
+from controlplane.shell.queries import QueryHandlers
+
+
+def python(code: str) -> str:
+    return shlex.join([sys.executable, "-c", code])
+
+
+def query(name: str = "who", payload: bytes = b"ping") -> QueryReceived:
+    return QueryReceived(1, name, payload, "origin", 42, deadline=1e9)
+
+
+def run(handlers: QueryHandlers, received: QueryReceived) -> bytes | None:
+    return asyncio.run(handlers.run(received))
+
+
+def test_the_response_is_stdout_with_serfs_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONTROLPLANE_ENCRYPT", "secret")
+    code = (
+        "import os, sys; e = os.environ; sys.stdout.write('|'.join(["
+        "e['CONTROLPLANE_EVENT'], e['CONTROLPLANE_QUERY_NAME'], e['CONTROLPLANE_QUERY_LTIME'],"
+        " e['CONTROLPLANE_SELF_NAME'], e['SERF_EVENT'], e['SERF_QUERY_NAME'],"
+        " e['SERF_QUERY_LTIME'], e['SERF_SELF_NAME'], e.get('CONTROLPLANE_ENCRYPT', '-'),"
+        " sys.stdin.read()]))"
+    )
+    handlers = QueryHandlers({"who": python(code)}, 10.0, "node-1")
+    assert run(handlers, query()) == b"query|who|42|node-1|query|who|42|node-1|-|ping"
+
+
+def test_no_shell_interprets_the_command() -> None:
+    # A shell would expand $HOME and run the `;` part; shlex only splits the words.
+    handlers = QueryHandlers(
+        {"who": python("import sys; sys.stdout.write(sys.argv[1])") + " '$HOME; echo x'"},
+        10.0,
+        "n",
+    )
+    assert run(handlers, query()) == b"$HOME; echo x"
+
+
+def test_the_star_handler_answers_names_without_their_own() -> None:
+    handlers = QueryHandlers(
+        {"*": python("print('any', end='')"), "who": python("print('who', end='')")}, 10.0, "n"
+    )
+    assert run(handlers, query("who")) == b"who"
+    assert run(handlers, query("other")) == b"any"
+    assert QueryHandlers({"who": "true"}, 1.0, "n").argv_for("other") is None
+
+
+def test_the_response_is_truncated_to_the_limit() -> None:
+    handlers = QueryHandlers({"who": python("print('x' * 100000, end='')")}, 10.0, "n")
+    assert run(handlers, query()) == b"x" * QUERY_RESPONSE_SIZE_LIMIT
+
+
+def test_a_failing_or_silent_handler_sends_no_response() -> None:
+    failing = QueryHandlers({"who": python("import sys; print('no'); sys.exit(3)")}, 10.0, "n")
+    assert run(failing, query()) is None
+    assert failing.stats.failed == 1
+    silent = QueryHandlers({"who": python("pass")}, 10.0, "n")
+    assert run(silent, query()) is None
+    missing = QueryHandlers({"who": "/nonexistent/handler"}, 10.0, "n")
+    assert run(missing, query()) is None
+    assert missing.stats.failed == 1
+
+
+def test_a_handler_is_killed_after_the_timeout() -> None:
+    handlers = QueryHandlers(
+        {"who": python("import time; print('late'); time.sleep(30)")}, 0.5, "n"
+    )
+    assert run(handlers, query()) is None
+    assert handlers.stats.timed_out == 1
+
+
+def test_at_most_limit_handlers_run_at_once() -> None:
+    handlers = QueryHandlers(
+        {"who": python("import time; time.sleep(0.5); print('done', end='')")}, 10.0, "n", limit=1
+    )
+
+    async def both() -> list[bytes | None]:
+        return list(await asyncio.gather(handlers.run(query()), handlers.run(query())))
+
+    assert sorted(asyncio.run(both()), key=repr) == [None, b"done"]
+    assert handlers.stats.skipped_busy == 1
