@@ -25,7 +25,12 @@ from typing import Any, Protocol
 import grpc.aio
 
 from controlplane.api.paging import filters_digest, page_request, take_page
-from controlplane.api.server_pool import DistanceSource, near_distances, seconds_to_duration
+from controlplane.api.server_pool import (
+    DistanceSource,
+    check_near,
+    near_distances,
+    seconds_to_duration,
+)
 from controlplane.errors import InvalidArgument
 from controlplane.heartbeat.tracker import HeartbeatClient, HeartbeatTracker
 from controlplane.membership import MemberEvent, MemberInfo, MemberStatus
@@ -99,6 +104,9 @@ def _check_request(request: pb.HeartbeatRequest) -> None:
             raise InvalidArgument.for_field(
                 f"metadata[{key}]", f"must be at most {METADATA_BYTES_MAX} bytes"
             )
+    if request.near:
+        # Before the client is recorded: a refused heartbeat leaves no trace.
+        check_near(request.near)
 
 
 class MemberSource(Protocol):

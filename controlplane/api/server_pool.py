@@ -285,11 +285,16 @@ def near_distances(
 ) -> Mapping[str, float]:
     """The ``near`` field of a request: checked, then the distances from that member
     (empty without a coordinate source, so the order stays as it was)."""
+    check_near(near)
+    return {} if source is None else source(near, names)
+
+
+def check_near(near: str) -> None:
+    """The ``near`` field of a request: a member name or ``_agent``."""
     if near != NEAR_AGENT and not valid_name(near):
         raise InvalidArgument.for_field(
             "near", f"must be a member name or {NEAR_AGENT!r}, got {near!r:.160}"
         )
-    return {} if source is None else source(near, names)
 
 
 class ServerPoolRpcs:

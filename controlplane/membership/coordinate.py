@@ -113,7 +113,8 @@ class Coordinate:
 
     def raw_distance_to(self, other: Coordinate) -> float:
         """coordinate.go rawDistanceTo: Euclidean distance plus both heights, seconds."""
-        return magnitude(diff(self.vec, other.vec)) + self.height + other.height
+        # math.dist is magnitude(diff(...)) in C: near ordering measures every server.
+        return math.dist(self.vec, other.vec) + self.height + other.height
 
     def distance_to(self, other: Coordinate) -> float:
         """coordinate.go DistanceTo: the estimated RTT in seconds. The adjustments count

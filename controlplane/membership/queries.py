@@ -52,6 +52,9 @@ QUERY_SIZE_LIMIT = 1024
 QUERY_RESPONSE_SIZE_LIMIT = 1024
 # serf config.go QueryBuffer 512: query Lamport times remembered for de-duplication.
 QUERY_BUFFER_SIZE = 512
+# Queries remembered per Lamport time (QueryBuffer): each asker ticks the clock once
+# per query, so many queries of one time come only from concurrent askers.
+QUERIES_PER_LAMPORT_TIME = 64
 # serf config.go QueryTimeoutMult 16 (DefaultQueryTimeout).
 QUERY_TIMEOUT_MULT = 16
 # Serf accepts any relay factor; each relay is one more datagram per answer, and
@@ -210,11 +213,15 @@ def check_response(payload: bytes, field_name: str = "payload") -> None:
 
 class QueryBuffer:
     """serf.go queryBuffer: a ring of QUERY_BUFFER_SIZE slots by Lamport time, each
-    holding the ids of the queries of that time, so each query is handled once."""
+    holding the ids of the queries of that time, so each query is handled once.
+
+    Beyond Serf, a slot holds at most QUERIES_PER_LAMPORT_TIME ids: a sender that keeps
+    stamping queries with one old time would otherwise grow its slot without bound.
+    Queries past the bound are refused, as a repeat is."""
 
     def __init__(self, size: int = QUERY_BUFFER_SIZE) -> None:
         self.size = size
-        self._slots: list[tuple[int, list[int]] | None] = [None] * size
+        self._slots: list[tuple[int, set[int]] | None] = [None] * size
 
     def admit(self, ltime: int, query_id: int, clock_time: int) -> bool:
         """True when the query is new and recent enough (serf.go handleQuery)."""
@@ -223,11 +230,11 @@ class QueryBuffer:
         index = ltime % self.size
         slot = self._slots[index]
         if slot is not None and slot[0] == ltime:
-            if query_id in slot[1]:
+            if query_id in slot[1] or len(slot[1]) >= QUERIES_PER_LAMPORT_TIME:
                 return False
-            slot[1].append(query_id)
+            slot[1].add(query_id)
         else:
-            self._slots[index] = (ltime, [query_id])
+            self._slots[index] = (ltime, {query_id})
         return True
 
 
@@ -437,6 +444,9 @@ class Queries:
         if message.filter_nodes and self._layer.name not in message.filter_nodes:
             return False
         tags = self._layer.local_member().tags
+        if any(key not in tags for key in message.filter_tags):
+            # Before any expression is compiled: compiling costs, matching does not.
+            return False
         for key, expression in message.filter_tags.items():
             pattern = check_tag_regex(expression)
             value = tags.get(key)
@@ -540,6 +550,11 @@ class Queries:
             self.stats.drop("late_or_unknown")
             return
         responder = getattr(reply, "from")
+        if self._layer.member(responder) is None:
+            # Only members answer: a stranger who saw the query's id cannot fill the
+            # caller's stream with answers from made-up names.
+            self.stats.drop("unknown_responder")
+            return
         if reply.ack:
             if responder in asked.acks:
                 self.stats.duplicates += 1

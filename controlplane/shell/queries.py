@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import shlex
+import signal
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -162,6 +163,10 @@ class QueryHandlers:
             )
         except TimeoutError:
             self.stats.timed_out += 1
+            # The whole process group (start_new_session made the handler its leader):
+            # a script's children would otherwise outlive it and hold its pipes open.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
@@ -274,7 +279,18 @@ class QueryDriver:
         # Every member answers at most twice: the queue never holds more than that.
         queue: asyncio.Queue[AskedEffect] = asyncio.Queue()
         self._asked[query_id] = queue
-        self._apply(effects)
+        broadcasts = [e.data for e in effects if isinstance(e, BroadcastQuery)]
+        rest = [e for e in effects if not isinstance(e, BroadcastQuery)]
+        try:
+            # A query within its own limit may still not fit one gossip packet beside a
+            # long node name and cluster label: refused here, before anyone handles it.
+            for data in broadcasts:
+                self._runtime.send(CHANNEL, data)
+        except ControlPlaneError:
+            self._asked.pop(query_id, None)
+            self.queries.cancel(query_id)
+            raise
+        self._apply(rest)
         return query_id, lamport_time, queue
 
     def forget(self, query_id: int) -> None:
@@ -335,7 +351,10 @@ class QueryDriver:
     def _apply(self, effects: Iterable[QueryEffect]) -> None:
         for effect in effects:
             if isinstance(effect, BroadcastQuery):
-                self._runtime.send(CHANNEL, effect.data)
+                try:
+                    self._runtime.send(CHANNEL, effect.data)
+                except ControlPlaneError as error:  # a resend; the first send fitted
+                    log.warning("a query could not be gossiped again: %s", error)
             elif isinstance(effect, SendReply):
                 frame = seal_direct(CHANNEL, effect.data, self._label, self._keyring)
                 self._runtime.udp.send(effect.address, frame)

@@ -417,12 +417,17 @@ class GossipRuntime:
         now = self.now
         if now < self._udp_lost_reported.get(effect.name, -math.inf) + UDP_LOST_REPORT_INTERVAL:
             return
-        if len(self._udp_lost_reported) >= UDP_LOST_REPORTS_KEPT:
+        reported = self._udp_lost_reported
+        if len(reported) >= UDP_LOST_REPORTS_KEPT:
             horizon = now - UDP_LOST_REPORT_INTERVAL
-            self._udp_lost_reported = {
-                name: at for name, at in self._udp_lost_reported.items() if at > horizon
-            }
-        self._udp_lost_reported[effect.name] = now
+            reported = {name: at for name, at in reported.items() if at > horizon}
+            # Still full (UDP lost to very many members at once): forget the oldest; at
+            # worst a member is named again before its minute is over.
+            for name in list(reported)[: len(reported) - UDP_LOST_REPORTS_KEPT + 1]:
+                del reported[name]
+            self._udp_lost_reported = reported
+        reported.pop(effect.name, None)  # re-inserted last: the dict stays oldest first
+        reported[effect.name] = now
         log.warning(
             "member %s (%s) answered over TCP but not over UDP: UDP between the two is lost "
             "or filtered (check firewalls for UDP port %d)",

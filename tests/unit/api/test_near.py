@@ -37,13 +37,13 @@ def heartbeat(rpcs: HeartbeatRpcs, client: str, near: str = "") -> list[str]:
     return [s.name for s in rpcs.Heartbeat(request, cast(Any, Context())).servers]
 
 
-def heartbeat_rpcs() -> HeartbeatRpcs:
+def heartbeat_rpcs(tracker: HeartbeatTracker | None = None) -> HeartbeatRpcs:
     layer = FakeLayer()
     for index in range(6):
         layer.set(f"s{index}", tags={"role": "server", "api_version": "1.0"})
     return HeartbeatRpcs(
         cast(Any, layer),
-        HeartbeatTracker(random.Random(0)),
+        tracker if tracker is not None else HeartbeatTracker(random.Random(0)),
         lambda: 5.0,
         lambda: None,
         distances=distances,
@@ -70,8 +70,12 @@ def test_heartbeat_near_orders_by_distance_and_keeps_the_shuffle_within_groups()
 
 @pytest.mark.parametrize("near", ["bad name", "x" * 200, "_agent!"])
 def test_a_bad_near_is_invalid_argument(near: str) -> None:
+    tracker = HeartbeatTracker(random.Random(0))
+    rpcs = heartbeat_rpcs(tracker)
     with pytest.raises(InvalidArgument, match="near"):
-        heartbeat(heartbeat_rpcs(), "a", near)
+        heartbeat(rpcs, "a", near)
+    # Refused before the client is recorded: a refused heartbeat leaves no client behind.
+    assert list(tracker.client_ids(5.0)) == []
 
 
 class _Clock:

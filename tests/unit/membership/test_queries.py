@@ -4,14 +4,16 @@ one ack and one response per member, the deadline."""
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
 from controlplane.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
-from controlplane.gossip import GossipConfig
+from controlplane.gossip import GossipConfig, codec
 from controlplane.membership import Membership, MembershipConfig
 from controlplane.membership.queries import (
     MAX_OUTSTANDING,
+    QUERIES_PER_LAMPORT_TIME,
     QUERY_RESPONSE_SIZE_LIMIT,
     BroadcastQuery,
     Queries,
@@ -95,7 +97,7 @@ def test_should_process_follows_serf(
 
 
 def test_a_query_with_a_bad_expression_from_the_wire_is_dropped() -> None:
-    _, queries = make()
+    _, queries = make(tags={"role": "web"})
     assert queries.receive_query(query(filter_tags={"role": "("}), 0.0) == []
     assert queries.stats.dropped == {"bad_filter": 1}
 
@@ -131,6 +133,14 @@ def test_the_query_buffer_admits_each_query_once_and_forgets_old_times() -> None
     assert buffer.admit(5, 2, 6)
     assert buffer.admit(9, 1, 10)  # the slot of time 5 now holds time 9
     assert not buffer.admit(5, 3, 10)  # older than the ring
+
+
+def test_the_query_buffer_holds_a_bounded_number_of_queries_per_time() -> None:
+    # A sender stamping every query with one old time cannot grow a slot without bound.
+    buffer = QueryBuffer(4)
+    admitted = [buffer.admit(5, query_id, 6) for query_id in range(1000)]
+    assert admitted.count(True) == QUERIES_PER_LAMPORT_TIME
+    assert not any(admitted[QUERIES_PER_LAMPORT_TIME:])
 
 
 def test_wire_queries_are_bounded() -> None:
@@ -172,8 +182,14 @@ def test_the_asker_handles_its_own_query_and_collects_one_ack_and_one_response()
     assert queries.outstanding() == 0
 
 
+def members(layer: Membership, *names: str) -> None:
+    for index, name in enumerate(names, start=1):
+        receive(layer, codec.encode_alive(1, name, (f"10.0.2.{index}", 7946), b""))
+
+
 def test_replies_from_the_wire_are_deduplicated_per_member_and_end_at_the_deadline() -> None:
-    _, queries = make("zip")
+    layer, queries = make("zip")
+    members(layer, "a", "b", "c")
     query_id, deadline, _ = queries.ask(QueryParams("q", timeout=2.0), 0.0)
 
     def reply(member: str, ack: bool = False, payload: bytes = b"r") -> bytes:
@@ -189,6 +205,40 @@ def test_replies_from_the_wire_are_deduplicated_per_member_and_end_at_the_deadli
     assert queries.receive_reply(too_big, 0.9) == []
     assert queries.receive_reply(reply("c"), deadline) == []  # late
     assert queries.tick(deadline) == [QueryDone(query_id, 1, 1)]
+
+
+def test_only_members_answer_a_query() -> None:
+    # A stranger who saw a query's id and time cannot fill the caller's stream with
+    # answers from made-up names.
+    layer, queries = make("zip")
+    members(layer, "known")
+    query_id, _, _ = queries.ask(QueryParams("q", timeout=2.0), 0.0)
+    for member in ("known", "made-up-1", "made-up-2"):
+        body = wire.QueryReply(lamport_time=1, id=query_id, origin="zip", payload=b"r")
+        setattr(body, "from", member)
+        queries.receive_reply(wire.QueryDatagram(reply=body).SerializeToString(), 0.5)
+    assert queries.stats.responses == 1
+    assert queries.stats.dropped == {"unknown_responder": 2}
+
+
+def test_a_query_for_a_tag_this_member_lacks_compiles_nothing() -> None:
+    # Compiling costs (matching does not): the expression is not even looked at.
+    _, queries = make("zip", {"role": "web"})
+    assert queries.receive_query(query(filter_tags={"zone": "("}), 0.0) == []
+    assert queries.stats.dropped == {}
+
+
+def test_an_expression_too_costly_to_compile_is_refused_fast() -> None:
+    # \pL{300} takes RE2 100-200 ms to compile with its default memory; within the
+    # agent's bound it is refused in about a millisecond, from the API and the wire.
+    _, queries = make("zip", {"role": "web"})
+    started = time.perf_counter()
+    with pytest.raises(InvalidArgument) as caught:
+        queries.ask(QueryParams("q", filter_tags={"role": "\\pL{300}|"}), 0.0)
+    assert "filter_tags" in str(caught.value)
+    assert queries.receive_query(query(filter_tags={"role": "\\pL{300}|"}), 0.0) == []
+    assert queries.stats.dropped == {"bad_filter": 1}
+    assert time.perf_counter() - started < 0.05
 
 
 def test_a_response_after_the_timeout_is_refused() -> None:

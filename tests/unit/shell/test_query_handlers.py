@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import shlex
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -79,6 +81,34 @@ def test_a_handler_is_killed_after_the_timeout() -> None:
     )
     assert run(handlers, query()) is None
     assert handlers.stats.timed_out == 1
+
+
+def _running(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in status  # a zombie is dead, waiting for its parent
+
+
+def test_the_timeout_kills_the_handlers_children_too(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    child = "import time; time.sleep(30)"
+    code = (
+        "import subprocess, sys, time; "
+        f"p = subprocess.Popen([sys.executable, '-c', {child!r}]); "
+        f"open({str(pid_file)!r}, 'w').write(str(p.pid)); time.sleep(30)"
+    )
+    handlers = QueryHandlers({"who": python(code)}, 1.0, "n")
+    started = time.monotonic()
+    assert run(handlers, query()) is None
+    # Its child holds the handler's pipes: alive, it would keep the run waiting on them.
+    assert time.monotonic() - started < 15
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(pid), "the handler's child outlived the timeout"
 
 
 def test_at_most_limit_handlers_run_at_once() -> None:
