@@ -370,7 +370,13 @@ def build_components(config: AgentConfig, hooks: AgentHooks) -> Components:
             f"data directory {config.data_dir!r} is not usable: {error.strerror or error}"
         ) from None
     push_pull = PushPullClient(tls.outgoing, tls.channel_options())
-    runtime = GossipRuntime(layer, push_pull=push_pull, snapshot=snapshot_file)
+    runtime = GossipRuntime(
+        layer,
+        push_pull=push_pull,
+        snapshot=snapshot_file,
+        keyring=keyring,
+        label=config.cluster_label,
+    )
     runtime.subscribe(hooks.events.publish)
     metrics = hooks.metrics
     observer = metrics.rpcs if metrics is not None else None

@@ -38,7 +38,7 @@ from controlplane.election import (
     valid_epoch,
 )
 from controlplane.election import Effect as ElectionEffect
-from controlplane.gossip.direct import DirectFrameError, open_direct, seal_direct
+from controlplane.gossip.direct import seal_direct
 from controlplane.gossip.keyring import Keyring
 from controlplane.membership import (
     ChannelDelivery,
@@ -181,7 +181,7 @@ class ElectionDriver:
         self.direct_dropped = 0
         self.history: deque[LeaderChange] = deque(maxlen=HISTORY_KEPT)
         runtime.on_channel(CHANNEL, self._on_channel)
-        runtime.on_direct(self._on_direct)
+        runtime.on_direct(CHANNEL, self._on_direct)
 
     def start(self) -> None:
         self.refresh_members()
@@ -258,18 +258,9 @@ class ElectionDriver:
         if isinstance(effect, ChannelDelivery):
             self._receive(effect.payload, effect.origin)
 
-    def _on_direct(self, source: Address, data: bytes) -> None:
-        if self._closed:
-            return
-        try:
-            channel, payload = open_direct(data, self._label, self._keyring)
-        except DirectFrameError as error:
-            self.direct_dropped += 1
-            log.debug("dropped a direct datagram from %s: %s", source, error)
-            return
-        if channel != CHANNEL:
-            return  # another subsystem's datagram (queries)
-        self._receive(payload, source)
+    def _on_direct(self, source: Address, payload: bytes) -> None:
+        if not self._closed:
+            self._receive(payload, source)
 
     def _receive(self, payload: bytes, origin: object) -> None:
         try:

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from controlplane.errors import ControlPlaneError, ResourceExhausted
-from controlplane.gossip.direct import DirectFrameError, open_direct, seal_direct
+from controlplane.gossip.direct import seal_direct
 from controlplane.gossip.keyring import Keyring
 from controlplane.membership import ChannelDelivery, ChannelStateReceived
 from controlplane.membership.queries import (
@@ -255,9 +255,8 @@ class QueryDriver:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         self._closed = False
-        self.direct_dropped = 0
         runtime.on_channel(CHANNEL, self._on_channel, self.queries.local_state)
-        runtime.on_direct(self._on_direct)
+        runtime.on_direct(CHANNEL, self._on_direct)
 
     async def close(self) -> None:
         self._closed = True
@@ -328,16 +327,8 @@ class QueryDriver:
         else:
             self.queries.merge_state(effect.state)
 
-    def _on_direct(self, source: Address, data: bytes) -> None:
-        if self._closed:
-            return
-        try:
-            channel, payload = open_direct(data, self._label, self._keyring)
-        except DirectFrameError as error:
-            self.direct_dropped += 1
-            log.debug("dropped a direct datagram from %s: %s", source, error)
-            return
-        if channel == CHANNEL:
+    def _on_direct(self, source: Address, payload: bytes) -> None:
+        if not self._closed:
             self._apply(self.queries.receive_reply(payload, self._runtime.now))
 
     def _on_timer(self) -> None:

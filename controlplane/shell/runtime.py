@@ -16,6 +16,7 @@ import logging
 import math
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
 from controlplane.config import format_host_port
@@ -27,7 +28,8 @@ from controlplane.gossip import (
     StartPushPull,
     StartStreamPing,
 )
-from controlplane.gossip.direct import is_direct
+from controlplane.gossip.direct import DirectFrameError, is_direct, open_direct
+from controlplane.gossip.keyring import Keyring
 from controlplane.membership import (
     ChannelDelivery,
     ChannelStateReceived,
@@ -58,6 +60,7 @@ Event = MemberEvent | UserEvent
 EventListener = Callable[[Event], None]
 ChannelHandler = Callable[[ChannelDelivery | ChannelStateReceived], None]
 ConflictHandler = Callable[[NameConflict], None]
+# A direct datagram's opened payload, with its source address.
 DirectHandler = Callable[[Address, bytes], None]
 
 
@@ -138,8 +141,15 @@ class GossipRuntime:
         layer: Membership,
         push_pull: PushPullClient | None = None,
         snapshot: SnapshotFile | None = None,
+        *,
+        keyring: Keyring | None = None,
+        label: str = "",
     ) -> None:
         self.layer = layer
+        # The gossip keyring and label (the same objects the core seals with): direct
+        # datagrams are opened with them, once, before they reach their subsystem.
+        self._keyring = keyring
+        self._label = label
         self._snapshot = snapshot
         self.udp = UdpEndpoint(self._on_datagram)
         self._push_pull = push_pull or PushPullClient()
@@ -149,9 +159,10 @@ class GossipRuntime:
         self._conflict_handlers: list[ConflictHandler] = []
         self._listeners: list[EventListener] = []
         self._channel_handlers: dict[str, ChannelHandler] = {}
-        # Direct datagrams (gossip/direct.py) go here, never to the gossip core; each
-        # subsystem opens the frame and keeps the datagrams of its own channel.
-        self._direct_handlers: list[DirectHandler] = []
+        # Direct datagrams (gossip/direct.py) go to the subsystem of their channel, never
+        # to the gossip core; refused ones are counted by reason (frame, unknown_channel).
+        self._direct_handlers: dict[str, DirectHandler] = {}
+        self.direct_dropped: Counter[str] = Counter()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         self._tasks: set[asyncio.Task[None]] = set()
@@ -213,17 +224,16 @@ class GossipRuntime:
 
     # ------------------------------------------------------------------ inputs
 
-    def on_direct(self, handler: DirectHandler) -> None:
-        """Routes datagrams framed as direct (``gossip/direct.py``) to `handler`
-        (beside the handlers already routed to)."""
-        self._direct_handlers.append(handler)
+    def on_direct(self, channel: str, handler: DirectHandler) -> None:
+        """Routes direct datagrams (``gossip/direct.py``) of `channel` to `handler`, with
+        the payload already opened (authenticated and decrypted when keyed)."""
+        self._direct_handlers[channel] = handler
 
     def _on_datagram(self, source: Address, data: bytes) -> None:
         if self._closed:
             return
         if self._direct_handlers and is_direct(data):
-            for handler in self._direct_handlers:
-                handler(source, data)
+            self._on_direct(source, data)
             return
         dropped = self.layer.node.stats.dropped
         before = mismatch_counts(dropped)
@@ -231,6 +241,19 @@ class GossipRuntime:
         reason = changed_reason(before, mismatch_counts(dropped))
         if reason is not None:
             self._report(self.refusals.refused(PACKETS, reason, _text(source), self.now))
+
+    def _on_direct(self, source: Address, data: bytes) -> None:
+        try:
+            channel, payload = open_direct(data, self._label, self._keyring)
+        except DirectFrameError as error:
+            self.direct_dropped["frame"] += 1
+            log.debug("dropped a direct datagram from %s: %s", _text(source), error)
+            return
+        handler = self._direct_handlers.get(channel)
+        if handler is None:
+            self.direct_dropped["unknown_channel"] += 1
+            return
+        handler(source, payload)
 
     def probe_now(self, name: str) -> None:
         """Probes member `name` out of turn: its connection to us closed
