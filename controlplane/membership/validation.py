@@ -87,6 +87,12 @@ def compile_pattern(field: str, pattern: str, limit: int) -> Any:
         reason = error.args[0] if error.args else ""
         if isinstance(reason, bytes):
             reason = reason.decode(errors="replace")
+        if reason.startswith("pattern too large"):
+            raise InvalidArgument.for_field(
+                field,
+                f"compiles to more than {MAX_PATTERN_MEMORY // 1024} KiB (RE2: {reason});"
+                " use a simpler expression",
+            ) from None
         raise InvalidArgument.for_field(
             field, f"is not a valid RE2 regular expression: {reason}"
         ) from None
