@@ -430,8 +430,6 @@ def build_components(config: AgentConfig, hooks: AgentHooks) -> Components:
         runtime,
         publish_leader,
         epochs,
-        keyring=keyring,
-        label=config.cluster_label,
     )
 
     def leader_address_and_epoch() -> tuple[str, int] | None:
@@ -453,8 +451,6 @@ def build_components(config: AgentConfig, hooks: AgentHooks) -> Components:
     queries = QueryDriver(
         runtime,
         QueryHandlers(config.query_handlers, config.query_handler_timeout, config.node),
-        keyring=keyring,
-        label=config.cluster_label,
     )
     # Every view of the members (rings, election, heartbeat server lists) follows
     # member events one member at a time: a fleet's churn costs what changed.

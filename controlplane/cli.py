@@ -372,13 +372,15 @@ def cmd_rtt(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_query(args: argparse.Namespace, out: TextIO) -> int:
     """`serf query`: dispatch, then print acks and responses as they arrive."""
+    from controlplane.membership.queries import MAX_RELAY_FACTOR, MAX_TIMEOUT
+
     filter_tags = _parse_pairs(args.tag, "--tag")
-    if args.query_timeout is not None and not 0 < args.query_timeout <= 300:
+    if args.query_timeout is not None and not 0 < args.query_timeout <= MAX_TIMEOUT:
         raise UsageError(
-            f"--timeout must be more than 0 and at most 300 s, got {args.query_timeout}"
+            f"--timeout must be more than 0 and at most {MAX_TIMEOUT:g} s, got {args.query_timeout}"
         )
-    if not 0 <= args.relay_factor <= 5:
-        raise UsageError(f"--relay-factor must be 0 to 5, got {args.relay_factor}")
+    if not 0 <= args.relay_factor <= MAX_RELAY_FACTOR:
+        raise UsageError(f"--relay-factor must be 0 to {MAX_RELAY_FACTOR}, got {args.relay_factor}")
     text = args.format == "text"
     acks: list[str] = []
     responses: dict[str, str] = {}

@@ -262,7 +262,6 @@ MAX_CONFIGURED_RINGS = 100
 
 # Query handlers an agent may have; each names one query (or "*").
 MAX_QUERY_HANDLERS = 64
-QUERY_NAME_MAX = 128
 
 
 def _parse_query_handlers(raw: object) -> dict[str, str]:
@@ -270,6 +269,8 @@ def _parse_query_handlers(raw: object) -> dict[str, str]:
     or NAME=COMMAND items (flags, environment). The command is split as a POSIX shell
     splits words (quotes work) but is never given to a shell."""
     import shlex
+
+    from controlplane.membership.validation import MAX_EVENT_NAME_SIZE, valid_query_name
 
     if isinstance(raw, Mapping):
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
@@ -289,8 +290,11 @@ def _parse_query_handlers(raw: object) -> dict[str, str]:
     if len(handlers) > MAX_QUERY_HANDLERS:
         raise ValueError(f"may name at most {MAX_QUERY_HANDLERS} handlers, got {len(handlers)}")
     for name, command in handlers.items():
-        if not 1 <= len(name.encode()) <= QUERY_NAME_MAX:
-            raise ValueError(f"query name {name[:80]!r} must be 1 to {QUERY_NAME_MAX} bytes or *")
+        if not valid_query_name(name):
+            raise ValueError(
+                f"query name {name[:80]!r} must be 1 to {MAX_EVENT_NAME_SIZE} bytes without"
+                " control characters, or *"
+            )
         try:
             argv = shlex.split(command)
         except ValueError as error:

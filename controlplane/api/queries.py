@@ -22,7 +22,7 @@ from controlplane.membership.queries import (
     QueryResponse,
     check_response,
 )
-from controlplane.membership.validation import MAX_EVENT_NAME_SIZE
+from controlplane.membership.validation import check_query_name
 from controlplane.shell.queries import QueryDriver
 from controlplane.v1 import membership_pb2 as pb
 
@@ -86,10 +86,7 @@ class QueryRpcs:
         if len(request.names) > MAX_WATCH_NAMES:
             raise InvalidArgument.for_field("names", f"at most {MAX_WATCH_NAMES} names")
         for name in request.names:
-            if not 1 <= len(name.encode()) <= MAX_EVENT_NAME_SIZE:
-                raise InvalidArgument.for_field(
-                    "names", f"query names are 1 to {MAX_EVENT_NAME_SIZE} bytes"
-                )
+            check_query_name(name, "names")
         watcher = self._driver.watch(request.names)
         loop = asyncio.get_running_loop()
         try:

@@ -263,6 +263,13 @@ class GossipNode:
             return None
         return node.incarnation
 
+    def random_alive(self, count: int, exclude: str, now: float) -> list[Address]:
+        """Addresses of up to ``count`` distinct random alive members other than this
+        one and ``exclude``, in O(count) (memberlist kRandomNodes), not O(members)."""
+        return [
+            node.address for node in self._random_nodes(count, exclude, alive_only=True, now=now)
+        ]
+
     def num_alive(self) -> int:
         return sum(1 for node in self._node_list if not node.status.dead_or_left)
 

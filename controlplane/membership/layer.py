@@ -411,6 +411,11 @@ class Membership:
         """How many members are known, failed and left ones included (O(1))."""
         return len(self._members)
 
+    def random_alive(self, count: int, exclude: str, now: float) -> list[Address]:
+        """Up to ``count`` random alive members other than this one and ``exclude``,
+        their addresses (GossipNode.random_alive: O(count))."""
+        return self._node.random_alive(count, exclude, now)
+
     def alive_count(self) -> int:
         """How many members are alive, this one included (O(1))."""
         return self._census.alive

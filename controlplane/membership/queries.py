@@ -36,9 +36,10 @@ from controlplane.gossip.state import Address
 from controlplane.membership.events import MemberStatus
 from controlplane.membership.lamport import MAX_LAMPORT_CATCH_UP, LamportClock, within_reach
 from controlplane.membership.validation import (
-    MAX_EVENT_NAME_SIZE,
+    check_query_name,
     compile_pattern,
     valid_node_name,
+    valid_query_name,
 )
 from controlplane.wire.v1 import query_pb2 as wire
 
@@ -165,11 +166,7 @@ def check_tag_regex(expression: str, field_name: str = "filter_tags") -> Any:
 def check_params(params: QueryParams, timeout_default: float) -> wire.QueryMessage:
     """The QueryMessage (without time, id and origin) for ``params``; InvalidArgument
     naming the field and the limit otherwise."""
-    name_size = len(params.name.encode())
-    if not 1 <= name_size <= MAX_EVENT_NAME_SIZE:
-        raise InvalidArgument.for_field(
-            "name", f"must be 1 to {MAX_EVENT_NAME_SIZE} bytes, got {name_size}"
-        )
+    check_query_name(params.name)
     if len(params.filter_nodes) > MAX_FILTER_NODES:
         raise InvalidArgument.for_field("filter_nodes", f"at most {MAX_FILTER_NODES} names")
     for node in params.filter_nodes:
@@ -389,7 +386,7 @@ class Queries:
         if (
             len(data) > QUERY_SIZE_LIMIT
             or not valid_node_name(message.origin)
-            or not 1 <= len(message.name.encode()) <= MAX_EVENT_NAME_SIZE
+            or not valid_query_name(message.name)
             or message.relay_factor > MAX_RELAY_FACTOR
             or not 0 < message.timeout_ms <= MAX_TIMEOUT * 1000
             or len(message.filter_nodes) > MAX_FILTER_NODES
@@ -490,16 +487,9 @@ class Queries:
         # serf/query.go relayResponse: copies through relay_factor random alive members.
         if received.relay_factor:
             relay = wire.QueryDatagram(relay=reply).SerializeToString()
-            for address in self._relay_addresses(received.origin, received.relay_factor):
+            # Random alive members in O(relay_factor): never a walk of the whole fleet.
+            for address in self._layer.random_alive(received.relay_factor, received.origin, now):
                 out.append(SendReply(address, relay))
-
-    def _relay_addresses(self, origin: str, count: int) -> list[Address]:
-        candidates = [
-            member.address
-            for member in self._layer.members()
-            if member.status is MemberStatus.ALIVE and member.name not in (origin, self._layer.name)
-        ]
-        return self._rng.sample(candidates, min(count, len(candidates)))
 
     def receive_reply(self, data: bytes, now: float) -> list[Effect]:
         """A QueryDatagram from a direct datagram (never raises for bad input)."""

@@ -20,6 +20,21 @@ valid_node_name = valid_name
 MAX_EVENT_NAME_SIZE = 128
 
 
+def valid_query_name(name: str) -> bool:
+    """A query name: 1 to 128 bytes of UTF-8 without control characters. It reaches
+    handler processes' environment (where a NUL cannot go) and the log."""
+    return 1 <= len(name.encode()) <= MAX_EVENT_NAME_SIZE and name.isprintable()
+
+
+def check_query_name(name: str, field: str = "name") -> None:
+    if not valid_query_name(name):
+        raise InvalidArgument.for_field(
+            field,
+            f"must be 1 to {MAX_EVENT_NAME_SIZE} bytes without control characters, "
+            f"got {name!r:.160}",
+        )
+
+
 def check_node_name(name: str, field: str = "name") -> None:
     if not valid_node_name(name):
         raise InvalidArgument.for_field(

@@ -38,8 +38,6 @@ from controlplane.election import (
     valid_epoch,
 )
 from controlplane.election import Effect as ElectionEffect
-from controlplane.gossip.direct import seal_direct
-from controlplane.gossip.keyring import Keyring
 from controlplane.membership import (
     ChannelDelivery,
     ChannelStateReceived,
@@ -48,6 +46,7 @@ from controlplane.membership import (
     MemberInfo,
     MemberStatus,
 )
+from controlplane.shell.deadline import DeadlineTimer
 from controlplane.shell.runtime import Address, GossipRuntime
 
 log = logging.getLogger("controlplane.election")
@@ -159,18 +158,13 @@ class ElectionDriver:
         runtime: GossipRuntime,
         publish: Callable[[LeaderView | None], None],
         epochs: EpochStore | None = None,
-        *,
-        keyring: Keyring | None = None,
-        label: str = "",
     ) -> None:
         self.election = election
         self._runtime = runtime
         self._publish = publish
         self._epochs = epochs
-        self._keyring = keyring
-        self._label = label
         self._saved_epoch = election.epoch
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = DeadlineTimer(self._on_timer)
         self._closed = False
         # Joins (seed list, snapshot) still running; the election claims nothing
         # until they are done (``joins_started``, ``joined``).
@@ -188,8 +182,7 @@ class ElectionDriver:
 
     def close(self) -> None:
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
 
     def leader(self) -> LeaderView | None:
         return self.election.leader(self._runtime.now)
@@ -271,7 +264,6 @@ class ElectionDriver:
         self._apply(effects)
 
     def _on_timer(self) -> None:
-        self._timer = None
         if not self._closed:
             self._apply(self.election.tick(self._runtime.now))
 
@@ -324,8 +316,7 @@ class ElectionDriver:
         if member is None:
             self.direct_dropped += 1
             return
-        frame = seal_direct(CHANNEL, effect.data, self._label, self._keyring)
-        self._runtime.udp.send(member.address, frame)
+        self._runtime.send_direct(CHANNEL, member.address, effect.data)
         self.direct_sent += 1
 
     def _log_status(self) -> None:
@@ -340,9 +331,5 @@ class ElectionDriver:
             log.info("%s", describe(status))
 
     def _schedule(self) -> None:
-        if self._closed:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_at(self.election.next_deadline(), self._on_timer)
+        if not self._closed:
+            self._timer.arm(asyncio.get_running_loop(), self.election.next_deadline())

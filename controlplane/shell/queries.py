@@ -22,8 +22,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from controlplane.errors import ControlPlaneError, ResourceExhausted
-from controlplane.gossip.direct import seal_direct
-from controlplane.gossip.keyring import Keyring
 from controlplane.membership import ChannelDelivery, ChannelStateReceived
 from controlplane.membership.queries import (
     CHANNEL,
@@ -38,6 +36,7 @@ from controlplane.membership.queries import (
     SendReply,
 )
 from controlplane.membership.queries import Effect as QueryEffect
+from controlplane.shell.deadline import DeadlineTimer
 from controlplane.shell.runtime import Address, GossipRuntime
 
 log = logging.getLogger("controlplane.queries")
@@ -240,28 +239,22 @@ class QueryDriver:
         runtime: GossipRuntime,
         handlers: QueryHandlers,
         *,
-        keyring: Keyring | None = None,
-        label: str = "",
         rng: random.Random | None = None,
     ) -> None:
         self._runtime = runtime
         self.queries = Queries(runtime.layer, rng or random.Random())
         self.handlers = handlers
-        self._keyring = keyring
-        self._label = label
         self._asked: dict[int, asyncio.Queue[AskedEffect]] = {}
         self._watchers: list[_Watcher] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = float("inf")
+        self._timer = DeadlineTimer(self._on_timer)
         self._closed = False
         runtime.on_channel(CHANNEL, self._on_channel, self.queries.local_state)
         runtime.on_direct(CHANNEL, self._on_direct)
 
     async def close(self) -> None:
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -332,8 +325,6 @@ class QueryDriver:
             self._apply(self.queries.receive_reply(payload, self._runtime.now))
 
     def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = float("inf")
         if not self._closed:
             self._apply(self.queries.tick(self._runtime.now))
 
@@ -347,8 +338,7 @@ class QueryDriver:
                 except ControlPlaneError as error:  # a resend; the first send fitted
                     log.warning("a query could not be gossiped again: %s", error)
             elif isinstance(effect, SendReply):
-                frame = seal_direct(CHANNEL, effect.data, self._label, self._keyring)
-                self._runtime.udp.send(effect.address, frame)
+                self._runtime.send_direct(CHANNEL, effect.address, effect.data)
             elif isinstance(effect, QueryReceived):
                 self._deliver(effect)
             else:
@@ -382,16 +372,6 @@ class QueryDriver:
             log.debug("query %r: the handler's response was not sent: %s", query.name, error)
 
     def _schedule(self) -> None:
-        if self._closed:
-            return
-        deadline = self.queries.next_deadline()
-        if self._timer is not None:
-            if self._timer_at == deadline:
-                return
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = deadline
-        if deadline != float("inf"):
-            # Relative to the runtime's clock, the one the query layer is driven with.
-            delay = max(0.0, deadline - self._runtime.now)
-            self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+        if not self._closed:
+            # The runtime's clock, the one the query layer is driven with, is the loop's.
+            self._timer.arm(asyncio.get_running_loop(), self.queries.next_deadline())

@@ -28,7 +28,7 @@ from controlplane.gossip import (
     StartPushPull,
     StartStreamPing,
 )
-from controlplane.gossip.direct import DirectFrameError, is_direct, open_direct
+from controlplane.gossip.direct import DirectFrameError, is_direct, open_direct, seal_direct
 from controlplane.gossip.keyring import Keyring
 from controlplane.membership import (
     ChannelDelivery,
@@ -41,6 +41,7 @@ from controlplane.membership import (
     UserEvent,
 )
 from controlplane.membership import Effect as MembershipEffect
+from controlplane.shell.deadline import DeadlineTimer
 from controlplane.shell.pushpull import PushPullClient
 from controlplane.shell.refusals import (
     EXCHANGES,
@@ -147,7 +148,8 @@ class GossipRuntime:
     ) -> None:
         self.layer = layer
         # The gossip keyring and label (the same objects the core seals with): direct
-        # datagrams are opened with them, once, before they reach their subsystem.
+        # datagrams are sealed with them, and opened once before they reach their
+        # subsystem.
         self._keyring = keyring
         self._label = label
         self._snapshot = snapshot
@@ -163,8 +165,7 @@ class GossipRuntime:
         # to the gossip core; refused ones are counted by reason (frame, unknown_channel).
         self._direct_handlers: dict[str, DirectHandler] = {}
         self.direct_dropped: Counter[str] = Counter()
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = float("inf")
+        self._timer = DeadlineTimer(self._on_timer)
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -182,8 +183,7 @@ class GossipRuntime:
 
     async def close(self) -> None:
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -242,6 +242,11 @@ class GossipRuntime:
         if reason is not None:
             self._report(self.refusals.refused(PACKETS, reason, _text(source), self.now))
 
+    def send_direct(self, channel: str, dest: Address, payload: bytes) -> None:
+        """Sends `payload` to the member at `dest` as one direct datagram of `channel`,
+        sealed as gossip is (label, and the primary key when keyed)."""
+        self.udp.send(dest, seal_direct(channel, payload, self._label, self._keyring))
+
     def _on_direct(self, source: Address, data: bytes) -> None:
         try:
             channel, payload = open_direct(data, self._label, self._keyring)
@@ -294,8 +299,6 @@ class GossipRuntime:
                 await asyncio.sleep(0)
 
     def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = float("inf")
         if self._closed:
             return
         try:
@@ -395,17 +398,7 @@ class GossipRuntime:
     def _reschedule(self) -> None:
         if self._closed or self._loop is None:
             return
-        deadline = self.layer.next_deadline()
-        if deadline == self._timer_at:
-            return
-        # A deadline that moved later (an answered probe) re-arms the timer too: left
-        # at the old one, it would wake an idle agent for nothing, once per probe.
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = deadline
-        if deadline != float("inf"):
-            self._timer = self._loop.call_at(deadline, self._on_timer)
+        self._timer.arm(self._loop, self.layer.next_deadline())
 
     def _spawn(self, coroutine: asyncio.Future[None] | object) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]

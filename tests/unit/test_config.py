@@ -461,6 +461,7 @@ def test_query_handlers_come_from_flags_files_and_the_environment() -> None:
         (["who"], "NAME=COMMAND"),
         (["who="], "is empty"),
         (["=cmd"], "1 to 128 bytes"),
+        (["who\x1b[2J=/bin/true"], "without control characters"),
         (["who=echo 'unclosed"], "cannot be split"),
         ([f"q{i}=true" for i in range(65)], "at most 64"),
     ],

@@ -106,6 +106,9 @@ def test_a_query_with_a_bad_expression_from_the_wire_is_dropped() -> None:
     ("params", "field", "limit"),
     [
         (QueryParams(""), "name", "1 to 128 bytes"),
+        # A name reaches handler processes' environment, where a NUL cannot go.
+        (QueryParams("a\x00b"), "name", "without control characters"),
+        (QueryParams("a\nb"), "name", "without control characters"),
         (QueryParams("q", filter_tags={"role": "("}), "filter_tags", "RE2"),
         (QueryParams("q", filter_tags={"role": "a" * 257}), "filter_tags", "256"),
         (QueryParams("q", filter_nodes=("bad name",)), "filter_nodes", "node name"),
@@ -151,11 +154,12 @@ def test_wire_queries_are_bounded() -> None:
         query(timeout_ms=0),
         query(timeout_ms=301_000),
         query(name=""),
+        query(name="a\x00b"),
         query(lamport_time=2**40),
         b"\xff\xff",
     ):
         assert queries.receive_query(data, 0.0) == []
-    assert sum(queries.stats.dropped.values()) == 7
+    assert sum(queries.stats.dropped.values()) == 8
 
 
 def test_the_asker_handles_its_own_query_and_collects_one_ack_and_one_response() -> None:

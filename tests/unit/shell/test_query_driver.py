@@ -30,11 +30,9 @@ def test_a_query_too_large_for_a_packet_is_refused_and_leaves_nothing_open() -> 
             now=0.0,
             label=LABEL,
         )
-        runtime = GossipRuntime(layer)
+        runtime = GossipRuntime(layer, label=LABEL)
         runtime.open("127.0.0.1", 0)
-        driver = QueryDriver(
-            runtime, QueryHandlers({}, 5.0, NAME), label=LABEL, rng=random.Random(2)
-        )
+        driver = QueryDriver(runtime, QueryHandlers({}, 5.0, NAME), rng=random.Random(2))
         with pytest.raises(InvalidArgument) as caught:
             driver.ask(QueryParams("q", payload=b"x" * 870))
         assert "payload" in str(caught.value)
