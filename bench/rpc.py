@@ -8,15 +8,16 @@ called through `AsyncClient`, so the client's own work (request building,
 failover bookkeeping, decoding) is in the baseline too, and the ratio measures
 what the agent adds. Both servers run in processes of their own.
 
-Each configuration is measured in several rounds, interleaved (baseline and every
-call once per round, in an order that rotates from round to round), so that a
-burst of load from elsewhere on the machine falls on all of them alike; the
-figures are medians over the rounds and the ratio is the median of the per-round
-ratios. CPU per call is read from each process's own account (`getrusage` for the
-harness, /proc/PID/stat for the server), user plus system time of every thread.
-Takes about a minute and a half.
+Each configuration is measured in several rounds; in a round every call runs
+right beside a baseline run of its own (which of the two goes first alternates
+from round to round, the order of the calls rotates), so that load from elsewhere
+on the machine, which drifts over seconds, falls on both sides of each ratio
+alike. The figures are medians over the rounds and the ratio is the median of the
+per-pair ratios. CPU per call is read from each process's own account
+(`getrusage` for the harness, /proc/PID/stat for the server), user plus system
+time of every thread. Takes about two and a half minutes.
 
-    .venv/bin/python bench/rpc.py [--rounds 5] [--seconds 1.0]
+    .venv/bin/python bench/rpc.py [--rounds 16] [--seconds 0.5]
 
 Failover (kill, hang, black hole) is bench/failover.py.
 """
@@ -157,16 +158,23 @@ async def unary_section(agents: list[AgentProcess], rounds: int, seconds: float)
                 for _, call, pid in calls:  # warm-up: connections, caches, code paths
                     await measure(call, concurrency, 0.3, pid())
                 series = {name: Series() for name, _, _ in calls}
+                baseline, measured = calls[0], calls[1:]
                 for round_index in range(rounds):
-                    shift = round_index % len(calls)
-                    order = calls[shift:] + calls[:shift]
-                    results: dict[str, Run] = {}
-                    for name, call, pid in order:
-                        results[name] = await measure(call, concurrency, seconds, pid())
-                    baseline_rate = results[BASELINE].rate
-                    for name, run in results.items():
-                        series[name].runs.append(run)
-                        series[name].ratios.append(run.rate / baseline_rate)
+                    shift = round_index % len(measured)
+                    for name, call, pid in measured[shift:] + measured[:shift]:
+                        # Each call right beside a baseline run of its own, the two in
+                        # turn first, so that the machine's load, which drifts over
+                        # seconds, falls on both sides of each ratio alike.
+                        pair = [(BASELINE, baseline[1], baseline[2]), (name, call, pid)]
+                        if round_index % 2:
+                            pair.reverse()
+                        results = {
+                            n: await measure(c, concurrency, seconds, p()) for n, c, p in pair
+                        }
+                        series[BASELINE].runs.append(results[BASELINE])
+                        series[BASELINE].ratios.append(1.0)
+                        series[name].runs.append(results[name])
+                        series[name].ratios.append(results[name].rate / results[BASELINE].rate)
                 print(f"  concurrency {concurrency}")
                 print(
                     f"    {'call':<15} {'calls/s':>8} {'ratio':>6} {'min..max ratio':>15} "
@@ -194,8 +202,8 @@ async def unary_section(agents: list[AgentProcess], rounds: int, seconds: float)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=1.0, help="per call per round")
+    parser.add_argument("--rounds", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=0.5, help="per call per round")
     parser.add_argument(
         "--agent-arg", action="append", default=[], help="extra agent flag (repeatable)"
     )

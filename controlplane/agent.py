@@ -75,6 +75,7 @@ from controlplane.api.services import (
     PUBLIC_SERVICES,
     RING,
     SERVER_POOL,
+    generic_only,
 )
 from controlplane.config import LOG_LEVELS, AgentConfig, format_host_port
 from controlplane.configerror import ConfigError
@@ -606,7 +607,7 @@ class Agent:
             ),
         )
         tls, server = parts.tls, parts.server
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, generic_only(server))
         add_reflection(server, [*self.service_names, health.SERVICE_NAME])
         try:
             if tls.serving:

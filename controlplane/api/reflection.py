@@ -25,6 +25,8 @@ import grpc
 import grpc.aio
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from controlplane.api.services import generic_only
+
 if TYPE_CHECKING:
     from google.protobuf import descriptor, descriptor_pb2, descriptor_pool
     from google.protobuf.descriptor_pb2 import FileDescriptorProto as FileProto
@@ -268,5 +270,5 @@ def add_reflection(server: grpc.aio.Server, service_names: Iterable[str]) -> Non
     """Serves reflection for `service_names` (and for itself) on `server`."""
     names = [*service_names, SERVICE_NAME]
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-        ReflectionServicer(names, load_index), server
+        ReflectionServicer(names, load_index), generic_only(server)
     )

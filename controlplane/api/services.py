@@ -9,6 +9,14 @@ server, whose receive limit must fit a push-pull exchange of a large cluster
 (32 MiB). gRPC limits sizes per server only, so the public services enforce their
 own, smaller limit (gRPC's default of 4 MiB) when a request is decoded: a larger
 request is answered RESOURCE_EXHAUSTED, naming the limit, before it is parsed.
+
+Every service is attached as a generic handler only, never as gRPC's "registered
+methods": grpc.aio's server loop waits on one pending future per registered
+method and, for every call it accepts, passes all of them to `asyncio.wait`,
+which adds and removes a callback on each. With the agent's 40-odd methods that
+cost about 200 µs of server CPU per call on a 2-core machine and took a bare
+server answering empty responses from 2,830 to 1,994 calls/s with 32 callers
+(bench/rpc.py measures the agent against such a server).
 """
 
 from __future__ import annotations
@@ -69,6 +77,26 @@ class PublicService:
     @property
     def method_names(self) -> list[str]:
         return [m.name for m in self.file.services_by_name[self.name].methods]
+
+
+class _GenericOnly:
+    """A server as seen by a generated `add_*_to_server`: its generic handlers are
+    added, its registered methods dropped (see the module docstring)."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        self._server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers: Any) -> None:
+        pass
+
+
+def generic_only(server: grpc.aio.Server) -> Any:
+    """`server`, for a generated `add_*_to_server`, attaching its service as a
+    generic handler only."""
+    return _GenericOnly(server)
 
 
 class OversizedRequest:
@@ -150,7 +178,6 @@ def bounded_registrar(
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(descriptor.full_name, handlers),)
         )
-        server.add_registered_method_handlers(descriptor.full_name, handlers)
 
     return add_to_server
 

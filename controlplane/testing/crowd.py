@@ -77,6 +77,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from controlplane.api.services import generic_only
 from controlplane.gossip import PROFILES, GossipConfig, Keyring, codec
 from controlplane.gossip.formulas import push_pull_scale, suspicion_timeout
 from controlplane.gossip.state import NodeStatus
@@ -1468,7 +1469,7 @@ class Crowd:
         self._tmpdir = tempfile.mkdtemp(prefix="crowd-")
         self._backend = os.path.join(self._tmpdir, "push-pull.sock")
         server = grpc.aio.server(options=CHANNEL_OPTIONS)
-        gossip_pb2_grpc.add_GossipServicer_to_server(_PushPullServicer(self), server)
+        gossip_pb2_grpc.add_GossipServicer_to_server(_PushPullServicer(self), generic_only(server))
         if server.add_insecure_port(f"unix:{self._backend}") == 0:
             raise RuntimeError(f"cannot serve push-pull on unix:{self._backend}")
         await server.start()

@@ -24,6 +24,7 @@ from controlplane.v1 import membership_pb2 as mpb
 from controlplane.v1 import server_pool_pb2 as pb
 from controlplane.v1 import server_pool_pb2_grpc
 from tests.property.api.test_server_list_cache import Context, FakeLayer
+from tests.unit.api.fake_server import RecordingServer
 from tests.unit.api.test_list_paging import NO_CONTEXT, fleet, join
 from tests.unit.membership.helpers import datagram
 
@@ -142,17 +143,6 @@ class _Context:
         raise _Aborted(details)
 
 
-class _Registrar:
-    def __init__(self) -> None:
-        self.handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
-
-    def add_generic_rpc_handlers(self, handlers: Any) -> None:
-        pass
-
-    def add_registered_method_handlers(self, name: str, handlers: Any) -> None:
-        self.handlers.update(handlers)
-
-
 class _Pools(server_pool_pb2_grpc.ServerPoolServicer):
     async def FindServer(self, request: pb.FindServerRequest, context: Any) -> Any:
         return pb.FindServerResponse(server=pb.Server(name="a", address="127.0.0.1:1"))
@@ -161,9 +151,10 @@ class _Pools(server_pool_pb2_grpc.ServerPoolServicer):
 @pytest.fixture
 def find_server() -> grpc.RpcMethodHandler[Any, Any]:
     auth = AccessPolicy(tuple(configured_tokens("s3cret-token", ())))
-    registrar = _Registrar()
-    SERVER_POOL.add_to_server(_Pools(), cast(Any, registrar), auth)  # type: ignore[abstract]  # a partial fake
-    return registrar.handlers["FindServer"]
+    server = RecordingServer()
+    SERVER_POOL.add_to_server(_Pools(), cast(Any, server), auth)  # type: ignore[abstract]  # a partial fake
+    handler: grpc.RpcMethodHandler[Any, Any] = server.handler(SERVER_POOL.full_name, "FindServer")
+    return handler
 
 
 async def test_one_guard_checks_the_size_and_the_token_then_runs_the_behavior(
