@@ -3,15 +3,17 @@
 The server side is the internal `controlplane.gossip.v1.Gossip/PushPull` RPC,
 which hands the peer's framed state to the core and returns the core's own, and
 `Gossip/Ping`, memberlist's TCP fallback ping, answered by the core. The
-client side keeps one channel per peer address (TLS when the agent's
-`verify_outgoing` says so, see `controlplane.shell.tls`) and turns a failed
-exchange into `None`, which the core counts and retries on its own schedule.
+client side keeps a channel to each of the peers it exchanged with most
+recently, 32 at most (TLS when the agent's `verify_outgoing` says so, see
+`controlplane.shell.tls`), and turns a failed exchange into `None`, which the
+core counts and retries on its own schedule.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -39,8 +41,16 @@ CHANNEL_OPTIONS = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
 )
-# Seconds a channel replaced by a TLS reload keeps serving the exchange in flight.
+# Seconds a channel replaced by a TLS reload, or dropped from the cache, keeps
+# serving the exchange in flight.
 RETIRE_GRACE = 30.0
+# Channels kept open to peers, the least recently used closed first. Push-pull
+# picks a random member each round, so in a large cluster a channel is rarely used
+# twice and an unbounded cache would end up holding one idle connection to every
+# member it ever exchanged with (memberlist opens a connection per exchange and
+# closes it). 32 covers every peer of a small cluster and the stream pings of a
+# few probe rounds of a large one.
+MAX_CACHED_CHANNELS = 32
 
 
 def peer_address(peer: str) -> Address:
@@ -97,14 +107,17 @@ class PushPullClient:
 
     `credentials` (None: plaintext) and `options` (e.g. the server name expected
     under verify_server_hostname) apply to every channel; `set_credentials` makes
-    later exchanges use new ones (a TLS reload)."""
+    later exchanges use new ones (a TLS reload). At most `max_channels` stay
+    cached, the least recently used retired first."""
 
     def __init__(
         self,
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, str]] = (),
+        max_channels: int = MAX_CACHED_CHANNELS,
     ) -> None:
-        self._channels: dict[Address, grpc.aio.Channel] = {}
+        self._channels: OrderedDict[Address, grpc.aio.Channel] = OrderedDict()
+        self._max_channels = max_channels
         self._credentials = credentials
         self._options = (*CHANNEL_OPTIONS, *options)
         # Channels replaced by a reload, closed once their exchanges had time to end.
@@ -112,11 +125,26 @@ class PushPullClient:
         # Told (peer, status details) when a peer refuses our state: another key or label.
         self.on_refused: Callable[[Address, str], None] | None = None
 
+    @property
+    def cached_channels(self) -> int:
+        return len(self._channels)
+
     def _channel(self, dest: Address) -> grpc.aio.Channel:
         channel = self._channels.get(dest)
-        if channel is None:
-            channel = self._channels[dest] = self.open_channel(dest)
+        if channel is not None:
+            self._channels.move_to_end(dest)
+            return channel
+        if len(self._channels) >= self._max_channels:
+            _, oldest = self._channels.popitem(last=False)
+            self._retire(oldest)
+        channel = self._channels[dest] = self.open_channel(dest)
         return channel
+
+    def _retire(self, channel: grpc.aio.Channel) -> None:
+        """Closes `channel` once an exchange in flight on it had time to end."""
+        task = asyncio.create_task(channel.close(RETIRE_GRACE))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     def open_channel(
         self, dest: Address, options: Sequence[tuple[str, int]] = ()
@@ -134,11 +162,9 @@ class PushPullClient:
         """Later exchanges connect with `credentials`; cached channels are dropped,
         each closed after a grace that lets an exchange in flight finish."""
         self._credentials = credentials
-        channels, self._channels = list(self._channels.values()), {}
+        channels, self._channels = list(self._channels.values()), OrderedDict()
         for channel in channels:
-            task = asyncio.create_task(channel.close(RETIRE_GRACE))
-            self._retiring.add(task)
-            task.add_done_callback(self._retiring.discard)
+            self._retire(channel)
 
     async def exchange(self, dest: Address, frame: bytes, timeout: float) -> bytes | None:
         stub = gossip_pb2_grpc.GossipStub(self._channel(dest))
