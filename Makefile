@@ -87,7 +87,7 @@ fuzz-smoke: venv
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=3
 
 pytest: venv
-	$(BIN)/pytest -m "not cluster"
+	$(BIN)/pytest -m "not cluster" --durations=20
 
 # The agent-cluster tests once more, every agent with mTLS (verify_incoming and
 # verify_outgoing) and a scoped token file, every call with a client certificate and
@@ -96,7 +96,7 @@ SECURE_TESTS := $(addprefix tests/integration/,test_membership_cluster.py \
 	test_heartbeat_cluster.py test_ring_cluster.py test_election_cluster.py \
 	test_keyring_cluster.py test_client_cluster.py test_client_watches.py test_server_pool_service.py test_cli.py)
 pytest-secure: venv
-	$(BIN)/pytest -m "not cluster" --secure-agents $(SECURE_TESTS)
+	$(BIN)/pytest -m "not cluster" --secure-agents $(SECURE_TESTS) --durations=10
 
 # Containers on a local Docker engine (scripts/docker-engine.sh starts one; with
 # CI=true a missing engine fails the run instead of skipping the tier).

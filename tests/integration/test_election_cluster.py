@@ -25,7 +25,10 @@ from controlplane.v1 import server_pool_pb2 as pool_pb
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 HOSTS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
-LEASE, SKEW, BEAT = 10.0, 1.0, 1.0
+# A shorter lease than the default 10 s: the rules under test do not depend on its
+# length, and each phase of these tests waits for a lease to end.
+LEASE, SKEW, BEAT = 4.0, 1.0, 1.0
+LEASE_ARGS = ["--lease-time", str(LEASE)]
 # Failure detection with the local profile and 3 members: a probe round, the
 # suspicion timeout without confirmations (6 x 3 x 1 s at most) and dissemination.
 DETECTION = 22.0
@@ -50,7 +53,7 @@ def agents(tmp_path: Path) -> Iterator[list[AgentProcess]]:
     started: list[AgentProcess] = []
     try:
         for index, (host, rank) in enumerate(zip(HOSTS, (2, 1, 3), strict=True), start=1):
-            args = ["--profile", "local", "--drain-period", "0", "--rank", str(rank)]
+            args = ["--profile", "local", "--drain-period", "0", "--rank", str(rank), *LEASE_ARGS]
             if index > 1:
                 args += ["--join", f"{HOSTS[0]}:{port}"]
             started.append(
@@ -130,7 +133,7 @@ def test_lowest_rank_leads_then_rank_changes_and_failover(agents: list[AgentProc
 
 
 def start_server(name: str, host: str, port: int, work: Path, join: list[str]) -> AgentProcess:
-    args = ["--drain-period", "0", "--rank", "0", "--data-dir", str(work / name)]
+    args = ["--drain-period", "0", "--rank", "0", "--data-dir", str(work / name), *LEASE_ARGS]
     for target in join:
         args += ["--join", target]
     return start_agent(name, host=host, port=port, args=args, log_dir=work)
@@ -225,7 +228,7 @@ def test_leader_command_explains_an_election_in_progress(tmp_path: Path) -> None
         "lonely",
         host=host,
         port=port,
-        args=["--drain-period", "0", "--join", unreachable],
+        args=["--drain-period", "0", "--join", unreachable, *LEASE_ARGS],
         log_dir=tmp_path,
     )
     try:

@@ -23,7 +23,9 @@ from controlplane.testing.agents import (
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 HOSTS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
-LEASE, SKEW, BEAT = 10.0, 1.0, 1.0
+# A shorter lease than the default 10 s: the rules under test do not depend on its
+# length, and the quorum test waits for leases to end.
+LEASE, SKEW, BEAT = 4.0, 1.0, 1.0
 
 
 class Agents:
@@ -33,7 +35,7 @@ class Agents:
         self.started: list[AgentProcess] = []
 
     def start(self, index: int, *extra: str, join: bool = False, join_to: int = 0) -> AgentProcess:
-        args = ["--profile", "local", "--drain-period", "0", *extra]
+        args = ["--profile", "local", "--drain-period", "0", "--lease-time", str(LEASE), *extra]
         if join:
             args += ["--join", f"{HOSTS[join_to]}:{self.port}"]
         agent = start_agent(

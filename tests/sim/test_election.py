@@ -8,7 +8,10 @@ rank hand-over and leadership that stays put on scripted runs.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
@@ -79,24 +82,30 @@ class HolderRenewsWithoutGrants(Election):
         return super()._sufficient_seq()
 
 
+def seed_summary(job: tuple[int, bool]) -> tuple[int, int, int, list[str]]:
+    """One seeded run: (seed, leaderships, views checked, its first violations)."""
+    seed, quorum = job
+    sim = run_seed(seed, quorum_config(seed) if quorum else plain_config(seed))
+    return seed, len(sim.leaderships), sim.views_checked, sim.violations[:3]
+
+
 def test_thousand_seeded_runs_never_overlap_never_report_stale_and_epochs_only_grow() -> None:
     started = time.perf_counter()
     failures: dict[int, list[str]] = {}
     leaderships = views = 0
-    for seed in PLAIN_SEEDS:
-        sim = run_seed(seed, plain_config(seed))
-        leaderships += len(sim.leaderships)
-        views += sim.views_checked
-        if sim.violations:
-            failures[seed] = sim.violations[:3]
-    for seed in QUORUM_SEEDS:
-        sim = run_seed(seed, quorum_config(seed))
-        leaderships += len(sim.leaderships)
-        views += sim.views_checked
-        if sim.violations:
-            failures[seed] = sim.violations[:3]
+    jobs = [(seed, False) for seed in PLAIN_SEEDS] + [(seed, True) for seed in QUORUM_SEEDS]
+    # The runs are independent and pure: one worker process per core (fresh
+    # interpreters, not forks of a process that holds gRPC threads).
+    with ProcessPoolExecutor(
+        max_workers=min(2, os.cpu_count() or 1), mp_context=multiprocessing.get_context("spawn")
+    ) as pool:
+        for seed, led, seen, violations in pool.map(seed_summary, jobs, chunksize=50):
+            leaderships += led
+            views += seen
+            if violations:
+                failures[seed] = violations
     elapsed = time.perf_counter() - started
-    runs = len(PLAIN_SEEDS) + len(QUORUM_SEEDS)
+    runs = len(jobs)
     print(f"{runs} runs, {leaderships} leaderships, {views} views checked, {elapsed:.1f}s")
     assert failures == {}
     # Faults must actually move leadership around, or the check proves little.
