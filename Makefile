@@ -86,8 +86,13 @@ fuzz: venv
 fuzz-smoke: venv
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=3
 
+# Test files run side by side, one worker per core: most of the time of the
+# integration tier is agents waiting for timeouts, not CPU. A file stays whole on one
+# worker (--dist loadfile), so a file's own fixtures and order hold as in a serial run.
+PYTEST_WORKERS ?= 2
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile
 pytest: venv
-	$(BIN)/pytest -m "not cluster" --durations=20
+	$(BIN)/pytest -m "not cluster" $(PYTEST_PARALLEL) --durations=20
 
 # The agent-cluster tests once more, every agent with mTLS (verify_incoming and
 # verify_outgoing) and a scoped token file, every call with a client certificate and
@@ -96,7 +101,7 @@ SECURE_TESTS := $(addprefix tests/integration/,test_membership_cluster.py \
 	test_heartbeat_cluster.py test_ring_cluster.py test_election_cluster.py \
 	test_keyring_cluster.py test_client_cluster.py test_client_watches.py test_server_pool_service.py test_cli.py)
 pytest-secure: venv
-	$(BIN)/pytest -m "not cluster" --secure-agents $(SECURE_TESTS) --durations=10
+	$(BIN)/pytest -m "not cluster" --secure-agents $(SECURE_TESTS) $(PYTEST_PARALLEL) --durations=10
 
 # Containers on a local Docker engine (scripts/docker-engine.sh starts one; with
 # CI=true a missing engine fails the run instead of skipping the tier).

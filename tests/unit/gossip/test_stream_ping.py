@@ -210,6 +210,18 @@ def test_a_member_answers_a_ping_of_itself_with_the_same_sequence_number():
         (b"\x01\x00\x00garbage", "decode"),
         (b"\x01\x00\x00" + bytes(TARGET_CONFIG.max_packet_size), "oversized"),
     ],
+    # Named by case, not by frame: an encrypted frame differs on every run (its
+    # nonce), and parallel workers must collect the same test ids.
+    ids=[
+        "someone_else",
+        "an_ack",
+        "two_pings",
+        "empty",
+        "other_label",
+        "encrypted",
+        "garbage",
+        "oversized",
+    ],
 )
 def test_a_member_refuses_what_is_not_one_ping_of_itself(request_frame, reason):
     target = target_core()
