@@ -17,7 +17,11 @@ per-pair ratios. CPU per call is read from each process's own account
 (`getrusage` for the harness, /proc/PID/stat for the server), user plus system
 time of every thread. Takes about two and a half minutes.
 
-    .venv/bin/python bench/rpc.py [--rounds 16] [--seconds 0.5]
+A control row measures a second bare server, in a process of its own, against
+the first the same way: its ratio would be 1.00x on a quiet machine, and how far
+it strays is how far any ratio of the run can stray for the machine's sake.
+
+    .venv/bin/python bench/rpc.py [--rounds 32] [--seconds 0.25]
 
 Failover (kill, hang, black hole) is bench/failover.py.
 """
@@ -47,6 +51,7 @@ from controlplane.v1 import server_pool_pb2
 HOSTS = [f"127.0.0.{i}" for i in range(1, 6)]
 CONCURRENCIES = (1, 32)
 BASELINE = "empty RPC"
+CONTROL = "empty RPC, 2nd"
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -113,12 +118,14 @@ def start_echo(host: str) -> tuple[subprocess.Popen[bytes], str]:
 
 async def unary_section(agents: list[AgentProcess], rounds: int, seconds: float) -> None:
     echo_process, echo_target = start_echo(HOSTS[0])
+    control_process, control_target = start_echo(HOSTS[1])
     try:
         options = ClientOptions(heartbeat=False)
         async with (
             AsyncClient([agents[0].target], options) as client,
             AsyncClient([agents[0].target], options) as heartbeats,
             AsyncClient([echo_target], options) as echo,
+            AsyncClient([control_target], options) as control,
         ):
             await client.add_node("10.0.0.1", 11211, ring="bench")
             await client.refresh_server_lists(
@@ -137,6 +144,7 @@ async def unary_section(agents: list[AgentProcess], rounds: int, seconds: float)
             # (name, call, pid of the process that answers it)
             calls: list[tuple[str, Callable[[], Awaitable[Any]], Callable[[], int]]] = [
                 (BASELINE, lambda: echo.find_server("bench"), lambda: echo_process.pid),
+                (CONTROL, lambda: control.find_server("bench"), lambda: control_process.pid),
                 ("FindServer", lambda: client.find_server("bench"), lambda: agent_pid),
                 ("GetNode", lambda: client.get_node("user:42", ring="bench"), lambda: agent_pid),
                 ("ListMembers(5)", lambda: client.members(), lambda: agent_pid),
@@ -196,14 +204,15 @@ async def unary_section(agents: list[AgentProcess], rounds: int, seconds: float)
             print(f"local ring lookups: {lookups / (time.perf_counter() - started):,.0f}/s")
             ring.close()
     finally:
-        echo_process.kill()
-        echo_process.wait(10)
+        for process in (echo_process, control_process):
+            process.kill()
+            process.wait(10)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=0.5, help="per call per round")
+    parser.add_argument("--rounds", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=0.25, help="per call per round")
     parser.add_argument(
         "--agent-arg", action="append", default=[], help="extra agent flag (repeatable)"
     )

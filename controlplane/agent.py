@@ -89,6 +89,7 @@ from controlplane.membership import MemberEvent, Membership, MembershipConfig, M
 from controlplane.rings.directory import RingDirectory
 from controlplane.shell.attend import Attendance, AttendServer
 from controlplane.shell.election import RANK_TAG, ElectionDriver, EpochStore, new_life
+from controlplane.shell.eventloop import describe_running_loop
 from controlplane.shell.heap import HeapSettler
 from controlplane.shell.logstream import LogStream
 from controlplane.shell.looplag import LoopLagProbe
@@ -356,7 +357,10 @@ def build_components(config: AgentConfig, hooks: AgentHooks) -> Components:
     ring registrations, epoch) in that order; a problem with any of them, or with
     the settings together, raises ConfigError (one line, exit 2). Nothing is bound
     or started: `Agent.start` binds the ports and starts the parts."""
-    loop = asyncio.get_running_loop()
+    # The components' clock: the one asyncio's own loop reads. uvloop's (`loop.time()`)
+    # counts whole milliseconds, read once per loop iteration: too coarse for round
+    # trips on a LAN (shell/eventloop.py). Timers still go through the loop.
+    clock = time.monotonic
     # Read once here; SIGHUP reads them again (`Agent.reload_tls`).
     tls = AgentTls.from_config(config)
     access = access_policy(config)
@@ -365,7 +369,7 @@ def build_components(config: AgentConfig, hooks: AgentHooks) -> Components:
             check_data_dir(config.data_dir)
         keyring = load_keyring(config)
         check_token_protection(config, keyring)
-        layer, snapshot_file = _membership(config, keyring, loop.time())
+        layer, snapshot_file = _membership(config, keyring, clock())
     except OSError as error:
         raise ConfigError(
             f"data directory {config.data_dir!r} is not usable: {error.strerror or error}"
@@ -386,16 +390,14 @@ def build_components(config: AgentConfig, hooks: AgentHooks) -> Components:
         runtime.subscribe(metrics.members.on_event)
         publish_leader = metrics.count_leader_changes(publish_leader)
     runtime.on_name_conflict(hooks.on_name_conflict)
-    pools = PoolRegistry(
-        loop.time, pinger=tls_health_ping(lambda: tls.outgoing, tls.channel_options())
-    )
+    pools = PoolRegistry(clock, pinger=tls_health_ping(lambda: tls.outgoing, tls.channel_options()))
     epochs = EpochStore(config.data_dir) if config.data_dir else None
     try:
         rings = RingService(
             RingDirectory(config.node, ring_settings=config.rings),
             layer,
             runtime.send,
-            loop.time,
+            clock,
             RegistrationStore(config.data_dir) if config.data_dir else None,
         )
         # Out of range or damaged: exit 2 with one line (shell/election.py).
@@ -422,7 +424,7 @@ def build_components(config: AgentConfig, hooks: AgentHooks) -> Components:
             ),
             config.node,
             rank=config.rank if config.role == "server" else None,
-            now=loop.time(),
+            now=clock(),
             epoch=stored_epoch,
             life=new_life(),
             # Until its joins are done the agent cannot tell a leader in office from none.
@@ -445,7 +447,7 @@ def build_components(config: AgentConfig, hooks: AgentHooks) -> Components:
     heartbeats = HeartbeatRpcs(
         layer,
         HeartbeatTracker(random.Random()),
-        loop.time,
+        clock,
         leader=leader_address_and_epoch,
         distances=layer.distances_from,
     )
@@ -649,6 +651,7 @@ class Agent:
             config.profile,
             config.role,
         )
+        log.info("event loop: %s", describe_running_loop())
         log.info("%s", tls.summary())
         if tls.serving and not tls.outgoing_tls:
             log.warning(

@@ -161,10 +161,19 @@ def cmd_agent(args: argparse.Namespace, out: TextIO) -> int:
 
     # SIGHUP reads the same sources again: the file may have changed.
     from controlplane.agent import Agent, JoinFailed
+    from controlplane.shell.eventloop import choose_event_loop
 
+    loop = choose_event_loop(config.event_loop)
+    if loop.fallback is not None:
+        import logging
+
+        level = logging.WARNING if loop.broken else logging.INFO
+        logging.getLogger("controlplane.agent").log(level, "%s", loop.fallback)
     environ = dict(os.environ)
+    agent = Agent(config, reload_config=lambda: agent_config(args, environ))
     try:
-        return asyncio.run(Agent(config, reload_config=lambda: agent_config(args, environ)).run())
+        with asyncio.Runner(loop_factory=loop.factory) as runner:
+            return runner.run(agent.run())
     except JoinFailed as error:
         print(PREFIX + str(error), file=sys.stderr)
         return EXIT_REMOTE_FAILURE

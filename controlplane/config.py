@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 PROFILES = ("lan", "wan", "local")
 ROLES = ("server", "client")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# The agent's event loop (shell/eventloop.py).
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 NODE_NAME_MAX = 128
 NODE_NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 DEFAULT_PORT = 7946  # memberlist's and Serf's default bind port
@@ -103,6 +105,9 @@ class AgentConfig:
     drain_period: float = 2.0
     shutdown_grace: float = 5.0
     loop_lag_interval: float = 0.5
+    # uvloop when it is installed (shell/eventloop.py: the RPC path's CPU is mostly
+    # the event loop's), asyncio's own loop otherwise.
+    event_loop: str = "auto"
     # "host:port" of the Prometheus listener; empty: no metrics.
     metrics_addr: str = ""
     # Serf's event coalescing (docs/configuration.md): member events off, user events
@@ -814,6 +819,12 @@ SETTINGS: dict[str, Setting] = {
             _parse_float,
             _check_loop_lag_interval,
             "seconds between loop-lag samples (default 0.5; each is a wake-up of an idle agent)",
+        ),
+        Setting(
+            "event_loop",
+            _parse_str,
+            _one_of(EVENT_LOOPS),
+            "auto (uvloop when installed), uvloop or asyncio (default auto)",
         ),
         Setting(
             "coalesce_period",

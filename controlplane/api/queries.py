@@ -6,8 +6,8 @@ They translate between the public messages and the agent's query driver
 
 from __future__ import annotations
 
-import asyncio
 import math
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -88,7 +88,6 @@ class QueryRpcs:
         for name in request.names:
             check_query_name(name, "names")
         watcher = self._driver.watch(request.names)
-        loop = asyncio.get_running_loop()
         try:
             while True:
                 query = await watcher.queue.get()
@@ -100,7 +99,8 @@ class QueryRpcs:
                     lamport_time=query.lamport_time,
                 )
                 message.remaining.FromNanoseconds(
-                    max(0, round((query.deadline - loop.time()) * 1e9))
+                    # The query's deadline is on the gossip runtime's clock.
+                    max(0, round((query.deadline - time.monotonic()) * 1e9))
                 )
                 yield message
         finally:

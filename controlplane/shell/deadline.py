@@ -1,10 +1,12 @@
 """One loop timer that follows the next deadline of a pure core.
 
 Each shell (the gossip runtime, the election and query drivers) drives a core that
-says when it next has work (``next_deadline()``, in the loop's clock). `DeadlineTimer`
-keeps one asyncio timer at that deadline: re-armed only when the deadline moves
-(either way: a deadline that moved later must not wake an idle agent for nothing),
-none at all for ``inf``.
+says when it next has work (``next_deadline()``, in ``time.monotonic()`` seconds,
+which the loop's clock counts too: asyncio's exactly, uvloop's in whole
+milliseconds, so a timer may fire up to half a millisecond early, and the core then
+finds nothing due and is armed again). `DeadlineTimer` keeps one asyncio timer at
+that deadline: re-armed only when the deadline moves (either way: a deadline that
+moved later must not wake an idle agent for nothing), none at all for ``inf``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Callable
 
 
 class DeadlineTimer:
-    """Calls ``callback`` once the armed deadline (loop time) has come."""
+    """Calls ``callback`` once the armed deadline (monotonic time) has come."""
 
     __slots__ = ("_callback", "_handle", "at")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 
 log = logging.getLogger("controlplane.agent")
@@ -81,7 +82,7 @@ class LoopLagProbe:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._arm(self._loop.time())
+        self._arm(time.monotonic())
 
     def stop(self) -> None:
         if self._handle is not None:
@@ -95,7 +96,9 @@ class LoopLagProbe:
 
     def _wake(self) -> None:
         assert self._loop is not None
-        now = self._loop.time()
+        # Not the loop's clock: uvloop's is read once per iteration, in whole
+        # milliseconds, and would hide part of a delay.
+        now = time.monotonic()
         delay = max(0.0, now - self._due)
         self.stats.record(delay, self.threshold)
         if delay > self.threshold:

@@ -17,8 +17,8 @@ import logging
 import os
 import random
 import shlex
-import signal
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from controlplane.errors import ControlPlaneError, ResourceExhausted
@@ -36,6 +36,7 @@ from controlplane.membership.queries import (
     SendReply,
 )
 from controlplane.membership.queries import Effect as QueryEffect
+from controlplane.shell.childprocess import RunningChildren, run_child
 from controlplane.shell.deadline import DeadlineTimer
 from controlplane.shell.runtime import Address, GossipRuntime
 
@@ -93,6 +94,8 @@ class QueryHandlers:
         self._running = 0
         self._busy_logged = False
         self.stats = HandlerStats()
+        self._children = RunningChildren()
+        self._executor: ThreadPoolExecutor | None = None
 
     def __bool__(self) -> bool:
         return bool(self._argv)
@@ -143,81 +146,55 @@ class QueryHandlers:
             self._running -= 1
 
     async def _invoke(self, argv: list[str], query: QueryReceived) -> bytes | None:
+        # A worker thread per running handler (at most `limit`): it starts the process
+        # and serves its pipes (shell/childprocess.py says why not the event loop).
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self._limit, thread_name_prefix="query-handler")
         try:
-            process = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=self._environment(query),
-                start_new_session=True,
+            outcome = await asyncio.get_running_loop().run_in_executor(
+                self._executor,
+                run_child,
+                argv,
+                self._environment(query),
+                query.payload,
+                self._timeout,
+                QUERY_RESPONSE_SIZE_LIMIT,
+                STDERR_LOGGED,
+                self._children,
             )
         except OSError as error:
             self.stats.failed += 1
             log.warning("query handler %r for %r cannot start: %s", argv[0], query.name, error)
             return None
-        try:
-            stdout, stderr, code = await asyncio.wait_for(
-                self._exchange(process, query.payload), self._timeout
-            )
-        except TimeoutError:
+        if outcome.stopped:
+            return None
+        if outcome.timed_out:
             self.stats.timed_out += 1
-            # The whole process group (start_new_session made the handler its leader):
-            # a script's children would otherwise outlive it and hold its pipes open.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
             log.warning(
                 "query handler %r for %r killed after %g s", argv[0], query.name, self._timeout
             )
             return None
-        if code != 0:
+        if outcome.exit_code != 0:
             self.stats.failed += 1
             log.warning(
                 "query handler %r for %r exited with %d: %s",
                 argv[0],
                 query.name,
-                code,
-                stderr.decode(errors="replace").strip(),
+                outcome.exit_code,
+                outcome.stderr.decode(errors="replace").strip(),
             )
             return None
         # Serf answers only with output: a handler that prints nothing sends no response.
-        if not stdout:
+        if not outcome.stdout:
             return None
         self.stats.responded += 1
-        return stdout
+        return outcome.stdout
 
-    @staticmethod
-    async def _exchange(
-        process: asyncio.subprocess.Process, payload: bytes
-    ) -> tuple[bytes, bytes, int]:
-        """Write the payload, read both outputs keeping only their heads (a handler that
-        writes without end costs no memory), wait for the exit."""
-        assert process.stdin is not None
-        assert process.stdout is not None
-        assert process.stderr is not None
-
-        async def feed() -> None:
-            assert process.stdin is not None
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                process.stdin.write(payload)
-                await process.stdin.drain()
-            process.stdin.close()
-
-        async def head(stream: asyncio.StreamReader, keep: int) -> bytes:
-            kept = bytearray()
-            while chunk := await stream.read(65536):
-                kept += chunk[: max(0, keep - len(kept))]
-            return bytes(kept)
-
-        _, stdout, stderr = await asyncio.gather(
-            feed(),
-            head(process.stdout, QUERY_RESPONSE_SIZE_LIMIT),
-            head(process.stderr, STDERR_LOGGED),
-        )
-        return stdout, stderr, await process.wait()
+    def close(self) -> None:
+        """Ends the running handlers (and their children) and their worker threads."""
+        self._children.kill_all()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass(slots=True, eq=False)
@@ -255,6 +232,7 @@ class QueryDriver:
     async def close(self) -> None:
         self._closed = True
         self._timer.cancel()
+        self.handlers.close()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -373,5 +351,5 @@ class QueryDriver:
 
     def _schedule(self) -> None:
         if not self._closed:
-            # The runtime's clock, the one the query layer is driven with, is the loop's.
+            # The query layer is driven with the runtime's clock, which the loop's counts.
             self._timer.arm(asyncio.get_running_loop(), self.queries.next_deadline())

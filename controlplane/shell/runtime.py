@@ -1,7 +1,7 @@
 """Drives one sans-IO gossip core on the running asyncio loop.
 
 The runtime is the only place where the core meets real time and real sockets:
-it feeds datagrams and push-pull frames in with `loop.time()` (monotonic), keeps
+it feeds datagrams and push-pull frames in with `time.monotonic()`, keeps
 exactly one timer armed at the core's next deadline, and carries the effects
 out: datagrams to the UDP endpoint, push-pull exchanges to gRPC tasks, member
 events to subscribers. It holds no protocol logic of its own.
@@ -219,8 +219,10 @@ class GossipRuntime:
 
     @property
     def now(self) -> float:
+        """The core's clock: asyncio's own loop reads the same one; uvloop's
+        `loop.time()` is whole milliseconds, too coarse for a LAN's round trips."""
         assert self._loop is not None, "runtime is not open"
-        return self._loop.time()
+        return time.monotonic()
 
     # ------------------------------------------------------------------ inputs
 

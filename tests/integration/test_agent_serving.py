@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from controlplane.client.health import HealthStatus
-from controlplane.testing.agents import AgentProcess, start_agent
+from controlplane.testing.agents import AgentProcess, run_cli, start_agent
 
 pytestmark = pytest.mark.integration
 
@@ -104,3 +104,38 @@ def test_every_service_is_attached_without_registered_methods(tmp_path: Path, gr
         assert list(agent.members()) == ["generic"]
     finally:
         agent.kill()
+
+
+def test_the_agent_runs_on_uvloop_and_says_so(agent: AgentProcess) -> None:
+    from importlib.metadata import version
+
+    assert f"event loop: uvloop {version('uvloop')}" in agent.log()
+
+
+def _without_uvloop(tmp_path: Path) -> dict[str, str]:
+    """An environment whose interpreter finds no uvloop, as where it is not installed."""
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['uvloop'] = None\n")
+    return {
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    }
+
+
+def test_without_uvloop_the_agent_runs_on_asyncio_and_says_why(tmp_path: Path) -> None:
+    agent = start_agent("plain", log_dir=tmp_path, env=_without_uvloop(tmp_path))
+    try:
+        assert list(agent.members()) == ["plain"]
+        log = agent.log()
+        assert "uvloop is not installed; running on asyncio's event loop" in log
+        assert "event loop: asyncio" in log
+    finally:
+        agent.kill()
+
+
+def test_asking_for_uvloop_where_it_is_missing_is_exit_2(tmp_path: Path) -> None:
+    result = run_cli("agent", "--event-loop", "uvloop", env=_without_uvloop(tmp_path), timeout=30)
+    assert result.returncode == 2, result.stderr
+    refusal = (
+        "controlplane: event_loop uvloop: uvloop is not installed"
+        " (event_loop auto or asyncio runs without)"
+    )
+    assert result.stderr.strip().splitlines() == [refusal]

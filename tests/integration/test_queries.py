@@ -128,6 +128,23 @@ def test_a_tag_filtered_query_reaches_exactly_the_matching_members(
             list(client.query("who", filter_tags={"role": "("}))
 
 
+def test_every_query_starts_its_handlers(agents: dict[str, AgentProcess]) -> None:
+    # Handlers are child processes of agents that run gRPC's threads (and uvloop):
+    # started with a fork that runs Python in the child, about one in three crashed
+    # before it ran (shell/childprocess.py). Each of a dozen queries must be answered.
+    missing = []
+    with client_of(agents["node-2"]) as client:
+        for round_ in range(12):
+            payload = f"round {round_}".encode()
+            messages = list(client.query("who", payload, filter_tags={"role": "^web$"}, timeout=3))
+            answered = sorted(
+                getattr(m.response, "from") for m in messages if m.HasField("response")
+            )
+            if answered != ["node-1", "node-3"]:
+                missing.append((round_, answered))
+    assert missing == []
+
+
 def test_a_client_handler_answers_and_the_cli_prints_like_serf(
     agents: dict[str, AgentProcess], metrics_address: str
 ) -> None:

@@ -1,5 +1,6 @@
 """Query handler processes: no shell, payload on stdin, Serf's environment, the
-response limit, the timeout and the concurrency bound."""
+response limit, the timeout and the concurrency bound; on asyncio's loop and on
+uvloop alike."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+import uvloop
 
 from controlplane.membership.queries import QUERY_RESPONSE_SIZE_LIMIT, QueryReceived
 from controlplane.shell.queries import QueryHandlers
@@ -25,8 +28,24 @@ def query(name: str = "who", payload: bytes = b"ping") -> QueryReceived:
     return QueryReceived(1, name, payload, "origin", 42, deadline=1e9)
 
 
+LOOPS = {"asyncio": None, "uvloop": uvloop.new_event_loop}
+_loop_factory = None
+
+
+@pytest.fixture(autouse=True, params=sorted(LOOPS))
+def on_each_loop(request: pytest.FixtureRequest) -> None:
+    global _loop_factory
+    _loop_factory = LOOPS[request.param]
+
+
+def run_on_loop(coroutine: Any) -> Any:
+    with asyncio.Runner(loop_factory=_loop_factory) as runner:
+        return runner.run(coroutine)
+
+
 def run(handlers: QueryHandlers, received: QueryReceived) -> bytes | None:
-    return asyncio.run(handlers.run(received))
+    result: bytes | None = run_on_loop(handlers.run(received))
+    return result
 
 
 def test_the_response_is_stdout_with_serfs_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -124,5 +143,38 @@ def test_at_most_limit_handlers_run_at_once() -> None:
     async def both() -> list[bytes | None]:
         return list(await asyncio.gather(handlers.run(query()), handlers.run(query())))
 
-    assert sorted(asyncio.run(both()), key=repr) == [None, b"done"]
+    assert sorted(run_on_loop(both()), key=repr) == [None, b"done"]
     assert handlers.stats.skipped_busy == 1
+
+
+def test_a_payload_larger_than_a_pipe_reaches_the_handler_whole() -> None:
+    payload = bytes(range(256)) * 4096  # 1 MiB: sixteen times a pipe's buffer
+    code = "import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest(), end='')"
+    handlers = QueryHandlers({"who": python(code)}, 10.0, "n")
+    import hashlib
+
+    answer = run(handlers, query(payload=payload))
+    assert answer == hashlib.sha256(payload).hexdigest().encode()
+
+
+def test_a_handler_that_never_reads_its_input_still_answers() -> None:
+    handlers = QueryHandlers({"who": python("print('ignored', end='')")}, 10.0, "n")
+    assert run(handlers, query(payload=b"x" * (1 << 20))) == b"ignored"
+    assert handlers.stats.failed == 0
+
+
+def test_closing_ends_a_running_handler_at_once() -> None:
+    handlers = QueryHandlers({"who": python("import time; time.sleep(30)")}, 60.0, "n")
+
+    async def close_while_running() -> bytes | None:
+        running = asyncio.ensure_future(handlers.run(query()))
+        while handlers.stats.started == 0 or not handlers._children._running:
+            await asyncio.sleep(0.01)
+        handlers.close()
+        return await running
+
+    started = time.monotonic()
+    assert run_on_loop(close_while_running()) is None
+    assert time.monotonic() - started < 10  # not the handler's 30 s, nor the 60 s timeout
+    # Neither a failure nor a timeout of the handler's: the agent is stopping.
+    assert (handlers.stats.failed, handlers.stats.timed_out) == (0, 0)
