@@ -158,10 +158,13 @@ class Serf(System):
 class Controlplane(System):
     name = "controlplane"
 
+    def __init__(self, extra_args: Sequence[str] = ()) -> None:
+        self.extra_args = list(extra_args)
+
     def command(self, name: str, host: str, seed: str | None) -> list[str]:
         command = [sys.executable, "-m", "controlplane.cli", "agent", "--node", name]
         command += ["--bind", host, "--port", str(PORT), "--log-level", "info"]
-        command += ["--shutdown-grace", "1"]
+        command += ["--shutdown-grace", "1", *self.extra_args]
         if seed is not None:
             command += ["--join", f"{seed}:{PORT}"]
         return command
@@ -562,6 +565,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[5, 10, 20, 30], help="idle N")
     parser.add_argument("--window", type=float, default=30.0, help="idle measurement window")
     parser.add_argument("--settle", type=float, default=10.0, help="idle wait after convergence")
+    parser.add_argument(
+        "--agent-arg",
+        action="append",
+        default=[],
+        help="extra controlplane agent flag, e.g. --agent-arg=--event-loop=asyncio (repeatable)",
+    )
     args = parser.parse_args(argv)
     parts = args.part or ["detection", "false-positives", "idle"]
 
@@ -577,7 +586,7 @@ def main(argv: list[str] | None = None) -> None:
         print("serf is not installed: measuring controlplane alone. Debian/Ubuntu, as root:")
         print("    apt-get install -y serf")
     if "controlplane" in wanted:
-        systems.append(Controlplane())
+        systems.append(Controlplane(args.agent_arg))
     print(f"cores: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.2f}\n")
 
     if "detection" in parts:

@@ -121,6 +121,11 @@ def run_child(
         if children.closed:
             return ChildOutcome(stdout, stderr, None, stopped=True)
         return ChildOutcome(stdout, stderr, code)
+    except BaseException:
+        # Whatever went wrong serving its pipes, the process must not outlive this.
+        kill_group(process)
+        process.wait()
+        raise
     finally:
         children.discard(process)
         for pipe in (process.stdin, process.stdout, process.stderr):
