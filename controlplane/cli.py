@@ -163,16 +163,16 @@ def cmd_agent(args: argparse.Namespace, out: TextIO) -> int:
     from controlplane.agent import Agent, JoinFailed
     from controlplane.shell.eventloop import choose_event_loop
 
-    loop = choose_event_loop(config.event_loop)
-    if loop.fallback is not None:
+    event_loop = choose_event_loop(config.event_loop)
+    if event_loop.fallback is not None:
         import logging
 
-        level = logging.WARNING if loop.broken else logging.INFO
-        logging.getLogger("controlplane.agent").log(level, "%s", loop.fallback)
+        level = logging.WARNING if event_loop.broken else logging.INFO
+        logging.getLogger("controlplane.agent").log(level, "%s", event_loop.fallback)
     environ = dict(os.environ)
     agent = Agent(config, reload_config=lambda: agent_config(args, environ))
     try:
-        with asyncio.Runner(loop_factory=loop.factory) as runner:
+        with asyncio.Runner(loop_factory=event_loop.factory) as runner:
             return runner.run(agent.run())
     except JoinFailed as error:
         print(PREFIX + str(error), file=sys.stderr)

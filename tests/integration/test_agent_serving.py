@@ -87,12 +87,18 @@ grpc.aio._server.Server.add_registered_method_handlers = _refuse
 """
 
 
+def _sitecustomized(tmp_path: Path, code: str) -> dict[str, str]:
+    """An environment whose interpreters run `code` before anything else."""
+    (tmp_path / "sitecustomize.py").write_text(code)
+    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    return {"PYTHONPATH": path}
+
+
 def test_every_service_is_attached_without_registered_methods(tmp_path: Path, grpcurl: str) -> None:
     # grpc.aio's server passes every registered method's pending future to
     # asyncio.wait on each call it accepts: 40-odd of them cost ~200 us per call.
-    (tmp_path / "sitecustomize.py").write_text(_REFUSE_REGISTERED_METHODS)
-    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
-    agent = start_agent("generic", log_dir=tmp_path, env={"PYTHONPATH": path}, wait=False)
+    env = _sitecustomized(tmp_path, _REFUSE_REGISTERED_METHODS)
+    agent = start_agent("generic", log_dir=tmp_path, env=env, wait=False)
     try:
         try:
             agent.wait_serving()
@@ -114,10 +120,7 @@ def test_the_agent_runs_on_uvloop_and_says_so(agent: AgentProcess) -> None:
 
 def _without_uvloop(tmp_path: Path) -> dict[str, str]:
     """An environment whose interpreter finds no uvloop, as where it is not installed."""
-    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['uvloop'] = None\n")
-    return {
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
-    }
+    return _sitecustomized(tmp_path, "import sys\nsys.modules['uvloop'] = None\n")
 
 
 def test_without_uvloop_the_agent_runs_on_asyncio_and_says_why(tmp_path: Path) -> None:

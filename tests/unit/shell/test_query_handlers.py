@@ -5,6 +5,7 @@ uvloop alike."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import select
 import shlex
@@ -96,10 +97,20 @@ def test_a_failing_or_silent_handler_sends_no_response() -> None:
     assert missing.stats.failed == 1
 
 
+# A handler that never ends on its own: it waits for a signal that never comes.
+NEVER_ENDS = "import signal; signal.pause()"
+
+
+def gate(tmp_path: Path) -> Path:
+    """A FIFO: opening one end blocks until the other end is opened, so a handler and
+    the test can wait for each other without sleeping or polling."""
+    fifo = tmp_path / "gate"
+    os.mkfifo(fifo)
+    return fifo
+
+
 def test_a_handler_is_killed_after_the_timeout() -> None:
-    handlers = QueryHandlers(
-        {"who": python("import time; print('late'); time.sleep(30)")}, 0.5, "n"
-    )
+    handlers = QueryHandlers({"who": python(f"print('late', flush=True); {NEVER_ENDS}")}, 0.5, "n")
     assert run(handlers, query()) is None
     assert handlers.stats.timed_out == 1
 
@@ -120,11 +131,10 @@ def _ended_within(pid: int, seconds: float) -> bool:
 
 def test_the_timeout_kills_the_handlers_children_too(tmp_path: Path) -> None:
     pid_file = tmp_path / "child.pid"
-    child = "import time; time.sleep(30)"
     code = (
-        "import subprocess, sys, time; "
-        f"p = subprocess.Popen([sys.executable, '-c', {child!r}]); "
-        f"open({str(pid_file)!r}, 'w').write(str(p.pid)); time.sleep(30)"
+        "import subprocess, sys; "
+        f"p = subprocess.Popen([sys.executable, '-c', {NEVER_ENDS!r}]); "
+        f"open({str(pid_file)!r}, 'w').write(str(p.pid)); {NEVER_ENDS}"
     )
     handlers = QueryHandlers({"who": python(code)}, 1.0, "n")
     started = time.monotonic()
@@ -135,13 +145,23 @@ def test_the_timeout_kills_the_handlers_children_too(tmp_path: Path) -> None:
     assert _ended_within(pid, 5.0), "the handler's child outlived the timeout"
 
 
-def test_at_most_limit_handlers_run_at_once() -> None:
-    handlers = QueryHandlers(
-        {"who": python("import time; time.sleep(0.5); print('done', end='')")}, 10.0, "n", limit=1
-    )
+def test_at_most_limit_handlers_run_at_once(tmp_path: Path) -> None:
+    fifo = gate(tmp_path)
+    # The handler answers once the test opens the gate: it is running while the
+    # second query arrives, whatever the machine's speed.
+    code = f"open({str(fifo)!r}).read(); print('done', end='')"
+    handlers = QueryHandlers({"who": python(code)}, 10.0, "n", limit=1)
+
+    def open_gate() -> None:
+        with open(fifo, "w") as writer:  # blocks until the handler opens its end
+            writer.write("go")
 
     async def both() -> list[bytes | None]:
-        return list(await asyncio.gather(handlers.run(query()), handlers.run(query())))
+        first = asyncio.ensure_future(handlers.run(query()))
+        second = asyncio.ensure_future(handlers.run(query()))
+        refused = await second
+        await asyncio.get_running_loop().run_in_executor(None, open_gate)
+        return [await first, refused]
 
     assert sorted(run_on_loop(both()), key=repr) == [None, b"done"]
     assert handlers.stats.skipped_busy == 1
@@ -151,8 +171,6 @@ def test_a_payload_larger_than_a_pipe_reaches_the_handler_whole() -> None:
     payload = bytes(range(256)) * 4096  # 1 MiB: sixteen times a pipe's buffer
     code = "import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest(), end='')"
     handlers = QueryHandlers({"who": python(code)}, 10.0, "n")
-    import hashlib
-
     answer = run(handlers, query(payload=payload))
     assert answer == hashlib.sha256(payload).hexdigest().encode()
 
@@ -163,18 +181,23 @@ def test_a_handler_that_never_reads_its_input_still_answers() -> None:
     assert handlers.stats.failed == 0
 
 
-def test_closing_ends_a_running_handler_at_once() -> None:
-    handlers = QueryHandlers({"who": python("import time; time.sleep(30)")}, 60.0, "n")
+def test_closing_ends_a_running_handler_at_once(tmp_path: Path) -> None:
+    fifo = gate(tmp_path)
+    code = f"open({str(fifo)!r}, 'w').write('started'); {NEVER_ENDS}"
+    handlers = QueryHandlers({"who": python(code)}, 60.0, "n")
+
+    def wait_for_start() -> str:
+        with open(fifo) as reader:  # blocks until the handler opens its end
+            return reader.read()
 
     async def close_while_running() -> bytes | None:
         running = asyncio.ensure_future(handlers.run(query()))
-        while handlers.stats.started == 0 or not handlers._children._running:
-            await asyncio.sleep(0.01)
+        assert await asyncio.get_running_loop().run_in_executor(None, wait_for_start) == "started"
         handlers.close()
         return await running
 
     started = time.monotonic()
     assert run_on_loop(close_while_running()) is None
-    assert time.monotonic() - started < 10  # not the handler's 30 s, nor the 60 s timeout
+    assert time.monotonic() - started < 10  # the handler never ends; the timeout is 60 s
     # Neither a failure nor a timeout of the handler's: the agent is stopping.
     assert (handlers.stats.failed, handlers.stats.timed_out) == (0, 0)
